@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# Starts the rocketmq-rust name server and broker on loopback, each once:
+# a server already answering on its port is left as it is.
+#
+#   ROCKETMQ_DATA   data directory (default: <repo>/data/rocketmq)
+#   NAMESRV_PORT    name server port (default 9876)
+#   BROKER_PORT     broker port (default 10911; it also uses BROKER_PORT+1 for HA)
+#   FLUSH           async (default, RocketMQ's default) or sync (fsync before confirming)
+set -euo pipefail
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+root=$(cd "$here/../.." && pwd)
+data="${ROCKETMQ_DATA:-$root/data/rocketmq}"
+namesrv_port="${NAMESRV_PORT:-9876}"
+broker_port="${BROKER_PORT:-10911}"
+flush="${FLUSH:-async}"
+
+answers() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+wait_for() { # port, seconds, log
+  for _ in $(seq 1 $(( $2 * 10 ))); do
+    answers "$1" && return 0
+    sleep 0.1
+  done
+  echo "nothing answers on 127.0.0.1:$1 after $2 s; last lines of $3:" >&2
+  tail -n 30 "$3" >&2 || true
+  return 1
+}
+
+bin=$("$here/build.sh")
+mkdir -p "$data/home" "$data/store" "$data/logs"
+
+if answers "$namesrv_port"; then
+  echo "name server already answers on 127.0.0.1:$namesrv_port"
+else
+  ROCKETMQ_HOME="$data/home" nohup "$bin/rocketmq-namesrv-rust" \
+    --rocketmqHome "$data/home" --bindAddress 127.0.0.1 --listenPort "$namesrv_port" \
+    >"$data/logs/namesrv.log" 2>&1 &
+  echo $! >"$data/namesrv.pid"
+  wait_for "$namesrv_port" 60 "$data/logs/namesrv.log"
+  echo "name server started on 127.0.0.1:$namesrv_port (pid $(cat "$data/namesrv.pid"))"
+fi
+
+if answers "$broker_port"; then
+  echo "broker already answers on 127.0.0.1:$broker_port"
+else
+  if [ "$flush" = sync ]; then flush_type=SYNC_FLUSH; else flush_type=ASYNC_FLUSH; fi
+  # bindAddress stays unset: setting it to 127.0.0.1 makes this broker fail to
+  # start. brokerIP1/2 and haListenAddress keep clients and HA on loopback.
+  cat >"$data/broker.conf" <<CONF
+brokerClusterName=AmqpGatewayCluster
+brokerName=broker-a
+brokerId=0
+namesrvAddr=127.0.0.1:$namesrv_port
+listenPort=$broker_port
+brokerIP1=127.0.0.1
+brokerIP2=127.0.0.1
+haListenAddress=127.0.0.1
+storePathRootDir=$data/store
+autoCreateTopicEnable=true
+autoCreateSubscriptionGroup=true
+flushDiskType=$flush_type
+maxMessageSize=135266304
+enablePropertyFilter=true
+enableLmq=true
+enableMultiDispatch=true
+CONF
+  ROCKETMQ_HOME="$data/home" nohup "$bin/rocketmq-broker-rust" -c "$data/broker.conf" \
+    >"$data/logs/broker.log" 2>&1 &
+  echo $! >"$data/broker.pid"
+  wait_for "$broker_port" 120 "$data/logs/broker.log"
+  # The broker answers before it has registered with the name server.
+  for _ in $(seq 1 100); do
+    grep -qi "started successfully\|register broker.*success" "$data/logs/broker.log" && break
+    sleep 0.2
+  done
+  echo "broker started on 127.0.0.1:$broker_port (pid $(cat "$data/broker.pid"), flush $flush_type)"
+fi

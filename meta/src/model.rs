@@ -1,0 +1,109 @@
+//! Plain records as the store keeps them. Arguments are kept as the AMQP
+//! field-table wire encoding, opaque here: the proxy decodes them.
+
+/// A virtual host; the proxy maps it to a RocketMQ namespace.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Vhost {
+    pub name: String,
+    /// The namespace prefix chosen for this vhost's RocketMQ resources.
+    pub namespace: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct User {
+    pub name: String,
+    /// RabbitMQ's `rabbit_password_hashing_sha256` format: base64(salt ++ sha256(salt ++ password)).
+    pub password_hash: String,
+    pub tags: String,
+    /// Only accepted from loopback peers (RabbitMQ's `loopback_users`).
+    pub loopback_only: bool,
+}
+
+/// configure / write / read regular expressions of one user on one vhost.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Permission {
+    pub user: String,
+    pub vhost: String,
+    pub configure: String,
+    pub write: String,
+    pub read: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Exchange {
+    pub vhost: String,
+    pub name: String,
+    /// "direct", "fanout", "topic" or "headers".
+    pub kind: String,
+    pub durable: bool,
+    pub auto_delete: bool,
+    pub internal: bool,
+    pub arguments: Vec<u8>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Queue {
+    pub vhost: String,
+    pub name: String,
+    pub durable: bool,
+    pub auto_delete: bool,
+    /// The connection that owns an exclusive queue.
+    pub exclusive_owner: Option<String>,
+    pub arguments: Vec<u8>,
+    /// The RocketMQ topic holding this queue's messages.
+    pub topic: String,
+    /// The RocketMQ consumer group whose progress is this queue's read position.
+    pub group: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DestinationKind {
+    Queue,
+    Exchange,
+}
+
+impl DestinationKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DestinationKind::Queue => "queue",
+            DestinationKind::Exchange => "exchange",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "queue" => Some(DestinationKind::Queue),
+            "exchange" => Some(DestinationKind::Exchange),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Binding {
+    pub vhost: String,
+    pub source: String,
+    pub destination: String,
+    pub destination_kind: DestinationKind,
+    pub routing_key: String,
+    pub arguments: Vec<u8>,
+}
+
+impl Binding {
+    /// Two bindings are the same binding when all of these are equal (as in RabbitMQ).
+    pub fn same_as(&self, other: &Binding) -> bool {
+        self == other
+    }
+}
+
+/// Everything the store holds, read at once.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    pub revision: i64,
+    pub vhosts: Vec<Vhost>,
+    pub users: Vec<User>,
+    pub permissions: Vec<Permission>,
+    pub exchanges: Vec<Exchange>,
+    pub queues: Vec<Queue>,
+    pub bindings: Vec<Binding>,
+}

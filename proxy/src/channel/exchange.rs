@@ -1,0 +1,226 @@
+//! exchange.declare / delete / bind / unbind. Exchanges exist only in the
+//! meta store and the gateways' routing tables: RocketMQ stores queues, and
+//! routing is decided at publish time (docs/architecture.md).
+
+use amq_protocol::protocol::{exchange, AMQPClass};
+use amq_protocol::types::FieldTable;
+
+use super::{Channel, Session};
+use crate::error::{meta_failure, ConnectionException, HardCode, ProtocolError, SoftCode};
+use crate::mapping::routing::ExchangeKind;
+use crate::topology::{add_binding, encode_arguments, exchange_state, remove_binding, Access};
+
+const CLASS: u16 = 40;
+
+pub async fn handle_exchange_declare(ch: &mut Channel, s: &mut Session<'_>, m: exchange::Declare) -> Result<(), ProtocolError> {
+    let name = m.exchange.as_str();
+    let vhost = s.vhost.clone();
+    if m.passive {
+        if !vhost.read().has_exchange(name) {
+            return Err(not_found(s, name, 10));
+        }
+        return reply(ch, s, m.nowait, exchange::AMQPMethod::DeclareOk(exchange::DeclareOk {}));
+    }
+    if name.is_empty() {
+        return Err(s.channel_error(SoftCode::AccessRefused, "operation not permitted on the default exchange".into(), CLASS, 10));
+    }
+    if name.starts_with("amq.") {
+        return Err(s.channel_error(
+            SoftCode::AccessRefused,
+            format!("exchange name '{name}' contains reserved prefix 'amq.*'"),
+            CLASS,
+            10,
+        ));
+    }
+    let Some(kind) = ExchangeKind::parse(m.kind.as_str()) else {
+        return Err(ConnectionException::new(HardCode::CommandInvalid, format!("unknown exchange type '{}'", m.kind))
+            .on_method(CLASS, 10)
+            .into());
+    };
+    s.check(Access::Configure, "exchange", name, CLASS, 10)?;
+    let _changes = vhost.changes.lock().await;
+    if let Some(existing) = vhost.read().exchanges.get(name) {
+        let current = &existing.record;
+        let inequivalent = |arg: &str, received: String, current: String| {
+            s.channel_error(
+                SoftCode::PreconditionFailed,
+                format!(
+                    "inequivalent arg '{arg}' for exchange '{name}' in vhost '{}': received '{received}' but current is '{current}'",
+                    vhost.name
+                ),
+                CLASS,
+                10,
+            )
+        };
+        if existing.kind != kind {
+            return Err(inequivalent("type", kind.as_str().into(), existing.kind.as_str().into()));
+        }
+        if current.durable != m.durable {
+            return Err(inequivalent("durable", m.durable.to_string(), current.durable.to_string()));
+        }
+        if current.auto_delete != m.auto_delete {
+            return Err(inequivalent("auto_delete", m.auto_delete.to_string(), current.auto_delete.to_string()));
+        }
+        if current.internal != m.internal {
+            return Err(inequivalent("internal", m.internal.to_string(), current.internal.to_string()));
+        }
+        if !same_arguments(&existing.arguments, &m.arguments) {
+            return Err(inequivalent("arguments", format!("{:?}", m.arguments), format!("{:?}", existing.arguments)));
+        }
+        return reply(ch, s, m.nowait, exchange::AMQPMethod::DeclareOk(exchange::DeclareOk {}));
+    }
+    let record = meta::Exchange {
+        vhost: vhost.name.clone(),
+        name: name.to_owned(),
+        kind: kind.as_str().to_owned(),
+        durable: m.durable,
+        auto_delete: m.auto_delete,
+        internal: m.internal,
+        arguments: encode_arguments(&m.arguments),
+    };
+    warn_unapplied_arguments(&m.arguments, name);
+    s.gateway.store.put_exchange(&record).await.map_err(|e| meta_failure("exchange.declare", &e))?;
+    let state = exchange_state(&record).map_err(|e| ConnectionException::new(HardCode::InternalError, e))?;
+    vhost.write().exchanges.insert(name.to_owned(), state);
+    tracing::info!(vhost = %vhost.name, exchange = %name, kind = kind.as_str(), "Exchange declared.");
+    reply(ch, s, m.nowait, exchange::AMQPMethod::DeclareOk(exchange::DeclareOk {}))
+}
+
+/// RabbitMQ compares arguments as tables; so do we.
+fn same_arguments(a: &FieldTable, b: &FieldTable) -> bool {
+    a == b
+}
+
+/// Arguments whose behaviour the gateway does not implement yet are kept but
+/// said out loud, never silently ignored.
+fn warn_unapplied_arguments(arguments: &FieldTable, exchange: &str) {
+    for key in arguments.inner().keys() {
+        if key.as_str() == "alternate-exchange" {
+            tracing::warn!(exchange = %exchange, argument = %key, "Exchange argument stored but not applied yet (see docs/mapping.md).");
+        }
+    }
+}
+
+pub async fn handle_exchange_delete(ch: &mut Channel, s: &mut Session<'_>, m: exchange::Delete) -> Result<(), ProtocolError> {
+    let name = m.exchange.as_str();
+    let vhost = s.vhost.clone();
+    if name.is_empty() || name.starts_with("amq.") {
+        return Err(s.channel_error(
+            SoftCode::AccessRefused,
+            format!("operation not permitted on exchange '{}'", super::display_name(name)),
+            CLASS,
+            20,
+        ));
+    }
+    s.check(Access::Configure, "exchange", name, CLASS, 20)?;
+    let _changes = vhost.changes.lock().await;
+    {
+        let topology = vhost.read();
+        if !topology.exchanges.contains_key(name) {
+            drop(topology);
+            return Err(not_found(s, name, 20));
+        }
+        if m.if_unused && topology.exchange_in_use(name) {
+            drop(topology);
+            return Err(s.channel_error(
+                SoftCode::PreconditionFailed,
+                format!("exchange '{name}' in vhost '{}' in use", vhost.name),
+                CLASS,
+                20,
+            ));
+        }
+    }
+    s.gateway.store.delete_exchange(&vhost.name, name).await.map_err(|e| meta_failure("exchange.delete", &e))?;
+    {
+        let mut topology = vhost.write();
+        topology.exchanges.remove(name);
+        topology.remove_bindings_to(&crate::mapping::routing::Destination::Exchange(name.to_owned()));
+    }
+    tracing::info!(vhost = %vhost.name, exchange = %name, "Exchange deleted.");
+    reply(ch, s, m.nowait, exchange::AMQPMethod::DeleteOk(exchange::DeleteOk {}))
+}
+
+pub async fn handle_exchange_bind(ch: &mut Channel, s: &mut Session<'_>, m: exchange::Bind) -> Result<(), ProtocolError> {
+    let binding = exchange_binding(s, m.source.as_str(), m.destination.as_str(), m.routing_key.as_str(), &m.arguments);
+    check_endpoints(s, &binding, 30)?;
+    let vhost = s.vhost.clone();
+    let _changes = vhost.changes.lock().await;
+    if vhost.read().exchanges.get(&binding.source).is_some_and(|e| e.records.contains(&binding)) {
+        return reply(ch, s, m.nowait, exchange::AMQPMethod::BindOk(exchange::BindOk {}));
+    }
+    // Compile first so that a bad x-match is refused before anything is stored.
+    let mut trial = crate::topology::VhostTopology::default();
+    if let Some(src) = vhost.read().exchanges.get(&binding.source) {
+        trial.exchanges.insert(binding.source.clone(), src.clone());
+    }
+    add_binding(&mut trial, &binding).map_err(|e| s.channel_error(SoftCode::PreconditionFailed, e, CLASS, 30))?;
+    s.gateway.store.put_binding(&binding).await.map_err(|e| meta_failure("exchange.bind", &e))?;
+    let _ = add_binding(&mut vhost.write(), &binding);
+    reply(ch, s, m.nowait, exchange::AMQPMethod::BindOk(exchange::BindOk {}))
+}
+
+pub async fn handle_exchange_unbind(ch: &mut Channel, s: &mut Session<'_>, m: exchange::Unbind) -> Result<(), ProtocolError> {
+    let binding = exchange_binding(s, m.source.as_str(), m.destination.as_str(), m.routing_key.as_str(), &m.arguments);
+    check_endpoints(s, &binding, 40)?;
+    let vhost = s.vhost.clone();
+    let _changes = vhost.changes.lock().await;
+    s.gateway.store.delete_binding(&binding).await.map_err(|e| meta_failure("exchange.unbind", &e))?;
+    remove_binding(&mut vhost.write(), &binding);
+    delete_unused_auto_delete(s, std::slice::from_ref(&binding.source)).await?;
+    reply(ch, s, m.nowait, exchange::AMQPMethod::UnbindOk(exchange::UnbindOk {}))
+}
+
+fn exchange_binding(s: &Session<'_>, source: &str, destination: &str, key: &str, args: &FieldTable) -> meta::Binding {
+    meta::Binding {
+        vhost: s.vhost.name.clone(),
+        source: source.to_owned(),
+        destination: destination.to_owned(),
+        destination_kind: meta::DestinationKind::Exchange,
+        routing_key: key.to_owned(),
+        arguments: encode_arguments(args),
+    }
+}
+
+/// Both exchanges exist, neither is the default one, and the user may read
+/// the source and write the destination.
+fn check_endpoints(s: &Session<'_>, b: &meta::Binding, method: u16) -> Result<(), ProtocolError> {
+    if b.source.is_empty() || b.destination.is_empty() {
+        return Err(s.channel_error(SoftCode::AccessRefused, "operation not permitted on the default exchange".into(), CLASS, method));
+    }
+    for name in [&b.source, &b.destination] {
+        if !s.vhost.read().exchanges.contains_key(name.as_str()) {
+            return Err(not_found(s, name, method));
+        }
+    }
+    s.check(Access::Write, "exchange", &b.destination, CLASS, method)?;
+    s.check(Access::Read, "exchange", &b.source, CLASS, method)
+}
+
+fn not_found(s: &Session<'_>, name: &str, method: u16) -> ProtocolError {
+    s.channel_error(SoftCode::NotFound, format!("no exchange '{name}' in vhost '{}'", s.vhost.name), CLASS, method)
+}
+
+fn reply(ch: &Channel, s: &mut Session<'_>, nowait: bool, method: exchange::AMQPMethod) -> Result<(), ProtocolError> {
+    if !nowait {
+        s.out.method(ch.id, AMQPClass::Exchange(method));
+    }
+    Ok(())
+}
+
+/// Deletes the auto-delete exchanges among `sources` that have no binding
+/// left (RabbitMQ deletes one when its last binding goes).
+pub async fn delete_unused_auto_delete(s: &mut Session<'_>, sources: &[String]) -> Result<(), ProtocolError> {
+    let vhost = s.vhost.clone();
+    for source in sources {
+        let unused = vhost.read().exchanges.get(source).is_some_and(|e| e.record.auto_delete && e.bindings.is_empty());
+        if !unused {
+            continue;
+        }
+        s.gateway.store.delete_exchange(&vhost.name, source).await.map_err(|e| meta_failure("auto-delete", &e))?;
+        let mut topology = vhost.write();
+        topology.exchanges.remove(source);
+        topology.remove_bindings_to(&crate::mapping::routing::Destination::Exchange(source.clone()));
+        tracing::info!(vhost = %vhost.name, exchange = %source, "Auto-delete exchange deleted.");
+    }
+    Ok(())
+}

@@ -1,0 +1,248 @@
+//! The AMQP channel: its state and one handler per method, a file per class.
+//!
+//! `handle_method` is one exhaustive match over the methods a client may send
+//! on an open channel; adding a method to amq-protocol is a compile error
+//! here until it is handled. channel.open / channel.close change the
+//! connection's channel table and are handled by the connection.
+
+pub mod basic;
+pub mod confirm;
+pub mod exchange;
+pub mod queue;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use amq_protocol::frame::AMQPContentHeader;
+use amq_protocol::protocol::{access, channel, AMQPClass};
+use bytes::Bytes;
+use futures_util::stream::FuturesUnordered;
+
+use crate::codec::content::ContentAssembler;
+use crate::codec::FrameEncoder;
+use crate::error::{ChannelException, ConnectionException, HardCode, ProtocolError, SoftCode};
+use crate::topology::{Access, Permission, Vhost};
+use crate::upstream::UpstreamError;
+use crate::Gateway;
+
+/// RocketMQ's answer to one publish, routed back to its channel.
+#[derive(Debug)]
+pub struct PublishDone {
+    pub channel: u16,
+    /// Which opening of the channel published it (a reopened channel has a new epoch).
+    pub epoch: u64,
+    pub tag: Option<u64>,
+    pub result: Result<(), UpstreamError>,
+}
+
+pub type PublishFuture = Pin<Box<dyn Future<Output = PublishDone> + Send>>;
+
+/// Publishes in flight to RocketMQ, polled by the connection task.
+pub type Pipeline = FuturesUnordered<PublishFuture>;
+
+/// What a channel method may use of its connection.
+pub struct Session<'a> {
+    pub gateway: &'a Arc<Gateway>,
+    pub vhost: &'a Arc<Vhost>,
+    pub user: &'a str,
+    pub permission: &'a Permission,
+    /// Identifies the connection that owns exclusive queues.
+    pub connection_name: &'a str,
+    pub out: &'a mut FrameEncoder,
+    pub frame_max: usize,
+    pub pipeline: &'a mut Pipeline,
+}
+
+impl Session<'_> {
+    /// 403 unless the user's permission on this vhost allows `access` to `name`.
+    pub fn check(&self, access: Access, kind: &str, name: &str, class_id: u16, method_id: u16) -> Result<(), ProtocolError> {
+        if self.permission.allows(access, name) {
+            return Ok(());
+        }
+        let what = match access {
+            Access::Configure => "configure",
+            Access::Write => "write",
+            Access::Read => "read",
+        };
+        Err(self.channel_error(
+            SoftCode::AccessRefused,
+            format!(
+                "{what} access to {kind} '{}' in vhost '{}' refused for user '{}'",
+                display_name(name),
+                self.vhost.name,
+                self.user
+            ),
+            class_id,
+            method_id,
+        ))
+    }
+
+    pub fn channel_error(&self, code: SoftCode, text: String, class_id: u16, method_id: u16) -> ProtocolError {
+        // The channel id is filled in by `handle_method`'s caller.
+        ProtocolError::Channel(0, ChannelException::new(code, text).on_method(class_id, method_id))
+    }
+}
+
+fn display_name(name: &str) -> &str {
+    if name.is_empty() {
+        "amq.default"
+    } else {
+        name
+    }
+}
+
+/// One open channel.
+#[derive(Debug)]
+pub struct Channel {
+    pub id: u16,
+    pub epoch: u64,
+    pub content: ContentAssembler,
+    pub confirms: Option<confirm::Confirms>,
+    /// channel.flow from the client: whether it accepts deliveries.
+    pub flow_active: bool,
+    pub prefetch_count: u16,
+}
+
+impl Channel {
+    pub fn new(id: u16, epoch: u64) -> Channel {
+        Channel { id, epoch, content: ContentAssembler::default(), confirms: None, flow_active: true, prefetch_count: 0 }
+    }
+}
+
+/// Handles one method on an open channel.
+pub async fn handle_method(ch: &mut Channel, s: &mut Session<'_>, method: AMQPClass) -> Result<(), ProtocolError> {
+    if !ch.content.is_idle() {
+        return Err(ConnectionException::new(
+            HardCode::UnexpectedFrame,
+            format!("expected content header or body for channel {}, got a method frame", ch.id),
+        )
+        .into());
+    }
+    let result = dispatch(ch, s, method).await;
+    // Handlers build channel errors without knowing their channel id.
+    result.map_err(|e| match e {
+        ProtocolError::Channel(_, ex) => ProtocolError::Channel(ch.id, ex),
+        other => other,
+    })
+}
+
+async fn dispatch(ch: &mut Channel, s: &mut Session<'_>, method: AMQPClass) -> Result<(), ProtocolError> {
+    use amq_protocol::protocol::{basic as b, confirm as c, exchange as e, queue as q, tx};
+    match method {
+        AMQPClass::Exchange(m) => match m {
+            e::AMQPMethod::Declare(m) => exchange::handle_exchange_declare(ch, s, m).await,
+            e::AMQPMethod::Delete(m) => exchange::handle_exchange_delete(ch, s, m).await,
+            e::AMQPMethod::Bind(m) => exchange::handle_exchange_bind(ch, s, m).await,
+            e::AMQPMethod::Unbind(m) => exchange::handle_exchange_unbind(ch, s, m).await,
+            e::AMQPMethod::DeclareOk(_)
+            | e::AMQPMethod::DeleteOk(_)
+            | e::AMQPMethod::BindOk(_)
+            | e::AMQPMethod::UnbindOk(_) => Err(server_method("exchange")),
+        },
+        AMQPClass::Queue(m) => match m {
+            q::AMQPMethod::Declare(m) => queue::handle_queue_declare(ch, s, m).await,
+            q::AMQPMethod::Bind(m) => queue::handle_queue_bind(ch, s, m).await,
+            q::AMQPMethod::Unbind(m) => queue::handle_queue_unbind(ch, s, m).await,
+            q::AMQPMethod::Purge(m) => queue::handle_queue_purge(ch, s, m).await,
+            q::AMQPMethod::Delete(m) => queue::handle_queue_delete(ch, s, m).await,
+            q::AMQPMethod::DeclareOk(_)
+            | q::AMQPMethod::BindOk(_)
+            | q::AMQPMethod::UnbindOk(_)
+            | q::AMQPMethod::PurgeOk(_)
+            | q::AMQPMethod::DeleteOk(_) => Err(server_method("queue")),
+        },
+        AMQPClass::Basic(m) => match m {
+            b::AMQPMethod::Publish(m) => basic::handle_basic_publish(ch, s, m),
+            b::AMQPMethod::Qos(m) => basic::handle_basic_qos(ch, s, m),
+            b::AMQPMethod::Consume(_) => Err(not_yet("basic.consume")),
+            b::AMQPMethod::Cancel(_) => Err(not_yet("basic.cancel")),
+            b::AMQPMethod::Get(_) => Err(not_yet("basic.get")),
+            b::AMQPMethod::Ack(_) | b::AMQPMethod::Nack(_) | b::AMQPMethod::Reject(_) => {
+                // No delivery has been made on this channel, so every tag is unknown.
+                Err(ProtocolError::Channel(
+                    ch.id,
+                    ChannelException::new(SoftCode::PreconditionFailed, "unknown delivery tag".to_owned()),
+                ))
+            }
+            b::AMQPMethod::Recover(_) | b::AMQPMethod::RecoverAsync(_) => Err(not_yet("basic.recover")),
+            b::AMQPMethod::QosOk(_)
+            | b::AMQPMethod::ConsumeOk(_)
+            | b::AMQPMethod::CancelOk(_)
+            | b::AMQPMethod::Return(_)
+            | b::AMQPMethod::Deliver(_)
+            | b::AMQPMethod::GetOk(_)
+            | b::AMQPMethod::GetEmpty(_)
+            | b::AMQPMethod::RecoverOk(_) => Err(server_method("basic")),
+        },
+        AMQPClass::Confirm(m) => match m {
+            c::AMQPMethod::Select(m) => confirm::handle_confirm_select(ch, s, m),
+            c::AMQPMethod::SelectOk(_) => Err(server_method("confirm")),
+        },
+        AMQPClass::Tx(m) => match m {
+            tx::AMQPMethod::Select(_) | tx::AMQPMethod::Commit(_) | tx::AMQPMethod::Rollback(_) => {
+                Err(not_yet("transactions (tx.select)"))
+            }
+            tx::AMQPMethod::SelectOk(_) | tx::AMQPMethod::CommitOk(_) | tx::AMQPMethod::RollbackOk(_) => {
+                Err(server_method("tx"))
+            }
+        },
+        AMQPClass::Channel(m) => match m {
+            channel::AMQPMethod::Flow(f) => {
+                ch.flow_active = f.active;
+                s.out.method(ch.id, AMQPClass::Channel(channel::AMQPMethod::FlowOk(channel::FlowOk { active: f.active })));
+                Ok(())
+            }
+            // Our own channel.flow is never sent, so a flow-ok answers nothing.
+            channel::AMQPMethod::FlowOk(_) => Ok(()),
+            channel::AMQPMethod::Open(_) => Err(ConnectionException::new(
+                HardCode::ChannelError,
+                format!("second 'channel.open' seen on channel {}", ch.id),
+            )
+            .on_method(20, 10)
+            .into()),
+            channel::AMQPMethod::OpenOk(_) => Err(server_method("channel")),
+            // Handled by the connection, which owns the channel table.
+            channel::AMQPMethod::Close(_) | channel::AMQPMethod::CloseOk(_) => Ok(()),
+        },
+        AMQPClass::Access(m) => match m {
+            // Deprecated in 0-9-1; RabbitMQ answers it and ignores it.
+            access::AMQPMethod::Request(_) => {
+                s.out.method(ch.id, AMQPClass::Access(access::AMQPMethod::RequestOk(access::RequestOk {})));
+                Ok(())
+            }
+            access::AMQPMethod::RequestOk(_) => Err(server_method("access")),
+        },
+        AMQPClass::Connection(_) => Err(ConnectionException::new(
+            HardCode::CommandInvalid,
+            format!("connection method on channel {}", ch.id),
+        )
+        .into()),
+    }
+}
+
+/// A method only a server sends.
+fn server_method(class: &str) -> ProtocolError {
+    ConnectionException::new(HardCode::CommandInvalid, format!("{class} method that only a server may send")).into()
+}
+
+/// A method the gateway does not serve yet: a clear 540, never a silent no-op.
+fn not_yet(what: &str) -> ProtocolError {
+    ConnectionException::new(HardCode::NotImplemented, format!("{what} is not implemented by this gateway yet")).into()
+}
+
+/// Content frames for a channel, in publish order.
+pub fn handle_header(ch: &mut Channel, s: &mut Session<'_>, header: AMQPContentHeader) -> Result<(), ProtocolError> {
+    let max = s.gateway.max_message_size();
+    if let Some(content) = ch.content.header(ch.id, header, max)? {
+        basic::publish_content(ch, s, content)?;
+    }
+    Ok(())
+}
+
+pub fn handle_body(ch: &mut Channel, s: &mut Session<'_>, body: Bytes) -> Result<(), ProtocolError> {
+    if let Some(content) = ch.content.body(body)? {
+        basic::publish_content(ch, s, content)?;
+    }
+    Ok(())
+}

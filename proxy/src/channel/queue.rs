@@ -1,0 +1,347 @@
+//! queue.declare / bind / unbind / purge / delete. A queue is a RocketMQ topic
+//! (its messages) plus a consumer group (its read position); declare-ok's
+//! message_count is the group's backlog on the topic.
+
+use amq_protocol::protocol::{queue, AMQPClass};
+use amq_protocol::types::{AMQPValue, FieldTable};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+
+use super::exchange::delete_unused_auto_delete;
+use super::{Channel, Session};
+use crate::error::{meta_failure, upstream_failure, ConnectionException, HardCode, ProtocolError, SoftCode};
+use crate::mapping::routing::Destination;
+use crate::topology::{add_binding, encode_arguments, remove_binding, Access, QueueState};
+
+const CLASS: u16 = 50;
+
+/// The arguments RabbitMQ compares when a queue is declared again.
+const EQUIVALENCE_ARGUMENTS: &[&str] = &[
+    "x-expires",
+    "x-message-ttl",
+    "x-dead-letter-exchange",
+    "x-dead-letter-routing-key",
+    "x-max-length",
+    "x-max-length-bytes",
+    "x-max-priority",
+    "x-overflow",
+    "x-queue-mode",
+    "x-queue-type",
+    "x-single-active-consumer",
+];
+
+/// Arguments that are stored but whose behaviour is not implemented yet.
+const UNAPPLIED_ARGUMENTS: &[&str] = &[
+    "x-expires",
+    "x-message-ttl",
+    "x-dead-letter-exchange",
+    "x-dead-letter-routing-key",
+    "x-max-length",
+    "x-max-length-bytes",
+    "x-max-priority",
+    "x-overflow",
+    "x-single-active-consumer",
+];
+
+pub async fn handle_queue_declare(ch: &mut Channel, s: &mut Session<'_>, m: queue::Declare) -> Result<(), ProtocolError> {
+    let vhost = s.vhost.clone();
+    let mut name = m.queue.as_str().to_owned();
+    if m.passive {
+        let state = existing_queue(s, &name, 10)?;
+        return declare_ok(ch, s, m.nowait, &state).await;
+    }
+    if name.is_empty() {
+        name = server_generated_name();
+    } else if name.starts_with("amq.") {
+        return Err(s.channel_error(
+            SoftCode::AccessRefused,
+            format!("queue name '{name}' contains reserved prefix 'amq.*'"),
+            CLASS,
+            10,
+        ));
+    }
+    s.check(Access::Configure, "queue", &name, CLASS, 10)?;
+    check_queue_type(&m.arguments)?;
+    let _changes = vhost.changes.lock().await;
+    let existing = vhost.read().queues.get(&name).cloned();
+    if let Some(state) = existing {
+        check_owner(s, &state, 10)?;
+        check_equivalent(s, &state, &m)?;
+        return declare_ok(ch, s, m.nowait, &state).await;
+    }
+    let record = meta::Queue {
+        vhost: vhost.name.clone(),
+        name: name.clone(),
+        durable: m.durable,
+        auto_delete: m.auto_delete,
+        exclusive_owner: m.exclusive.then(|| s.connection_name.to_owned()),
+        arguments: encode_arguments(&m.arguments),
+        topic: vhost.queue_topic(&name),
+        group: vhost.queue_group(&name),
+    };
+    for key in m.arguments.inner().keys() {
+        if UNAPPLIED_ARGUMENTS.contains(&key.as_str()) {
+            tracing::warn!(vhost = %vhost.name, queue = %name, argument = %key, "Queue argument stored but not applied yet (see docs/mapping.md).");
+        }
+    }
+    s.gateway
+        .upstream
+        .create_queue(&record.topic, &record.group)
+        .await
+        .map_err(|e| upstream_failure("queue.declare", &e))?;
+    s.gateway.store.put_queue(&record).await.map_err(|e| meta_failure("queue.declare", &e))?;
+    let state = QueueState { record, arguments: m.arguments.clone() };
+    vhost.write().queues.insert(name.clone(), state.clone());
+    tracing::info!(vhost = %vhost.name, queue = %name, topic = %state.record.topic, "Queue declared.");
+    if m.nowait {
+        return Ok(());
+    }
+    // A new queue is empty: no need to ask RocketMQ.
+    s.out.method(
+        ch.id,
+        AMQPClass::Queue(queue::AMQPMethod::DeclareOk(queue::DeclareOk { queue: name.into(), message_count: 0, consumer_count: 0 })),
+    );
+    Ok(())
+}
+
+/// `amq.gen-` and 22 random URL-safe characters, as RabbitMQ names them.
+fn server_generated_name() -> String {
+    let bytes: [u8; 16] = rand::random();
+    format!("amq.gen-{}", URL_SAFE_NO_PAD.encode(bytes))
+}
+
+fn check_queue_type(arguments: &FieldTable) -> Result<(), ProtocolError> {
+    let kind = match arguments.inner().get("x-queue-type") {
+        None => return Ok(()),
+        Some(AMQPValue::LongString(s)) => String::from_utf8_lossy(s.as_bytes()).into_owned(),
+        Some(AMQPValue::ShortString(s)) => s.as_str().to_owned(),
+        Some(_) => String::new(),
+    };
+    match kind.as_str() {
+        // Both are stored the same way: in a RocketMQ topic.
+        "classic" | "quorum" => Ok(()),
+        other => Err(ConnectionException::new(
+            HardCode::NotImplemented,
+            format!("x-queue-type '{other}' is not supported by this gateway (classic and quorum are)"),
+        )
+        .on_method(CLASS, 10)
+        .into()),
+    }
+}
+
+fn check_equivalent(s: &Session<'_>, state: &QueueState, m: &queue::Declare) -> Result<(), ProtocolError> {
+    let current = &state.record;
+    let inequivalent = |arg: &str, received: String, now: String| {
+        Err(s.channel_error(
+            SoftCode::PreconditionFailed,
+            format!(
+                "inequivalent arg '{arg}' for queue '{}' in vhost '{}': received '{received}' but current is '{now}'",
+                current.name, current.vhost
+            ),
+            CLASS,
+            10,
+        ))
+    };
+    if current.durable != m.durable {
+        return inequivalent("durable", m.durable.to_string(), current.durable.to_string());
+    }
+    if current.auto_delete != m.auto_delete {
+        return inequivalent("auto_delete", m.auto_delete.to_string(), current.auto_delete.to_string());
+    }
+    if current.exclusive_owner.is_some() != m.exclusive {
+        return inequivalent("exclusive", m.exclusive.to_string(), current.exclusive_owner.is_some().to_string());
+    }
+    for key in EQUIVALENCE_ARGUMENTS {
+        let (received, now) = (m.arguments.inner().get(*key), state.arguments.inner().get(*key));
+        if received != now {
+            return inequivalent(key, format!("{received:?}"), format!("{now:?}"));
+        }
+    }
+    Ok(())
+}
+
+/// 405 when an exclusive queue belongs to another connection.
+fn check_owner(s: &Session<'_>, state: &QueueState, method: u16) -> Result<(), ProtocolError> {
+    match &state.record.exclusive_owner {
+        Some(owner) if owner != s.connection_name => Err(s.channel_error(
+            SoftCode::ResourceLocked,
+            format!(
+                "cannot obtain exclusive access to locked queue '{}' in vhost '{}'. It could be originally declared on \
+                 another connection or the exclusive property value does not match that of the original declaration.",
+                state.record.name, state.record.vhost
+            ),
+            CLASS,
+            method,
+        )),
+        _ => Ok(()),
+    }
+}
+
+fn existing_queue(s: &Session<'_>, name: &str, method: u16) -> Result<QueueState, ProtocolError> {
+    let state = s.vhost.read().queues.get(name).cloned();
+    let state = state.ok_or_else(|| {
+        s.channel_error(SoftCode::NotFound, format!("no queue '{name}' in vhost '{}'", s.vhost.name), CLASS, method)
+    })?;
+    check_owner(s, &state, method)?;
+    Ok(state)
+}
+
+async fn declare_ok(ch: &Channel, s: &mut Session<'_>, nowait: bool, state: &QueueState) -> Result<(), ProtocolError> {
+    if nowait {
+        return Ok(());
+    }
+    let count = backlog(s.gateway, state).await?;
+    s.out.method(
+        ch.id,
+        AMQPClass::Queue(queue::AMQPMethod::DeclareOk(queue::DeclareOk {
+            queue: state.record.name.clone().into(),
+            message_count: count,
+            consumer_count: 0,
+        })),
+    );
+    Ok(())
+}
+
+async fn backlog(gateway: &crate::Gateway, state: &QueueState) -> Result<u32, ProtocolError> {
+    let n = gateway
+        .upstream
+        .backlog(&state.record.topic, &state.record.group)
+        .await
+        .map_err(|e| upstream_failure("message count", &e))?;
+    Ok(n.min(u64::from(u32::MAX)) as u32)
+}
+
+pub async fn handle_queue_bind(ch: &mut Channel, s: &mut Session<'_>, m: queue::Bind) -> Result<(), ProtocolError> {
+    let binding = queue_binding(s, m.queue.as_str(), m.exchange.as_str(), m.routing_key.as_str(), &m.arguments);
+    check_endpoints(s, &binding, 20)?;
+    let vhost = s.vhost.clone();
+    let _changes = vhost.changes.lock().await;
+    if vhost.read().exchanges.get(&binding.source).is_some_and(|e| e.records.contains(&binding)) {
+        return reply(ch, s, m.nowait, queue::AMQPMethod::BindOk(queue::BindOk {}));
+    }
+    // Compile first so that a bad x-match is refused before anything is stored.
+    let mut trial = crate::topology::VhostTopology::default();
+    if let Some(src) = vhost.read().exchanges.get(&binding.source) {
+        trial.exchanges.insert(binding.source.clone(), src.clone());
+    }
+    add_binding(&mut trial, &binding).map_err(|e| s.channel_error(SoftCode::PreconditionFailed, e, CLASS, 20))?;
+    s.gateway.store.put_binding(&binding).await.map_err(|e| meta_failure("queue.bind", &e))?;
+    let _ = add_binding(&mut vhost.write(), &binding);
+    reply(ch, s, m.nowait, queue::AMQPMethod::BindOk(queue::BindOk {}))
+}
+
+pub async fn handle_queue_unbind(ch: &mut Channel, s: &mut Session<'_>, m: queue::Unbind) -> Result<(), ProtocolError> {
+    let binding = queue_binding(s, m.queue.as_str(), m.exchange.as_str(), m.routing_key.as_str(), &m.arguments);
+    check_endpoints(s, &binding, 50)?;
+    let vhost = s.vhost.clone();
+    let _changes = vhost.changes.lock().await;
+    s.gateway.store.delete_binding(&binding).await.map_err(|e| meta_failure("queue.unbind", &e))?;
+    remove_binding(&mut vhost.write(), &binding);
+    delete_unused_auto_delete(s, std::slice::from_ref(&binding.source)).await?;
+    reply(ch, s, false, queue::AMQPMethod::UnbindOk(queue::UnbindOk {}))
+}
+
+fn queue_binding(s: &Session<'_>, queue: &str, exchange: &str, key: &str, args: &FieldTable) -> meta::Binding {
+    meta::Binding {
+        vhost: s.vhost.name.clone(),
+        source: exchange.to_owned(),
+        destination: queue.to_owned(),
+        destination_kind: meta::DestinationKind::Queue,
+        routing_key: key.to_owned(),
+        arguments: encode_arguments(args),
+    }
+}
+
+fn check_endpoints(s: &Session<'_>, b: &meta::Binding, method: u16) -> Result<(), ProtocolError> {
+    if b.source.is_empty() {
+        return Err(s.channel_error(
+            SoftCode::AccessRefused,
+            format!("operation not permitted on the default exchange (queue '{}')", b.destination),
+            CLASS,
+            method,
+        ));
+    }
+    existing_queue(s, &b.destination, method)?;
+    if !s.vhost.read().exchanges.contains_key(&b.source) {
+        return Err(s.channel_error(
+            SoftCode::NotFound,
+            format!("no exchange '{}' in vhost '{}'", b.source, s.vhost.name),
+            CLASS,
+            method,
+        ));
+    }
+    s.check(Access::Write, "queue", &b.destination, CLASS, method)?;
+    s.check(Access::Read, "exchange", &b.source, CLASS, method)
+}
+
+pub async fn handle_queue_purge(ch: &mut Channel, s: &mut Session<'_>, m: queue::Purge) -> Result<(), ProtocolError> {
+    let state = existing_queue(s, m.queue.as_str(), 30)?;
+    s.check(Access::Read, "queue", m.queue.as_str(), CLASS, 30)?;
+    let purged = s
+        .gateway
+        .upstream
+        .purge(&state.record.topic, &state.record.group)
+        .await
+        .map_err(|e| upstream_failure("queue.purge", &e))?;
+    tracing::info!(vhost = %s.vhost.name, queue = %m.queue, purged, "Queue purged.");
+    let message_count = purged.min(u64::from(u32::MAX)) as u32;
+    reply(ch, s, m.nowait, queue::AMQPMethod::PurgeOk(queue::PurgeOk { message_count }))
+}
+
+pub async fn handle_queue_delete(ch: &mut Channel, s: &mut Session<'_>, m: queue::Delete) -> Result<(), ProtocolError> {
+    let vhost = s.vhost.clone();
+    let Some(state) = vhost.read().queues.get(m.queue.as_str()).cloned() else {
+        // RabbitMQ answers delete-ok for a queue that does not exist.
+        return reply(ch, s, m.nowait, queue::AMQPMethod::DeleteOk(queue::DeleteOk { message_count: 0 }));
+    };
+    check_owner(s, &state, 40)?;
+    s.check(Access::Configure, "queue", m.queue.as_str(), CLASS, 40)?;
+    let count = backlog(s.gateway, &state).await?;
+    if m.if_empty && count > 0 {
+        return Err(s.channel_error(
+            SoftCode::PreconditionFailed,
+            format!("queue '{}' in vhost '{}' not empty", m.queue, vhost.name),
+            CLASS,
+            40,
+        ));
+    }
+    // if_unused: no consumer can exist before basic.consume is served.
+    let _changes = vhost.changes.lock().await;
+    delete_queue(s, &state).await?;
+    reply(ch, s, m.nowait, queue::AMQPMethod::DeleteOk(queue::DeleteOk { message_count: count }))
+}
+
+/// Removes a queue from RocketMQ, the store and the routing table, then any
+/// auto-delete exchange left without bindings. The caller holds `changes`.
+pub async fn delete_queue(s: &mut Session<'_>, state: &QueueState) -> Result<(), ProtocolError> {
+    let vhost = s.vhost.clone();
+    let record = &state.record;
+    s.gateway.store.delete_queue(&vhost.name, &record.name).await.map_err(|e| meta_failure("queue.delete", &e))?;
+    let sources: Vec<String> = {
+        let mut topology = vhost.write();
+        topology.queues.remove(&record.name);
+        let destination = Destination::Queue(record.name.clone());
+        let sources = topology
+            .exchanges
+            .iter()
+            .filter(|(_, e)| e.bindings.iter().any(|b| b.destination == destination))
+            .map(|(n, _)| n.clone())
+            .collect();
+        topology.remove_bindings_to(&destination);
+        sources
+    };
+    s.gateway
+        .upstream
+        .delete_queue(&record.topic, &record.group)
+        .await
+        .map_err(|e| upstream_failure("queue.delete", &e))?;
+    tracing::info!(vhost = %vhost.name, queue = %record.name, "Queue deleted.");
+    delete_unused_auto_delete(s, &sources).await
+}
+
+fn reply(ch: &Channel, s: &mut Session<'_>, nowait: bool, method: queue::AMQPMethod) -> Result<(), ProtocolError> {
+    if !nowait {
+        s.out.method(ch.id, AMQPClass::Queue(method));
+    }
+    Ok(())
+}

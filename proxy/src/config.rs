@@ -1,0 +1,160 @@
+//! The gateway's configuration: one struct, loaded from a TOML file, then
+//! overridden by `AMQP_GATEWAY_*` environment variables, then validated.
+//! deploy/gateway.example.toml mirrors it field for field.
+
+use std::net::SocketAddr;
+use std::path::Path;
+
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Address the AMQP listener binds, e.g. "0.0.0.0:5672".
+    pub listen: SocketAddr,
+    /// Meta store URL: "sqlite:/var/lib/amqp-gateway/meta.db" (embedded) or,
+    /// when several gateways share one store, a PostgreSQL URL.
+    pub meta_url: String,
+    /// RocketMQ name server address, "host:port".
+    pub name_server: String,
+    /// "rocketmq" (the real store) or "null" (stores nothing; for measuring
+    /// the gateway's own ceiling only).
+    pub upstream: String,
+    /// Most connections served at once; more wait in the accept queue.
+    pub max_connections: usize,
+    /// channel_max offered in connection.tune.
+    pub channel_max: u16,
+    /// frame_max offered in connection.tune, in bytes (at least 4096).
+    pub frame_max: u32,
+    /// Heartbeat offered in connection.tune, in seconds (0 disables).
+    pub heartbeat: u16,
+    /// Largest message body accepted, in bytes (RabbitMQ's default is 128 MiB).
+    pub max_message_size: u64,
+    /// Publishes a connection may have in flight to RocketMQ; the gateway
+    /// stops reading the socket when they are all taken (backpressure).
+    pub max_in_flight: usize,
+    /// How long the pipeline may stay full before clients that support it
+    /// are sent connection.blocked, in milliseconds.
+    pub blocked_after_ms: u64,
+    /// RocketMQ send timeout, in milliseconds.
+    pub send_timeout_ms: u64,
+    /// Message queues per RocketMQ topic holding one AMQP queue (1 keeps FIFO).
+    pub queues_per_topic: i32,
+    /// RocketMQ producer group of the gateway.
+    pub producer_group: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: SocketAddr::from(([0, 0, 0, 0], 5672)),
+            meta_url: "sqlite:data/meta.db".to_owned(),
+            name_server: "127.0.0.1:9876".to_owned(),
+            upstream: "rocketmq".to_owned(),
+            max_connections: 10_000,
+            channel_max: 2047,
+            frame_max: 131_072,
+            heartbeat: 60,
+            max_message_size: 128 * 1024 * 1024,
+            max_in_flight: 2048,
+            blocked_after_ms: 500,
+            send_timeout_ms: 3000,
+            queues_per_topic: 1,
+            producer_group: "amqp-gateway".to_owned(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read { path: String, source: std::io::Error },
+    #[error("invalid configuration file: {0}")]
+    Parse(#[from] toml::de::Error),
+    #[error("environment variable {name}: {reason}")]
+    Env { name: String, reason: String },
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+impl Config {
+    /// Reads a TOML file (if given), applies environment overrides, validates.
+    pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+        let mut config = match path {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|source| ConfigError::Read { path: path.display().to_string(), source })?;
+                toml::from_str(&text)?
+            }
+            None => Config::default(),
+        };
+        config.apply_env(|name| std::env::var(name).ok())?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// `AMQP_GATEWAY_<FIELD>` overrides a field, e.g. AMQP_GATEWAY_LISTEN.
+    pub fn apply_env(&mut self, get: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+        fn set<T: std::str::FromStr>(get: &impl Fn(&str) -> Option<String>, name: &str, field: &mut T) -> Result<(), ConfigError>
+        where
+            T::Err: std::fmt::Display,
+        {
+            if let Some(value) = get(name) {
+                *field = value.parse().map_err(|e: T::Err| ConfigError::Env { name: name.to_owned(), reason: e.to_string() })?;
+            }
+            Ok(())
+        }
+        set(&get, "AMQP_GATEWAY_LISTEN", &mut self.listen)?;
+        set(&get, "AMQP_GATEWAY_META_URL", &mut self.meta_url)?;
+        set(&get, "AMQP_GATEWAY_NAME_SERVER", &mut self.name_server)?;
+        set(&get, "AMQP_GATEWAY_UPSTREAM", &mut self.upstream)?;
+        set(&get, "AMQP_GATEWAY_MAX_CONNECTIONS", &mut self.max_connections)?;
+        set(&get, "AMQP_GATEWAY_HEARTBEAT", &mut self.heartbeat)?;
+        set(&get, "AMQP_GATEWAY_FRAME_MAX", &mut self.frame_max)?;
+        set(&get, "AMQP_GATEWAY_MAX_MESSAGE_SIZE", &mut self.max_message_size)?;
+        set(&get, "AMQP_GATEWAY_MAX_IN_FLIGHT", &mut self.max_in_flight)?;
+        Ok(())
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |m: &str| Err(ConfigError::Invalid(m.to_owned()));
+        if self.frame_max < 4096 {
+            return invalid("frame_max must be at least 4096 (the AMQP minimum)");
+        }
+        if self.channel_max == 0 {
+            return invalid("channel_max must be at least 1");
+        }
+        if self.max_in_flight == 0 || self.max_connections == 0 {
+            return invalid("max_in_flight and max_connections must be at least 1");
+        }
+        if !matches!(self.upstream.as_str(), "rocketmq" | "null") {
+            return invalid("upstream must be \"rocketmq\" or \"null\"");
+        }
+        if self.queues_per_topic < 1 {
+            return invalid("queues_per_topic must be at least 1");
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_then_environment_then_validation() {
+        let mut c: Config = toml::from_str("listen = \"127.0.0.1:5673\"\nheartbeat = 10\n").unwrap();
+        assert_eq!(c.heartbeat, 10);
+        c.apply_env(|n| (n == "AMQP_GATEWAY_HEARTBEAT").then(|| "5".to_owned())).unwrap();
+        assert_eq!(c.heartbeat, 5);
+        assert!(c.validate().is_ok());
+        assert!(c.apply_env(|n| (n == "AMQP_GATEWAY_FRAME_MAX").then(|| "lots".to_owned())).is_err());
+        c.frame_max = 100;
+        assert!(c.validate().is_err());
+    }
+
+    #[test]
+    fn unknown_fields_are_refused() {
+        assert!(toml::from_str::<Config>("listn = \"127.0.0.1:1\"").is_err());
+    }
+}

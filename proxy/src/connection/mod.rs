@@ -1,0 +1,615 @@
+//! One TCP connection: protocol header, handshake, then frames to channels.
+//!
+//! One task owns the socket and every channel of the connection, without
+//! locks. Its loop waits on three things: bytes from the client, answers from
+//! RocketMQ for publishes in flight, and the heartbeat clock. It reads the
+//! socket only while the publish pipeline has room (backpressure), and tells
+//! clients that support it when it stopped reading for long
+//! (connection.blocked). Output is gathered in one buffer and written once
+//! per loop turn, not once per frame.
+
+pub mod handshake;
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use amq_protocol::protocol::{channel as channel_method, connection, AMQPClass};
+use bytes::BytesMut;
+use futures_util::{FutureExt, StreamExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::TcpStream;
+use tokio::time::{sleep_until, Instant};
+
+use crate::channel::{self, Channel, Pipeline, PublishDone, Session};
+use crate::codec::{Frame, FrameDecoder, FrameEncoder, PROTOCOL_HEADER};
+use crate::error::{ConnectionException, HardCode, ProtocolError};
+use crate::topology::{Permission, Vhost};
+use crate::Gateway;
+use handshake::{ClientCapabilities, Tuning};
+
+/// RabbitMQ's default: the whole handshake must finish within 10 s.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long we wait for close-ok after sending connection.close.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(3);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    AwaitStartOk,
+    AwaitTuneOk,
+    AwaitOpen,
+    Open,
+    /// We sent connection.close and wait for close-ok.
+    Closing,
+    Closed,
+}
+
+/// The vhost a connection opened, with the user's permission on it.
+struct Opened {
+    vhost: Arc<Vhost>,
+    permission: Permission,
+}
+
+pub struct Connection {
+    gateway: Arc<Gateway>,
+    peer: SocketAddr,
+    /// Unique across gateways: owns exclusive queues.
+    name: String,
+    reader: OwnedReadHalf,
+    writer: OwnedWriteHalf,
+    read_buf: BytesMut,
+    out: FrameEncoder,
+    decoder: FrameDecoder,
+    state: State,
+    tuning: Tuning,
+    client: ClientCapabilities,
+    user: String,
+    opened: Option<Opened>,
+    channels: HashMap<u16, Channel>,
+    /// Channels we closed, waiting for the client's close-ok.
+    closing_channels: HashSet<u16>,
+    next_epoch: u64,
+    pipeline: Pipeline,
+    /// Since when the pipeline has been full.
+    full_since: Option<Instant>,
+    blocked: bool,
+    last_read: Instant,
+    last_write: Instant,
+    deadline: Option<Instant>,
+}
+
+impl Connection {
+    pub fn new(gateway: Arc<Gateway>, socket: TcpStream, peer: SocketAddr, id: u64) -> Connection {
+        let _ = socket.set_nodelay(true);
+        let (reader, writer) = socket.into_split();
+        let config = &gateway.config;
+        let tuning = Tuning { channel_max: config.channel_max, frame_max: config.frame_max as usize, heartbeat: 0 };
+        let now = Instant::now();
+        Connection {
+            name: format!("{}/{id}", gateway.instance_id),
+            decoder: FrameDecoder { frame_max: config.frame_max as usize },
+            gateway,
+            peer,
+            reader,
+            writer,
+            read_buf: BytesMut::with_capacity(64 * 1024),
+            out: FrameEncoder::default(),
+            state: State::AwaitStartOk,
+            tuning,
+            client: ClientCapabilities::default(),
+            user: String::new(),
+            opened: None,
+            channels: HashMap::new(),
+            closing_channels: HashSet::new(),
+            next_epoch: 0,
+            pipeline: Pipeline::new(),
+            full_since: None,
+            blocked: false,
+            last_read: now,
+            last_write: now,
+            deadline: Some(now + HANDSHAKE_TIMEOUT),
+        }
+    }
+
+    /// Serves the connection until it ends; never panics on client input.
+    pub async fn run(mut self) {
+        match self.serve().await {
+            Ok(()) => tracing::debug!("Connection closed."),
+            Err(e) => tracing::debug!(error = %e, "Connection ended by I/O error."),
+        }
+        self.finish().await;
+    }
+
+    async fn serve(&mut self) -> std::io::Result<()> {
+        if !self.read_protocol_header().await? {
+            return Ok(());
+        }
+        self.out.method(0, handshake::start());
+        self.flush().await?;
+        while self.state != State::Closed {
+            self.turn().await?;
+            self.flush().await?;
+        }
+        Ok(())
+    }
+
+    /// Reads the 8-byte header; a wrong one is answered with ours, then closed.
+    async fn read_protocol_header(&mut self) -> std::io::Result<bool> {
+        let read = tokio::time::timeout(HANDSHAKE_TIMEOUT, async {
+            while self.read_buf.len() < PROTOCOL_HEADER.len() {
+                if self.reader.read_buf(&mut self.read_buf).await? == 0 {
+                    return Ok(false);
+                }
+            }
+            Ok::<_, std::io::Error>(true)
+        })
+        .await;
+        let complete = matches!(read, Ok(Ok(true)));
+        if complete && &self.read_buf[..PROTOCOL_HEADER.len()] == PROTOCOL_HEADER {
+            let _ = self.read_buf.split_to(PROTOCOL_HEADER.len());
+            return Ok(true);
+        }
+        if complete {
+            tracing::info!("Unsupported protocol header; answered with AMQP 0-9-1's and closed.");
+            self.writer.write_all(PROTOCOL_HEADER).await?;
+        }
+        let _ = self.writer.shutdown().await;
+        Ok(false)
+    }
+
+    /// One turn of the loop: whichever of socket, pipeline or clock is ready.
+    async fn turn(&mut self) -> std::io::Result<()> {
+        let max_in_flight = self.gateway.config.max_in_flight;
+        let room = self.pipeline.len() < max_in_flight;
+        self.track_backpressure(room);
+        let heartbeat = self.next_heartbeat_check();
+        let blocked_at = self.full_since.map(|t| t + Duration::from_millis(self.gateway.config.blocked_after_ms));
+        tokio::select! {
+            Some(done) = self.pipeline.next(), if !self.pipeline.is_empty() => {
+                self.publish_done(done);
+                while let Some(Some(done)) = self.pipeline.next().now_or_never() {
+                    self.publish_done(done);
+                }
+                self.send_acks();
+            }
+            read = self.reader.read_buf(&mut self.read_buf), if room && self.state != State::Closed => {
+                if read? == 0 {
+                    self.state = State::Closed;
+                    return Ok(());
+                }
+                self.last_read = Instant::now();
+                self.process_frames().await;
+                self.send_acks();
+            }
+            _ = sleep_until(heartbeat) => self.on_clock(),
+            _ = sleep_until(blocked_at.unwrap_or_else(far_future)), if blocked_at.is_some() && !self.blocked => {
+                self.block();
+            }
+        }
+        Ok(())
+    }
+
+    fn track_backpressure(&mut self, room: bool) {
+        if room {
+            self.full_since = None;
+            if self.blocked && self.pipeline.len() <= self.gateway.config.max_in_flight / 2 {
+                self.blocked = false;
+                tracing::info!("Publishing resumed; connection unblocked.");
+                if self.client.connection_blocked {
+                    self.out.method(0, AMQPClass::Connection(connection::AMQPMethod::Unblocked(connection::Unblocked {})));
+                }
+            }
+        } else if self.full_since.is_none() {
+            self.full_since = Some(Instant::now());
+        }
+    }
+
+    fn block(&mut self) {
+        self.blocked = true;
+        metrics::counter!(crate::metrics::BLOCKED).increment(1);
+        tracing::warn!(in_flight = self.pipeline.len(), "RocketMQ is slow; stopped reading and blocked the connection.");
+        if self.client.connection_blocked && self.state == State::Open {
+            let reason = format!("RocketMQ is slow: {} publishes waiting to be stored", self.pipeline.len());
+            self.out.method(0, AMQPClass::Connection(connection::AMQPMethod::Blocked(connection::Blocked { reason: reason.into() })));
+        }
+    }
+
+    /// When the clock next needs looking at: handshake/close deadline or heartbeat.
+    fn next_heartbeat_check(&self) -> Instant {
+        let beat = match self.tuning.heartbeat {
+            0 => far_future(),
+            hb => self.last_write.min(self.last_read) + Duration::from_secs(u64::from(hb)) / 2,
+        };
+        self.deadline.map_or(beat, |d| d.min(beat))
+    }
+
+    fn on_clock(&mut self) {
+        let now = Instant::now();
+        if self.deadline.is_some_and(|d| now >= d) {
+            tracing::info!(state = ?self.state, "Connection timed out in handshake or close.");
+            self.state = State::Closed;
+            return;
+        }
+        let hb = u64::from(self.tuning.heartbeat);
+        if hb == 0 {
+            return;
+        }
+        if now.duration_since(self.last_read) >= Duration::from_secs(hb * 2) {
+            tracing::warn!(heartbeat = hb, "Missed heartbeats from client; closing.");
+            self.state = State::Closed;
+            return;
+        }
+        if now.duration_since(self.last_write) >= Duration::from_secs(hb) / 2 {
+            self.out.heartbeat();
+            self.last_write = now;
+        }
+    }
+
+    async fn flush(&mut self) -> std::io::Result<()> {
+        if self.out.is_empty() {
+            return Ok(());
+        }
+        self.writer.write_all(self.out.pending()).await?;
+        self.out.clear();
+        self.last_write = Instant::now();
+        Ok(())
+    }
+
+    async fn process_frames(&mut self) {
+        loop {
+            let frame = match self.decoder.decode(&mut self.read_buf) {
+                Ok(Some(frame)) => frame,
+                Ok(None) => return,
+                Err(e) => {
+                    self.raise(e.into());
+                    // The stream cannot be resynchronised after a framing error.
+                    self.read_buf.clear();
+                    return;
+                }
+            };
+            if let Err(e) = self.handle_frame(frame).await {
+                self.raise(e);
+            }
+            if self.state == State::Closed {
+                return;
+            }
+        }
+    }
+
+    async fn handle_frame(&mut self, frame: Frame) -> Result<(), ProtocolError> {
+        match self.state {
+            State::Closing => return self.while_closing(frame),
+            State::Closed => return Ok(()),
+            State::AwaitStartOk | State::AwaitTuneOk | State::AwaitOpen => return self.handshake(frame),
+            State::Open => {}
+        }
+        match frame {
+            Frame::Heartbeat(0) => Ok(()),
+            Frame::Heartbeat(ch) => {
+                Err(ConnectionException::new(HardCode::CommandInvalid, format!("heartbeat frame on channel {ch}")).into())
+            }
+            Frame::Method(0, AMQPClass::Connection(m)) => self.connection_method(m),
+            Frame::Method(0, _) | Frame::Header(0, _) | Frame::Body(0, _) => {
+                Err(ConnectionException::new(HardCode::CommandInvalid, "only connection methods may use channel 0").into())
+            }
+            Frame::Method(_, AMQPClass::Connection(_)) => {
+                Err(ConnectionException::new(HardCode::CommandInvalid, "connection method on a non-zero channel").into())
+            }
+            Frame::Method(id, method) => self.channel_method(id, method).await,
+            Frame::Header(id, header) => self.with_channel(id, |ch, s| channel::handle_header(ch, s, header)),
+            Frame::Body(id, body) => self.with_channel(id, |ch, s| channel::handle_body(ch, s, body)),
+        }
+    }
+
+    fn handshake(&mut self, frame: Frame) -> Result<(), ProtocolError> {
+        let method = match frame {
+            Frame::Method(0, AMQPClass::Connection(m)) => m,
+            Frame::Heartbeat(0) => return Ok(()),
+            _ => {
+                return Err(ConnectionException::new(HardCode::UnexpectedFrame, "expected a connection method during the handshake").into());
+            }
+        };
+        match (self.state, method) {
+            (State::AwaitStartOk, connection::AMQPMethod::StartOk(m)) => {
+                let (user, client) = handshake::authenticate(&self.gateway, self.peer, &m).inspect_err(|e| {
+                    tracing::warn!(reason = %e.text, mechanism = %m.mechanism, "Login refused.");
+                })?;
+                self.user = user;
+                self.client = client;
+                self.out.method(0, handshake::tune(&self.gateway.config));
+                self.state = State::AwaitTuneOk;
+                Ok(())
+            }
+            (State::AwaitTuneOk, connection::AMQPMethod::TuneOk(m)) => {
+                self.tuning = handshake::accept_tune_ok(&self.gateway.config, &m)?;
+                self.decoder.frame_max = self.tuning.frame_max;
+                self.state = State::AwaitOpen;
+                Ok(())
+            }
+            (State::AwaitOpen, connection::AMQPMethod::Open(m)) => {
+                let (vhost, permission) = handshake::open(&self.gateway, &self.user, &m)?;
+                tracing::info!(user = %self.user, vhost = %vhost.name, "Connection opened.");
+                self.opened = Some(Opened { vhost, permission });
+                self.out.method(0, AMQPClass::Connection(connection::AMQPMethod::OpenOk(connection::OpenOk {})));
+                self.state = State::Open;
+                self.deadline = None;
+                Ok(())
+            }
+            (_, connection::AMQPMethod::Close(_)) => {
+                self.out.method(0, AMQPClass::Connection(connection::AMQPMethod::CloseOk(connection::CloseOk {})));
+                self.state = State::Closed;
+                Ok(())
+            }
+            (state, m) => Err(ConnectionException::new(
+                HardCode::CommandInvalid,
+                format!("connection.{} is not expected in state {state:?}", method_name(&m)),
+            )
+            .into()),
+        }
+    }
+
+    fn connection_method(&mut self, m: connection::AMQPMethod) -> Result<(), ProtocolError> {
+        match m {
+            connection::AMQPMethod::Close(c) => {
+                tracing::debug!(code = c.reply_code, text = %c.reply_text, "Client closed the connection.");
+                self.out.method(0, AMQPClass::Connection(connection::AMQPMethod::CloseOk(connection::CloseOk {})));
+                self.state = State::Closed;
+                Ok(())
+            }
+            connection::AMQPMethod::CloseOk(_) => {
+                self.state = State::Closed;
+                Ok(())
+            }
+            // Clients may tell us they are blocked; nothing to do.
+            connection::AMQPMethod::Blocked(_) | connection::AMQPMethod::Unblocked(_) => Ok(()),
+            connection::AMQPMethod::UpdateSecret(_) => Err(ConnectionException::new(
+                HardCode::NotImplemented,
+                "connection.update-secret is not supported (no token authentication)",
+            )
+            .on_method(10, 70)
+            .into()),
+            other => Err(ConnectionException::new(
+                HardCode::CommandInvalid,
+                format!("connection.{} is not expected on an open connection", method_name(&other)),
+            )
+            .into()),
+        }
+    }
+
+    async fn channel_method(&mut self, id: u16, method: AMQPClass) -> Result<(), ProtocolError> {
+        if self.closing_channels.contains(&id) {
+            // After we sent channel.close, only close / close-ok matter.
+            match method {
+                AMQPClass::Channel(channel_method::AMQPMethod::CloseOk(_)) => {
+                    self.closing_channels.remove(&id);
+                }
+                AMQPClass::Channel(channel_method::AMQPMethod::Close(_)) => {
+                    self.closing_channels.remove(&id);
+                    self.out.method(id, AMQPClass::Channel(channel_method::AMQPMethod::CloseOk(channel_method::CloseOk {})));
+                }
+                _ => {}
+            }
+            return Ok(());
+        }
+        match method {
+            AMQPClass::Channel(channel_method::AMQPMethod::Open(_)) if !self.channels.contains_key(&id) => self.open_channel(id),
+            AMQPClass::Channel(channel_method::AMQPMethod::Close(c)) if self.channels.contains_key(&id) => {
+                tracing::debug!(channel = id, code = c.reply_code, "Client closed a channel.");
+                self.channels.remove(&id);
+                self.out.method(id, AMQPClass::Channel(channel_method::AMQPMethod::CloseOk(channel_method::CloseOk {})));
+                Ok(())
+            }
+            method => {
+                let (Some(opened), Some(ch)) = (self.opened.as_ref(), self.channels.get_mut(&id)) else {
+                    return Err(ConnectionException::new(HardCode::ChannelError, format!("expected 'channel.open' on channel {id}")).into());
+                };
+                let mut session = Session {
+                    gateway: &self.gateway,
+                    vhost: &opened.vhost,
+                    user: &self.user,
+                    permission: &opened.permission,
+                    connection_name: &self.name,
+                    out: &mut self.out,
+                    frame_max: self.tuning.frame_max,
+                    pipeline: &mut self.pipeline,
+                };
+                channel::handle_method(ch, &mut session, method).await
+            }
+        }
+    }
+
+    fn open_channel(&mut self, id: u16) -> Result<(), ProtocolError> {
+        if id > self.tuning.channel_max {
+            return Err(ConnectionException::new(
+                HardCode::ChannelError,
+                format!("channel {id} is above the negotiated channel_max {}", self.tuning.channel_max),
+            )
+            .on_method(20, 10)
+            .into());
+        }
+        self.next_epoch += 1;
+        self.channels.insert(id, Channel::new(id, self.next_epoch));
+        self.out.method(id, AMQPClass::Channel(channel_method::AMQPMethod::OpenOk(channel_method::OpenOk {})));
+        Ok(())
+    }
+
+    /// Content frames go to their channel; a channel that is not open is 504.
+    fn with_channel(
+        &mut self,
+        id: u16,
+        f: impl FnOnce(&mut Channel, &mut Session<'_>) -> Result<(), ProtocolError>,
+    ) -> Result<(), ProtocolError> {
+        if self.closing_channels.contains(&id) {
+            return Ok(());
+        }
+        let (Some(opened), Some(ch)) = (self.opened.as_ref(), self.channels.get_mut(&id)) else {
+            return Err(ConnectionException::new(HardCode::ChannelError, format!("content on channel {id}, which is not open")).into());
+        };
+        let mut session = Session {
+            gateway: &self.gateway,
+            vhost: &opened.vhost,
+            user: &self.user,
+            permission: &opened.permission,
+            connection_name: &self.name,
+            out: &mut self.out,
+            frame_max: self.tuning.frame_max,
+            pipeline: &mut self.pipeline,
+        };
+        f(ch, &mut session)
+    }
+
+    /// Turns an exception into channel.close or connection.close, in one place.
+    fn raise(&mut self, error: ProtocolError) {
+        match error {
+            ProtocolError::Channel(id, e) => {
+                tracing::info!(channel = id, code = e.code.id(), text = %e.text, "Channel error; closing the channel.");
+                self.channels.remove(&id);
+                self.closing_channels.insert(id);
+                self.out.method(
+                    id,
+                    AMQPClass::Channel(channel_method::AMQPMethod::Close(channel_method::Close {
+                        reply_code: e.code.id(),
+                        reply_text: e.reply_text().into(),
+                        class_id: e.class_id,
+                        method_id: e.method_id,
+                    })),
+                );
+            }
+            ProtocolError::Connection(e) => {
+                if self.state == State::Closing {
+                    return;
+                }
+                tracing::info!(code = e.code.id(), text = %e.text, "Connection error; closing the connection.");
+                self.out.method(
+                    0,
+                    AMQPClass::Connection(connection::AMQPMethod::Close(connection::Close {
+                        reply_code: e.code.id(),
+                        reply_text: e.reply_text().into(),
+                        class_id: e.class_id,
+                        method_id: e.method_id,
+                    })),
+                );
+                self.state = State::Closing;
+                self.deadline = Some(Instant::now() + CLOSE_TIMEOUT);
+            }
+        }
+    }
+
+    fn while_closing(&mut self, frame: Frame) -> Result<(), ProtocolError> {
+        match frame {
+            Frame::Method(0, AMQPClass::Connection(connection::AMQPMethod::CloseOk(_))) => self.state = State::Closed,
+            Frame::Method(0, AMQPClass::Connection(connection::AMQPMethod::Close(_))) => {
+                self.out.method(0, AMQPClass::Connection(connection::AMQPMethod::CloseOk(connection::CloseOk {})));
+                self.state = State::Closed;
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// RocketMQ answered one publish.
+    fn publish_done(&mut self, done: PublishDone) {
+        let stored = done.result.is_ok();
+        if let Err(error) = &done.result {
+            metrics::counter!(crate::metrics::SEND_FAILED).increment(1);
+            if done.tag.is_some() {
+                tracing::warn!(channel = done.channel, %error, "RocketMQ did not store a message; nacked.");
+            } else {
+                tracing::error!(channel = done.channel, %error, "RocketMQ did not store a message and its channel is not in confirm mode: the publisher cannot know.");
+            }
+        } else {
+            metrics::counter!(crate::metrics::CONFIRMED).increment(1);
+        }
+        let Some(ch) = self.channels.get_mut(&done.channel).filter(|ch| ch.epoch == done.epoch) else {
+            return;
+        };
+        if let (Some(tag), Some(confirms)) = (done.tag, ch.confirms.as_mut()) {
+            if let Some(nack) = confirms.settle(tag, stored) {
+                self.out.method(ch.id, nack);
+            }
+        }
+    }
+
+    fn send_acks(&mut self) {
+        for ch in self.channels.values_mut() {
+            if let Some(ack) = ch.confirms.as_mut().and_then(|c| c.take_ack()) {
+                self.out.method(ch.id, ack);
+            }
+        }
+    }
+
+    /// After the socket is done: let sends already handed to RocketMQ finish,
+    /// flush what is left, and delete the exclusive queues this connection owned.
+    async fn finish(&mut self) {
+        let drain = self.gateway.config.send_timeout_ms + 1000;
+        let _ = tokio::time::timeout(Duration::from_millis(drain), async {
+            while let Some(done) = self.pipeline.next().await {
+                self.publish_done(done);
+            }
+        })
+        .await;
+        self.send_acks();
+        let _ = self.flush().await;
+        let _ = self.writer.shutdown().await;
+        if let Some(opened) = self.opened.take() {
+            self.delete_exclusive_queues(&opened).await;
+        }
+    }
+
+    async fn delete_exclusive_queues(&mut self, opened: &Opened) {
+        let owned: Vec<_> = opened
+            .vhost
+            .read()
+            .queues
+            .values()
+            .filter(|q| q.record.exclusive_owner.as_deref() == Some(self.name.as_str()))
+            .cloned()
+            .collect();
+        if owned.is_empty() {
+            return;
+        }
+        let mut out = FrameEncoder::default();
+        let mut pipeline = Pipeline::new();
+        let mut session = Session {
+            gateway: &self.gateway,
+            vhost: &opened.vhost,
+            user: &self.user,
+            permission: &opened.permission,
+            connection_name: &self.name,
+            out: &mut out,
+            frame_max: self.tuning.frame_max,
+            pipeline: &mut pipeline,
+        };
+        let _changes = opened.vhost.changes.lock().await;
+        for queue in owned {
+            if let Err(error) = channel::queue::delete_queue(&mut session, &queue).await {
+                tracing::error!(queue = %queue.record.name, %error, "Exclusive queue of a closed connection could not be deleted.");
+            }
+        }
+    }
+}
+
+fn far_future() -> Instant {
+    Instant::now() + Duration::from_secs(86_400 * 365)
+}
+
+fn method_name(m: &connection::AMQPMethod) -> &'static str {
+    match m {
+        connection::AMQPMethod::Start(_) => "start",
+        connection::AMQPMethod::StartOk(_) => "start-ok",
+        connection::AMQPMethod::Secure(_) => "secure",
+        connection::AMQPMethod::SecureOk(_) => "secure-ok",
+        connection::AMQPMethod::Tune(_) => "tune",
+        connection::AMQPMethod::TuneOk(_) => "tune-ok",
+        connection::AMQPMethod::Open(_) => "open",
+        connection::AMQPMethod::OpenOk(_) => "open-ok",
+        connection::AMQPMethod::Close(_) => "close",
+        connection::AMQPMethod::CloseOk(_) => "close-ok",
+        connection::AMQPMethod::Blocked(_) => "blocked",
+        connection::AMQPMethod::Unblocked(_) => "unblocked",
+        connection::AMQPMethod::UpdateSecret(_) => "update-secret",
+        connection::AMQPMethod::UpdateSecretOk(_) => "update-secret-ok",
+    }
+}

@@ -1,0 +1,104 @@
+//! An AMQP 0-9-1 gateway that stores and delivers messages through RocketMQ.
+//!
+//! A message's path, folder by folder:
+//!
+//! ```text
+//!  client socket
+//!     │  bytes
+//!  codec/        frames in and out (amq-protocol), frame_max, content assembly
+//!     │  frames
+//!  connection/   one task per TCP connection: handshake, heartbeats, channel
+//!     │          table, publish pipeline, backpressure (connection.blocked)
+//!     │  methods
+//!  channel/      the channel state machine, one file per AMQP class
+//!     │          (exchange.rs, queue.rs, basic.rs, confirm.rs)
+//!     ├────────► mapping/   pure: names, routing (bindings), properties
+//!     │  topic + body + properties
+//!  upstream/     the only module importing rocketmq-client-rust
+//!     │
+//!  RocketMQ      one topic per AMQP queue (docs/architecture.md)
+//! ```
+//!
+//! Dependencies point one way: codec -> connection -> channel -> mapping;
+//! upstream sees no AMQP types; mapping sees no tokio and no RocketMQ client.
+//! `topology` is the in-memory image of the meta store (crate `meta`) that
+//! routing reads. Deliveries to consumers (delivery/) come with the consume path.
+
+#![recursion_limit = "512"]
+
+pub mod channel;
+pub mod codec;
+pub mod config;
+pub mod connection;
+pub mod error;
+pub mod mapping;
+pub mod metrics;
+pub mod server;
+pub mod topology;
+pub mod upstream;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use config::Config;
+use topology::Topology;
+use upstream::Upstream;
+
+/// Everything connections share: configuration, topology, stores.
+pub struct Gateway {
+    pub config: Config,
+    pub topology: Topology,
+    pub store: meta::Store,
+    pub upstream: Arc<dyn Upstream>,
+    /// Distinguishes this process's connections from other gateways'.
+    pub instance_id: String,
+}
+
+impl std::fmt::Debug for Gateway {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gateway").field("instance_id", &self.instance_id).finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Meta(#[from] meta::MetaError),
+    #[error("RocketMQ: {0}")]
+    Upstream(#[from] upstream::UpstreamError),
+}
+
+impl Gateway {
+    /// Opens the meta store (creating guest/guest and "/" on first start),
+    /// loads the topology and connects to the upstream named in `config`.
+    pub async fn start(config: Config) -> Result<Arc<Gateway>, StartError> {
+        let store = meta::Store::open(&config.meta_url).await?;
+        store.bootstrap_defaults(&mapping::names::vhost_namespace("/")).await?;
+        let snapshot = store.snapshot().await?;
+        let topology = Topology::from_snapshot(&snapshot);
+        let upstream: Arc<dyn Upstream> = match config.upstream.as_str() {
+            "null" => {
+                tracing::warn!("Upstream is \"null\": messages are confirmed and then discarded. For benchmarks only.");
+                Arc::new(upstream::null::NullUpstream::default())
+            }
+            _ => Arc::new(
+                upstream::rocketmq::RocketMq::connect(upstream::rocketmq::RocketMqSettings {
+                    name_server: config.name_server.clone(),
+                    producer_group: config.producer_group.clone(),
+                    queues_per_topic: config.queues_per_topic,
+                    send_timeout: Duration::from_millis(config.send_timeout_ms),
+                    max_message_size: config.max_message_size,
+                })
+                .await?,
+            ),
+        };
+        let instance_id = format!("{:016x}", rand::random::<u64>());
+        tracing::info!(revision = snapshot.revision, vhosts = snapshot.vhosts.len(), queues = snapshot.queues.len(), %instance_id, "Gateway started.");
+        Ok(Arc::new(Gateway { config, topology, store, upstream, instance_id }))
+    }
+
+    /// The largest body accepted: the configured limit, within RocketMQ's.
+    pub fn max_message_size(&self) -> u64 {
+        self.config.max_message_size.min(self.upstream.max_message_size())
+    }
+}

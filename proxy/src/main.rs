@@ -1,0 +1,66 @@
+#![recursion_limit = "512"]
+//! The gateway binary: `amqp-gateway [--config FILE]`.
+
+use std::path::PathBuf;
+
+use clap::Parser;
+use tokio::net::TcpListener;
+
+/// AMQP 0-9-1 gateway storing messages in RocketMQ.
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Args {
+    /// TOML configuration file (see deploy/gateway.example.toml); AMQP_GATEWAY_* variables override it.
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    let args = Args::parse();
+    match run(args).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!(%error, "Gateway stopped.");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
+    let config = proxy::Config::load(args.config.as_deref())?;
+    if let Some(dir) = config.meta_url.strip_prefix("sqlite:").and_then(|p| std::path::Path::new(p).parent()) {
+        if !dir.as_os_str().is_empty() {
+            std::fs::create_dir_all(dir)?;
+        }
+    }
+    let listen = config.listen;
+    let gateway = proxy::Gateway::start(config).await?;
+    let listener = TcpListener::bind(listen).await?;
+    tracing::info!(address = %listener.local_addr()?, "Listening for AMQP clients.");
+    proxy::server::serve(gateway, listener, shutdown_signal()).await;
+    tracing::info!("Shut down.");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => return ctrl_c.await.unwrap_or(()),
+        };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

@@ -1,0 +1,10 @@
+//! Metric names, in one place. Counters are per event kind, never per message
+//! label (no queue or exchange names as labels on the hot path).
+
+pub const CONNECTIONS_OPENED: &str = "amqp_gateway_connections_opened_total";
+pub const CONNECTIONS_OPEN: &str = "amqp_gateway_connections_open";
+pub const PUBLISHED: &str = "amqp_gateway_published_total";
+pub const UNROUTABLE: &str = "amqp_gateway_unroutable_total";
+pub const CONFIRMED: &str = "amqp_gateway_confirmed_total";
+pub const SEND_FAILED: &str = "amqp_gateway_send_failed_total";
+pub const BLOCKED: &str = "amqp_gateway_connection_blocked_total";

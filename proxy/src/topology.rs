@@ -1,0 +1,324 @@
+//! The gateway's in-memory image of the meta store: per vhost, its exchanges
+//! with their compiled bindings and its queues with their RocketMQ names;
+//! users and permissions. Publishing reads it under a short read lock and never
+//! waits on I/O; changes are written to the meta store first, then applied here.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use amq_protocol::types::FieldTable;
+use regex::Regex;
+
+use crate::mapping::names;
+use crate::mapping::routing::{Destination, ExchangeGraph, ExchangeKind, HeadersSpec, RouteBinding};
+
+/// The exchanges every vhost has, as RabbitMQ creates them.
+pub const BUILTIN_EXCHANGES: &[(&str, ExchangeKind)] = &[
+    ("amq.direct", ExchangeKind::Direct),
+    ("amq.fanout", ExchangeKind::Fanout),
+    ("amq.topic", ExchangeKind::Topic),
+    ("amq.headers", ExchangeKind::Headers),
+    ("amq.match", ExchangeKind::Headers),
+];
+
+#[derive(Debug, Clone)]
+pub struct ExchangeState {
+    pub record: meta::Exchange,
+    pub kind: ExchangeKind,
+    pub arguments: FieldTable,
+    pub bindings: Vec<RouteBinding>,
+    /// The bindings as stored, in the same order as `bindings`.
+    pub records: Vec<meta::Binding>,
+}
+
+#[derive(Debug, Clone)]
+pub struct QueueState {
+    pub record: meta::Queue,
+    pub arguments: FieldTable,
+}
+
+/// One vhost's exchanges and queues.
+#[derive(Debug, Default)]
+pub struct VhostTopology {
+    pub exchanges: HashMap<String, ExchangeState>,
+    pub queues: HashMap<String, QueueState>,
+}
+
+impl ExchangeGraph for VhostTopology {
+    fn exchange(&self, name: &str) -> Option<(ExchangeKind, &[RouteBinding])> {
+        self.exchanges.get(name).map(|e| (e.kind, e.bindings.as_slice()))
+    }
+}
+
+impl VhostTopology {
+    /// The exchange of a name, counting the default exchange "" which routes
+    /// to the queue named by the routing key and cannot be declared.
+    pub fn has_exchange(&self, name: &str) -> bool {
+        name.is_empty() || self.exchanges.contains_key(name)
+    }
+
+    /// Whether anything is bound to or from an exchange (for if-unused).
+    pub fn exchange_in_use(&self, name: &str) -> bool {
+        let from = self.exchanges.get(name).is_some_and(|e| !e.bindings.is_empty());
+        let to = self
+            .exchanges
+            .values()
+            .any(|e| e.bindings.iter().any(|b| b.destination == Destination::Exchange(name.to_owned())));
+        from || to
+    }
+
+    pub fn remove_bindings_to(&mut self, destination: &Destination) {
+        for e in self.exchanges.values_mut() {
+            for i in (0..e.bindings.len()).rev() {
+                if &e.bindings[i].destination == destination {
+                    e.bindings.remove(i);
+                    e.records.remove(i);
+                }
+            }
+        }
+    }
+}
+
+/// A vhost: its namespace on RocketMQ, its topology, and a lock that
+/// serialises topology changes (declare, bind, delete) within this gateway.
+#[derive(Debug)]
+pub struct Vhost {
+    pub name: String,
+    pub namespace: String,
+    topology: RwLock<VhostTopology>,
+    pub changes: tokio::sync::Mutex<()>,
+}
+
+impl Vhost {
+    pub fn new(name: &str, namespace: &str) -> Vhost {
+        let mut topology = VhostTopology::default();
+        for (exchange, kind) in BUILTIN_EXCHANGES {
+            topology.exchanges.insert((*exchange).to_owned(), builtin_exchange(name, exchange, *kind));
+        }
+        Vhost { name: name.to_owned(), namespace: namespace.to_owned(), topology: RwLock::new(topology), changes: Default::default() }
+    }
+
+    pub fn read(&self) -> RwLockReadGuard<'_, VhostTopology> {
+        // A panic while holding the lock cannot leave the maps half-written
+        // (every change is a single insert/remove), so a poisoned lock is usable.
+        self.topology.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn write(&self) -> RwLockWriteGuard<'_, VhostTopology> {
+        self.topology.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn queue_topic(&self, queue: &str) -> String {
+        names::queue_topic(&self.namespace, queue)
+    }
+
+    pub fn queue_group(&self, queue: &str) -> String {
+        names::queue_group(&self.namespace, queue)
+    }
+}
+
+fn builtin_exchange(vhost: &str, name: &str, kind: ExchangeKind) -> ExchangeState {
+    ExchangeState {
+        record: meta::Exchange {
+            vhost: vhost.to_owned(),
+            name: name.to_owned(),
+            kind: kind.as_str().to_owned(),
+            durable: true,
+            auto_delete: false,
+            internal: false,
+            arguments: Vec::new(),
+        },
+        kind,
+        arguments: FieldTable::default(),
+        bindings: Vec::new(),
+        records: Vec::new(),
+    }
+}
+
+/// A user's permissions on one vhost, compiled.
+#[derive(Debug, Clone)]
+pub struct Permission {
+    pub configure: Regex,
+    pub write: Regex,
+    pub read: Regex,
+}
+
+/// What a permission check is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    Configure,
+    Write,
+    Read,
+}
+
+impl Permission {
+    /// RabbitMQ matches names against the pattern unanchored; the default
+    /// exchange is checked as "amq.default".
+    pub fn allows(&self, access: Access, name: &str) -> bool {
+        let name = if name.is_empty() { "amq.default" } else { name };
+        let re = match access {
+            Access::Configure => &self.configure,
+            Access::Write => &self.write,
+            Access::Read => &self.read,
+        };
+        re.is_match(name)
+    }
+}
+
+/// Users, permissions and vhosts of this gateway.
+#[derive(Debug, Default)]
+pub struct Topology {
+    vhosts: RwLock<HashMap<String, Arc<Vhost>>>,
+    users: RwLock<HashMap<String, meta::User>>,
+    permissions: RwLock<HashMap<(String, String), Permission>>,
+}
+
+impl Topology {
+    /// Builds the topology from a meta snapshot. Records that cannot be read
+    /// (bad regex, bad arguments) are skipped with an error log, never fatal.
+    pub fn from_snapshot(snapshot: &meta::Snapshot) -> Topology {
+        let topology = Topology::default();
+        for v in &snapshot.vhosts {
+            topology.add_vhost(&v.name, &v.namespace);
+        }
+        for u in &snapshot.users {
+            topology.put_user(u.clone());
+        }
+        for p in &snapshot.permissions {
+            topology.put_permission(p);
+        }
+        for e in &snapshot.exchanges {
+            if let Some(vhost) = topology.vhost(&e.vhost) {
+                match exchange_state(e) {
+                    Ok(state) => {
+                        vhost.write().exchanges.insert(e.name.clone(), state);
+                    }
+                    Err(error) => tracing::error!(vhost = %e.vhost, exchange = %e.name, %error, "Stored exchange skipped."),
+                }
+            }
+        }
+        for q in &snapshot.queues {
+            if let Some(vhost) = topology.vhost(&q.vhost) {
+                let arguments = decode_arguments(&q.arguments).unwrap_or_default();
+                vhost.write().queues.insert(q.name.clone(), QueueState { record: q.clone(), arguments });
+            }
+        }
+        for b in &snapshot.bindings {
+            if let Some(vhost) = topology.vhost(&b.vhost) {
+                let mut topo = vhost.write();
+                if let Err(error) = add_binding(&mut topo, b) {
+                    tracing::error!(vhost = %b.vhost, source = %b.source, %error, "Stored binding skipped.");
+                }
+            }
+        }
+        topology
+    }
+
+    pub fn add_vhost(&self, name: &str, namespace: &str) {
+        self.vhosts.write().unwrap_or_else(|p| p.into_inner()).insert(name.to_owned(), Arc::new(Vhost::new(name, namespace)));
+    }
+
+    pub fn vhost(&self, name: &str) -> Option<Arc<Vhost>> {
+        self.vhosts.read().unwrap_or_else(|p| p.into_inner()).get(name).cloned()
+    }
+
+    pub fn put_user(&self, user: meta::User) {
+        self.users.write().unwrap_or_else(|p| p.into_inner()).insert(user.name.clone(), user);
+    }
+
+    pub fn user(&self, name: &str) -> Option<meta::User> {
+        self.users.read().unwrap_or_else(|p| p.into_inner()).get(name).cloned()
+    }
+
+    pub fn put_permission(&self, p: &meta::Permission) {
+        let compiled = (|| {
+            Ok::<_, regex::Error>(Permission {
+                configure: Regex::new(&p.configure)?,
+                write: Regex::new(&p.write)?,
+                read: Regex::new(&p.read)?,
+            })
+        })();
+        match compiled {
+            Ok(c) => {
+                self.permissions
+                    .write()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert((p.user.clone(), p.vhost.clone()), c);
+            }
+            Err(error) => tracing::error!(user = %p.user, vhost = %p.vhost, %error, "Permission with a bad pattern skipped."),
+        }
+    }
+
+    pub fn permission(&self, user: &str, vhost: &str) -> Option<Permission> {
+        self.permissions
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&(user.to_owned(), vhost.to_owned()))
+            .cloned()
+    }
+}
+
+/// Decodes stored field-table arguments (AMQP wire encoding).
+pub fn decode_arguments(raw: &[u8]) -> Result<FieldTable, String> {
+    if raw.is_empty() {
+        return Ok(FieldTable::default());
+    }
+    match amq_protocol::types::parsing::parse_field_table(raw) {
+        Ok((rest, table)) if rest.is_empty() => Ok(table),
+        _ => Err("unreadable arguments".to_owned()),
+    }
+}
+
+/// Encodes field-table arguments for the store.
+pub fn encode_arguments(table: &FieldTable) -> Vec<u8> {
+    if table.inner().is_empty() {
+        return Vec::new();
+    }
+    cookie_factory::gen_simple(amq_protocol::types::generation::gen_field_table(table), Vec::new()).unwrap_or_default()
+}
+
+pub fn exchange_state(e: &meta::Exchange) -> Result<ExchangeState, String> {
+    let kind = ExchangeKind::parse(&e.kind).ok_or_else(|| format!("unknown exchange type {:?}", e.kind))?;
+    Ok(ExchangeState {
+        record: e.clone(),
+        kind,
+        arguments: decode_arguments(&e.arguments)?,
+        bindings: Vec::new(),
+        records: Vec::new(),
+    })
+}
+
+/// Compiles a stored binding into the source exchange's routing table.
+pub fn add_binding(topology: &mut VhostTopology, b: &meta::Binding) -> Result<(), String> {
+    let source = topology.exchanges.get_mut(&b.source).ok_or_else(|| format!("no exchange {:?}", b.source))?;
+    if source.records.iter().any(|r| r == b) {
+        return Ok(());
+    }
+    let headers = if source.kind == ExchangeKind::Headers {
+        Some(HeadersSpec::from_arguments(&decode_arguments(&b.arguments)?)?)
+    } else {
+        None
+    };
+    let destination = match b.destination_kind {
+        meta::DestinationKind::Queue => Destination::Queue(b.destination.clone()),
+        meta::DestinationKind::Exchange => Destination::Exchange(b.destination.clone()),
+    };
+    source.bindings.push(RouteBinding { destination, routing_key: b.routing_key.clone(), headers });
+    source.records.push(b.clone());
+    Ok(())
+}
+
+/// Removes a binding; returns whether it existed.
+pub fn remove_binding(topology: &mut VhostTopology, b: &meta::Binding) -> bool {
+    let Some(source) = topology.exchanges.get_mut(&b.source) else {
+        return false;
+    };
+    match source.records.iter().position(|r| r == b) {
+        Some(i) => {
+            source.records.remove(i);
+            source.bindings.remove(i);
+            true
+        }
+        None => false,
+    }
+}

@@ -1,0 +1,58 @@
+//! The only module that talks to RocketMQ. It sees no AMQP types: messages
+//! arrive as topic + body + string properties, queues as topic + group.
+//!
+//! `Upstream` is what the channel layer needs from a message store; the real
+//! implementation is `rocketmq::RocketMq`. `null::NullUpstream` confirms at
+//! once and stores nothing: it exists only to measure the gateway's own
+//! ceiling in benches/ and is never a default.
+
+pub mod null;
+pub mod rocketmq;
+
+use std::future::Future;
+use std::pin::Pin;
+
+use bytes::Bytes;
+
+/// One message for one RocketMQ topic.
+#[derive(Debug, Clone)]
+pub struct OutboundMessage {
+    pub topic: String,
+    pub body: Bytes,
+    /// User properties; empty values are never sent (RocketMQ refuses them).
+    pub properties: Vec<(&'static str, String)>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UpstreamError {
+    /// RocketMQ could not be reached or did not answer in time.
+    #[error("unavailable: {0}")]
+    Unavailable(String),
+    /// RocketMQ answered, but did not store the message or apply the change.
+    #[error("refused: {0}")]
+    Refused(String),
+}
+
+pub type UpstreamFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, UpstreamError>> + Send + 'a>>;
+
+/// What the gateway needs from its message store.
+pub trait Upstream: Send + Sync + 'static {
+    /// Stores one message; resolves once RocketMQ reported it stored.
+    /// Many sends may be in flight at once: the future owns what it needs.
+    fn send(&self, message: OutboundMessage) -> UpstreamFuture<'static, ()>;
+
+    /// Creates the topic and consumer group that hold one queue, idempotently.
+    fn create_queue<'a>(&'a self, topic: &'a str, group: &'a str) -> UpstreamFuture<'a, ()>;
+
+    /// Removes a queue's topic and group.
+    fn delete_queue<'a>(&'a self, topic: &'a str, group: &'a str) -> UpstreamFuture<'a, ()>;
+
+    /// Messages stored in the topic that the group has not consumed.
+    fn backlog<'a>(&'a self, topic: &'a str, group: &'a str) -> UpstreamFuture<'a, u64>;
+
+    /// Moves the group past every stored message; returns how many it skipped.
+    fn purge<'a>(&'a self, topic: &'a str, group: &'a str) -> UpstreamFuture<'a, u64>;
+
+    /// The largest message body the store accepts.
+    fn max_message_size(&self) -> u64;
+}

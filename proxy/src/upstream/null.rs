@@ -1,0 +1,43 @@
+//! An upstream that stores nothing and confirms at once, counting messages per
+//! topic so that queue counts stay meaningful. Only for measuring the
+//! gateway's own ceiling (benches/); selected explicitly, never by default.
+
+use dashmap::DashMap;
+
+use super::{OutboundMessage, Upstream, UpstreamFuture};
+
+#[derive(Debug, Default)]
+pub struct NullUpstream {
+    stored: std::sync::Arc<DashMap<String, u64>>,
+}
+
+impl Upstream for NullUpstream {
+    fn send(&self, message: OutboundMessage) -> UpstreamFuture<'static, ()> {
+        *self.stored.entry(message.topic).or_default() += 1;
+        Box::pin(std::future::ready(Ok(())))
+    }
+
+    fn create_queue<'a>(&'a self, topic: &'a str, _group: &'a str) -> UpstreamFuture<'a, ()> {
+        self.stored.entry(topic.to_owned()).or_default();
+        Box::pin(std::future::ready(Ok(())))
+    }
+
+    fn delete_queue<'a>(&'a self, topic: &'a str, _group: &'a str) -> UpstreamFuture<'a, ()> {
+        self.stored.remove(topic);
+        Box::pin(std::future::ready(Ok(())))
+    }
+
+    fn backlog<'a>(&'a self, topic: &'a str, _group: &'a str) -> UpstreamFuture<'a, u64> {
+        let n = self.stored.get(topic).map(|n| *n).unwrap_or(0);
+        Box::pin(std::future::ready(Ok(n)))
+    }
+
+    fn purge<'a>(&'a self, topic: &'a str, _group: &'a str) -> UpstreamFuture<'a, u64> {
+        let n = self.stored.get_mut(topic).map(|mut n| std::mem::take(&mut *n)).unwrap_or(0);
+        Box::pin(std::future::ready(Ok(n)))
+    }
+
+    fn max_message_size(&self) -> u64 {
+        u64::MAX
+    }
+}

@@ -1,0 +1,226 @@
+//! `Upstream` on a RocketMQ cluster through rocketmq-client-rust.
+//!
+//! Sends are pipelined: the producer is cheap to clone and every send is its
+//! own future, so a channel keeps many in flight. Queue storage is one topic
+//! per AMQP queue (see docs/architecture.md for why), read through one
+//! consumer group whose committed offsets are the queue's read position.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use cheetah_string::CheetahString;
+use rocketmq_client_rust::{
+    ClientRuntime, ClientRuntimeConfig, ConsumerAdmin, DefaultMQAdminExt, DefaultMQProducer,
+    OffsetAdmin, RouteAdmin, SendStatus, TopicAdmin,
+};
+use rocketmq_model::common::message::message_queue::MessageQueue;
+use rocketmq_model::common::message::message_single::Message;
+use rocketmq_model::common::message::MessageTrait;
+use rocketmq_runtime::{RuntimeConfig, RuntimeOwner};
+use tokio::sync::Mutex;
+
+use super::{OutboundMessage, Upstream, UpstreamError, UpstreamFuture};
+
+/// How to reach RocketMQ and how to lay queues out on it.
+#[derive(Debug, Clone)]
+pub struct RocketMqSettings {
+    pub name_server: String,
+    pub producer_group: String,
+    /// Message queues per AMQP queue topic; 1 keeps RabbitMQ's FIFO order.
+    pub queues_per_topic: i32,
+    pub send_timeout: Duration,
+    pub max_message_size: u64,
+}
+
+pub struct RocketMq {
+    settings: RocketMqSettings,
+    producer: DefaultMQProducer,
+    admin: DefaultMQAdminExt,
+    /// Serialises topology changes so two declares do not race on the broker.
+    admin_lock: Mutex<()>,
+    // Owns the client's background tasks; dropped last.
+    _client: Arc<ClientRuntime>,
+    _owner: RuntimeOwner,
+}
+
+impl std::fmt::Debug for RocketMq {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RocketMq").field("settings", &self.settings).finish_non_exhaustive()
+    }
+}
+
+fn unavailable(what: &str, e: impl std::fmt::Display) -> UpstreamError {
+    UpstreamError::Unavailable(format!("{what}: {e}"))
+}
+
+impl RocketMq {
+    /// Starts a producer and an admin client against the name server.
+    pub async fn connect(settings: RocketMqSettings) -> Result<RocketMq, UpstreamError> {
+        let owner = RuntimeOwner::plan(RuntimeConfig {
+            thread_name: "rocketmq-client".to_owned(),
+            worker_threads: 2,
+            ..Default::default()
+        })
+        .map_err(|e| unavailable("client runtime plan", e))?
+        .build()
+        .map_err(|e| unavailable("client runtime", e))?;
+        let telemetry = rocketmq_observability::TelemetryRuntimeGuard::noop();
+        let client = ClientRuntime::try_new(
+            owner.root_context().component("amqp-gateway-client"),
+            ClientRuntimeConfig::default(),
+            telemetry.handle(),
+        )
+        .map_err(|e| unavailable("client runtime", e))?;
+
+        let mut producer = DefaultMQProducer::builder(client.clone())
+            .producer_group(settings.producer_group.clone())
+            .name_server_addr(settings.name_server.clone())
+            .send_msg_timeout(settings.send_timeout.as_millis() as u32)
+            .max_message_size(settings.max_message_size.min(i32::MAX as u64) as u32)
+            .retry_times_when_send_failed(1)
+            .build();
+        producer.start().await.map_err(|e| unavailable("producer start", e))?;
+
+        let mut admin = DefaultMQAdminExt::new(client.clone());
+        admin.set_namesrv_addr(settings.name_server.as_str());
+        admin.start().await.map_err(|e| unavailable("admin start", e))?;
+        Ok(RocketMq { settings, producer, admin, admin_lock: Mutex::new(()), _client: client, _owner: owner })
+    }
+
+    /// The master broker addresses of every broker of the cluster.
+    async fn broker_addresses(&self) -> Result<Vec<CheetahString>, UpstreamError> {
+        let info = self.admin.examine_broker_cluster_info().await.map_err(|e| unavailable("cluster info", e))?;
+        let mut addresses = Vec::new();
+        if let Some(brokers) = info.broker_addr_table.as_ref() {
+            for data in brokers.values() {
+                if let Some(addr) = data.broker_addrs().get(&0) {
+                    addresses.push(addr.clone());
+                }
+            }
+        }
+        if addresses.is_empty() {
+            return Err(UpstreamError::Unavailable("no master broker registered with the name server".into()));
+        }
+        Ok(addresses)
+    }
+
+    /// The topic's message queues, each with its broker's address.
+    async fn queues_of(&self, topic: &str) -> Result<Vec<(CheetahString, MessageQueue)>, UpstreamError> {
+        let route = self
+            .admin
+            .examine_topic_route_info(topic.into())
+            .await
+            .map_err(|e| unavailable("topic route", e))?
+            .ok_or_else(|| UpstreamError::Refused(format!("topic {topic} has no route")))?;
+        let mut out = Vec::new();
+        for qd in &route.queue_datas {
+            let Some(addr) = route
+                .broker_datas
+                .iter()
+                .find(|b| b.broker_name() == &qd.broker_name)
+                .and_then(|b| b.broker_addrs().get(&0).cloned())
+            else {
+                continue;
+            };
+            for id in 0..qd.read_queue_nums {
+                out.push((addr.clone(), MessageQueue::from_parts(topic, qd.broker_name.clone(), id as i32)));
+            }
+        }
+        Ok(out)
+    }
+}
+
+impl Upstream for RocketMq {
+    fn send(&self, message: OutboundMessage) -> UpstreamFuture<'static, ()> {
+        let producer = self.producer.clone();
+        Box::pin(async move {
+            let mut msg = Message::builder().topic(message.topic.as_str()).body(message.body).build_unchecked();
+            for (key, value) in message.properties {
+                if !value.is_empty() {
+                    msg.put_property(CheetahString::from_static_str(key), CheetahString::from(value));
+                }
+            }
+            match producer.send(msg).await {
+                Ok(Some(result)) if result.send_status == SendStatus::SendOk => Ok(()),
+                Ok(Some(result)) => Err(UpstreamError::Refused(format!("send status {:?}", result.send_status))),
+                Ok(None) => Err(UpstreamError::Refused("send returned no result".into())),
+                Err(e) => Err(unavailable("send", e)),
+            }
+        })
+    }
+
+    fn create_queue<'a>(&'a self, topic: &'a str, group: &'a str) -> UpstreamFuture<'a, ()> {
+        Box::pin(async move {
+            let _guard = self.admin_lock.lock().await;
+            let mut producer = self.producer.clone();
+            producer
+                .create_topic("TBW102", topic, self.settings.queues_per_topic, HashMap::new())
+                .await
+                .map_err(|e| unavailable("create topic", e))?;
+            for addr in self.broker_addresses().await? {
+                let mut config = rocketmq_protocol::protocol::subscription::subscription_group_config::SubscriptionGroupConfig::default();
+                config.set_group_name(group.into());
+                self.admin
+                    .create_and_update_subscription_group_config(addr, config)
+                    .await
+                    .map_err(|e| unavailable("create group", e))?;
+            }
+            Ok(())
+        })
+    }
+
+    fn delete_queue<'a>(&'a self, topic: &'a str, group: &'a str) -> UpstreamFuture<'a, ()> {
+        Box::pin(async move {
+            let _guard = self.admin_lock.lock().await;
+            for addr in self.broker_addresses().await? {
+                self.admin
+                    .delete_subscription_group(addr.clone(), group.into(), Some(true))
+                    .await
+                    .map_err(|e| unavailable("delete group", e))?;
+                self.admin
+                    .delete_topic_in_broker(vec![addr].into_iter().collect(), topic.into())
+                    .await
+                    .map_err(|e| unavailable("delete topic", e))?;
+            }
+            Ok(())
+        })
+    }
+
+    fn backlog<'a>(&'a self, topic: &'a str, group: &'a str) -> UpstreamFuture<'a, u64> {
+        Box::pin(async move {
+            let stats = self
+                .admin
+                .examine_consume_stats(group.into(), Some(topic.into()), None, None, None)
+                .await
+                .map_err(|e| unavailable("consume stats", e))?;
+            Ok(stats
+                .offset_table
+                .values()
+                .map(|w| (w.get_broker_offset() - w.get_consumer_offset().max(0)).max(0) as u64)
+                .sum())
+        })
+    }
+
+    fn purge<'a>(&'a self, topic: &'a str, group: &'a str) -> UpstreamFuture<'a, u64> {
+        Box::pin(async move {
+            let before = self.backlog(topic, group).await?;
+            for (addr, mq) in self.queues_of(topic).await? {
+                let max = self
+                    .admin
+                    .max_offset(addr.clone(), mq.clone(), self.settings.send_timeout.as_millis() as u64)
+                    .await
+                    .map_err(|e| unavailable("max offset", e))?;
+                self.admin
+                    .update_consume_offset(addr, group.into(), mq, max.max(0) as u64)
+                    .await
+                    .map_err(|e| unavailable("update offset", e))?;
+            }
+            Ok(before)
+        })
+    }
+
+    fn max_message_size(&self) -> u64 {
+        self.settings.max_message_size
+    }
+}
