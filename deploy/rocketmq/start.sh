@@ -6,6 +6,7 @@
 #   NAMESRV_PORT    name server port (default 9876)
 #   BROKER_PORT     broker port (default 10911; it also uses BROKER_PORT+1 for HA)
 #   FLUSH           async (default, RocketMQ's default) or sync (fsync before confirming)
+#   ROCKETMQ_BIN    directory holding already-built binaries (skips build.sh)
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 root=$(cd "$here/../.." && pwd)
@@ -16,9 +17,14 @@ flush="${FLUSH:-async}"
 
 answers() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
-wait_for() { # port, seconds, log
+wait_for() { # port, seconds, log, pid
   for _ in $(seq 1 $(( $2 * 10 ))); do
     answers "$1" && return 0
+    if ! kill -0 "$4" 2>/dev/null; then
+      echo "the process for 127.0.0.1:$1 exited; last lines of $3:" >&2
+      tail -n 30 "$3" >&2 || true
+      return 1
+    fi
     sleep 0.1
   done
   echo "nothing answers on 127.0.0.1:$1 after $2 s; last lines of $3:" >&2
@@ -26,7 +32,8 @@ wait_for() { # port, seconds, log
   return 1
 }
 
-bin=$("$here/build.sh")
+bin="${ROCKETMQ_BIN:-}"
+[ -n "$bin" ] || bin=$("$here/build.sh")
 mkdir -p "$data/home" "$data/store" "$data/logs"
 
 if answers "$namesrv_port"; then
@@ -36,7 +43,7 @@ else
     --rocketmqHome "$data/home" --bindAddress 127.0.0.1 --listenPort "$namesrv_port" \
     >"$data/logs/namesrv.log" 2>&1 &
   echo $! >"$data/namesrv.pid"
-  wait_for "$namesrv_port" 60 "$data/logs/namesrv.log"
+  wait_for "$namesrv_port" 60 "$data/logs/namesrv.log" "$(cat "$data/namesrv.pid")"
   echo "name server started on 127.0.0.1:$namesrv_port (pid $(cat "$data/namesrv.pid"))"
 fi
 
@@ -52,6 +59,7 @@ brokerName=broker-a
 brokerId=0
 namesrvAddr=127.0.0.1:$namesrv_port
 listenPort=$broker_port
+haListenPort=$((broker_port + 1))
 brokerIP1=127.0.0.1
 brokerIP2=127.0.0.1
 haListenAddress=127.0.0.1
@@ -59,7 +67,10 @@ storePathRootDir=$data/store
 autoCreateTopicEnable=true
 autoCreateSubscriptionGroup=true
 flushDiskType=$flush_type
+# 128 MiB bodies (RabbitMQ's limit) plus room for properties. The broker
+# refuses to start unless its timer pipeline can hold one such message.
 maxMessageSize=135266304
+timerPipelineQueueBytes=270532608
 enablePropertyFilter=true
 enableLmq=true
 enableMultiDispatch=true
@@ -67,7 +78,7 @@ CONF
   ROCKETMQ_HOME="$data/home" nohup "$bin/rocketmq-broker-rust" -c "$data/broker.conf" \
     >"$data/logs/broker.log" 2>&1 &
   echo $! >"$data/broker.pid"
-  wait_for "$broker_port" 120 "$data/logs/broker.log"
+  wait_for "$broker_port" 120 "$data/logs/broker.log" "$(cat "$data/broker.pid")"
   # The broker answers before it has registered with the name server.
   for _ in $(seq 1 100); do
     grep -qi "started successfully\|register broker.*success" "$data/logs/broker.log" && break

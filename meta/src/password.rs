@@ -51,6 +51,9 @@ mod tests {
     #[test]
     fn reads_a_hash_written_by_rabbitmq() {
         // salt 908d c60a, password "test12", as RabbitMQ's docs show it.
-        assert!(verify_password("kI3GCqW5JLMJa4iX1lo7X4D6XbYqlLgxIs30+P6tENUV2POR", "test12"));
+        assert!(verify_password(
+            "kI3GCqW5JLMJa4iX1lo7X4D6XbYqlLgxIs30+P6tENUV2POR",
+            "test12"
+        ));
     }
 }

@@ -60,7 +60,10 @@ impl Store {
             .busy_timeout(std::time::Duration::from_secs(5));
         // In-memory databases exist per connection: keep exactly one.
         let max = if url.contains(":memory:") { 1 } else { 4 };
-        let pool = SqlitePoolOptions::new().max_connections(max).connect_with(options).await?;
+        let pool = SqlitePoolOptions::new()
+            .max_connections(max)
+            .connect_with(options)
+            .await?;
         let store = Store { pool };
         store.migrate().await?;
         Ok(store)
@@ -71,10 +74,11 @@ impl Store {
             .execute(&self.pool)
             .await?;
         for (version, sql) in MIGRATIONS {
-            let applied: Option<i64> = sqlx::query_scalar("SELECT version FROM schema_migrations WHERE version = ?")
-                .bind(version)
-                .fetch_optional(&self.pool)
-                .await?;
+            let applied: Option<i64> =
+                sqlx::query_scalar("SELECT version FROM schema_migrations WHERE version = ?")
+                    .bind(version)
+                    .fetch_optional(&self.pool)
+                    .await?;
             if applied.is_some() {
                 continue;
             }
@@ -93,10 +97,18 @@ impl Store {
     /// Creates the default vhost "/" and user guest/guest (loopback only, all
     /// permissions on "/") when the store has no users and no vhosts yet.
     pub async fn bootstrap_defaults(&self, default_namespace: &str) -> Result<()> {
-        let users: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM users").fetch_one(&self.pool).await?;
-        let vhosts: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM vhosts").fetch_one(&self.pool).await?;
+        let users: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM users")
+            .fetch_one(&self.pool)
+            .await?;
+        let vhosts: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM vhosts")
+            .fetch_one(&self.pool)
+            .await?;
         if vhosts == 0 {
-            self.put_vhost(&Vhost { name: "/".into(), namespace: default_namespace.into() }).await?;
+            self.put_vhost(&Vhost {
+                name: "/".into(),
+                namespace: default_namespace.into(),
+            })
+            .await?;
         }
         if users == 0 {
             self.put_user(&User {
@@ -119,16 +131,25 @@ impl Store {
     }
 
     pub async fn revision(&self) -> Result<i64> {
-        Ok(sqlx::query_scalar("SELECT revision FROM meta_revision WHERE id = 1").fetch_one(&self.pool).await?)
+        Ok(
+            sqlx::query_scalar("SELECT revision FROM meta_revision WHERE id = 1")
+                .fetch_one(&self.pool)
+                .await?,
+        )
     }
 
     async fn bump(&self, tx: &mut sqlx::SqliteConnection) -> Result<()> {
-        sqlx::query("UPDATE meta_revision SET revision = revision + 1 WHERE id = 1").execute(tx).await?;
+        sqlx::query("UPDATE meta_revision SET revision = revision + 1 WHERE id = 1")
+            .execute(tx)
+            .await?;
         Ok(())
     }
 
     /// Runs one write statement and bumps the revision in the same transaction.
-    async fn write<'q>(&self, query: sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments<'q>>) -> Result<u64> {
+    async fn write<'q>(
+        &self,
+        query: sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments<'q>>,
+    ) -> Result<u64> {
         let mut tx = self.pool.begin().await?;
         let done = query.execute(&mut *tx).await?;
         self.bump(&mut tx).await?;
@@ -287,39 +308,58 @@ impl Store {
     /// Reads everything, consistently (one transaction).
     pub async fn snapshot(&self) -> Result<Snapshot> {
         let mut tx = self.pool.begin().await?;
-        let revision = sqlx::query_scalar("SELECT revision FROM meta_revision WHERE id = 1").fetch_one(&mut *tx).await?;
+        let revision = sqlx::query_scalar("SELECT revision FROM meta_revision WHERE id = 1")
+            .fetch_one(&mut *tx)
+            .await?;
         let vhosts = sqlx::query("SELECT name, namespace FROM vhosts")
             .fetch_all(&mut *tx)
             .await?
             .iter()
-            .map(|r| Vhost { name: r.get(0), namespace: r.get(1) })
+            .map(|r| Vhost {
+                name: r.get(0),
+                namespace: r.get(1),
+            })
             .collect();
         let users = sqlx::query("SELECT name, password_hash, tags, loopback_only FROM users")
             .fetch_all(&mut *tx)
             .await?
             .iter()
-            .map(|r| User { name: r.get(0), password_hash: r.get(1), tags: r.get(2), loopback_only: r.get(3) })
-            .collect();
-        let permissions = sqlx::query("SELECT user_name, vhost, configure, write, read FROM permissions")
-            .fetch_all(&mut *tx)
-            .await?
-            .iter()
-            .map(|r| Permission { user: r.get(0), vhost: r.get(1), configure: r.get(2), write: r.get(3), read: r.get(4) })
-            .collect();
-        let exchanges = sqlx::query("SELECT vhost, name, kind, durable, auto_delete, internal, arguments FROM exchanges")
-            .fetch_all(&mut *tx)
-            .await?
-            .iter()
-            .map(|r| Exchange {
-                vhost: r.get(0),
-                name: r.get(1),
-                kind: r.get(2),
-                durable: r.get(3),
-                auto_delete: r.get(4),
-                internal: r.get(5),
-                arguments: r.get(6),
+            .map(|r| User {
+                name: r.get(0),
+                password_hash: r.get(1),
+                tags: r.get(2),
+                loopback_only: r.get(3),
             })
             .collect();
+        let permissions =
+            sqlx::query("SELECT user_name, vhost, configure, write, read FROM permissions")
+                .fetch_all(&mut *tx)
+                .await?
+                .iter()
+                .map(|r| Permission {
+                    user: r.get(0),
+                    vhost: r.get(1),
+                    configure: r.get(2),
+                    write: r.get(3),
+                    read: r.get(4),
+                })
+                .collect();
+        let exchanges = sqlx::query(
+            "SELECT vhost, name, kind, durable, auto_delete, internal, arguments FROM exchanges",
+        )
+        .fetch_all(&mut *tx)
+        .await?
+        .iter()
+        .map(|r| Exchange {
+            vhost: r.get(0),
+            name: r.get(1),
+            kind: r.get(2),
+            durable: r.get(3),
+            auto_delete: r.get(4),
+            internal: r.get(5),
+            arguments: r.get(6),
+        })
+        .collect();
         let queues = sqlx::query(
             "SELECT vhost, name, durable, auto_delete, exclusive_owner, arguments, topic, consumer_group FROM queues",
         )
@@ -357,6 +397,14 @@ impl Store {
             });
         }
         tx.commit().await?;
-        Ok(Snapshot { revision, vhosts, users, permissions, exchanges, queues, bindings })
+        Ok(Snapshot {
+            revision,
+            vhosts,
+            users,
+            permissions,
+            exchanges,
+            queues,
+            bindings,
+        })
     }
 }

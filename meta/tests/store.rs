@@ -19,7 +19,10 @@ async fn bootstrap_creates_guest_and_default_vhost_once() {
     assert_eq!(snap.vhosts[0].name, "/");
     assert_eq!(snap.users.len(), 1);
     assert!(snap.users[0].loopback_only);
-    assert!(password::verify_password(&snap.users[0].password_hash, "guest"));
+    assert!(password::verify_password(
+        &snap.users[0].password_hash,
+        "guest"
+    ));
     assert_eq!(snap.permissions.len(), 1);
     drop(store);
     // Reopening the same file keeps everything and migrates nothing twice.

@@ -33,6 +33,9 @@ pub struct Config {
     /// Publishes a connection may have in flight to RocketMQ; the gateway
     /// stops reading the socket when they are all taken (backpressure).
     pub max_in_flight: usize,
+    /// Sends in flight to RocketMQ from the whole gateway; beyond it sends
+    /// wait in the connections' pipelines.
+    pub upstream_max_in_flight: usize,
     /// How long the pipeline may stay full before clients that support it
     /// are sent connection.blocked, in milliseconds.
     pub blocked_after_ms: u64,
@@ -57,6 +60,7 @@ impl Default for Config {
             heartbeat: 60,
             max_message_size: 128 * 1024 * 1024,
             max_in_flight: 2048,
+            upstream_max_in_flight: 256,
             blocked_after_ms: 500,
             send_timeout_ms: 3000,
             queues_per_topic: 1,
@@ -68,7 +72,10 @@ impl Default for Config {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read {path}: {source}")]
-    Read { path: String, source: std::io::Error },
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("invalid configuration file: {0}")]
     Parse(#[from] toml::de::Error),
     #[error("environment variable {name}: {reason}")]
@@ -82,8 +89,10 @@ impl Config {
     pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
         let mut config = match path {
             Some(path) => {
-                let text = std::fs::read_to_string(path)
-                    .map_err(|source| ConfigError::Read { path: path.display().to_string(), source })?;
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.display().to_string(),
+                    source,
+                })?;
                 toml::from_str(&text)?
             }
             None => Config::default(),
@@ -95,12 +104,19 @@ impl Config {
 
     /// `AMQP_GATEWAY_<FIELD>` overrides a field, e.g. AMQP_GATEWAY_LISTEN.
     pub fn apply_env(&mut self, get: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
-        fn set<T: std::str::FromStr>(get: &impl Fn(&str) -> Option<String>, name: &str, field: &mut T) -> Result<(), ConfigError>
+        fn set<T: std::str::FromStr>(
+            get: &impl Fn(&str) -> Option<String>,
+            name: &str,
+            field: &mut T,
+        ) -> Result<(), ConfigError>
         where
             T::Err: std::fmt::Display,
         {
             if let Some(value) = get(name) {
-                *field = value.parse().map_err(|e: T::Err| ConfigError::Env { name: name.to_owned(), reason: e.to_string() })?;
+                *field = value.parse().map_err(|e: T::Err| ConfigError::Env {
+                    name: name.to_owned(),
+                    reason: e.to_string(),
+                })?;
             }
             Ok(())
         }
@@ -108,10 +124,18 @@ impl Config {
         set(&get, "AMQP_GATEWAY_META_URL", &mut self.meta_url)?;
         set(&get, "AMQP_GATEWAY_NAME_SERVER", &mut self.name_server)?;
         set(&get, "AMQP_GATEWAY_UPSTREAM", &mut self.upstream)?;
-        set(&get, "AMQP_GATEWAY_MAX_CONNECTIONS", &mut self.max_connections)?;
+        set(
+            &get,
+            "AMQP_GATEWAY_MAX_CONNECTIONS",
+            &mut self.max_connections,
+        )?;
         set(&get, "AMQP_GATEWAY_HEARTBEAT", &mut self.heartbeat)?;
         set(&get, "AMQP_GATEWAY_FRAME_MAX", &mut self.frame_max)?;
-        set(&get, "AMQP_GATEWAY_MAX_MESSAGE_SIZE", &mut self.max_message_size)?;
+        set(
+            &get,
+            "AMQP_GATEWAY_MAX_MESSAGE_SIZE",
+            &mut self.max_message_size,
+        )?;
         set(&get, "AMQP_GATEWAY_MAX_IN_FLIGHT", &mut self.max_in_flight)?;
         Ok(())
     }
@@ -124,8 +148,11 @@ impl Config {
         if self.channel_max == 0 {
             return invalid("channel_max must be at least 1");
         }
-        if self.max_in_flight == 0 || self.max_connections == 0 {
-            return invalid("max_in_flight and max_connections must be at least 1");
+        if self.max_in_flight == 0 || self.max_connections == 0 || self.upstream_max_in_flight == 0
+        {
+            return invalid(
+                "max_in_flight, upstream_max_in_flight and max_connections must be at least 1",
+            );
         }
         if !matches!(self.upstream.as_str(), "rocketmq" | "null") {
             return invalid("upstream must be \"rocketmq\" or \"null\"");
@@ -143,12 +170,16 @@ mod tests {
 
     #[test]
     fn file_then_environment_then_validation() {
-        let mut c: Config = toml::from_str("listen = \"127.0.0.1:5673\"\nheartbeat = 10\n").unwrap();
+        let mut c: Config =
+            toml::from_str("listen = \"127.0.0.1:5673\"\nheartbeat = 10\n").unwrap();
         assert_eq!(c.heartbeat, 10);
-        c.apply_env(|n| (n == "AMQP_GATEWAY_HEARTBEAT").then(|| "5".to_owned())).unwrap();
+        c.apply_env(|n| (n == "AMQP_GATEWAY_HEARTBEAT").then(|| "5".to_owned()))
+            .unwrap();
         assert_eq!(c.heartbeat, 5);
         assert!(c.validate().is_ok());
-        assert!(c.apply_env(|n| (n == "AMQP_GATEWAY_FRAME_MAX").then(|| "lots".to_owned())).is_err());
+        assert!(c
+            .apply_env(|n| (n == "AMQP_GATEWAY_FRAME_MAX").then(|| "lots".to_owned()))
+            .is_err());
         c.frame_max = 100;
         assert!(c.validate().is_err());
     }

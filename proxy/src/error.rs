@@ -112,7 +112,12 @@ pub struct ConnectionException {
 
 impl ConnectionException {
     pub fn new(code: HardCode, text: impl Into<String>) -> Self {
-        ConnectionException { code, text: text.into(), class_id: 0, method_id: 0 }
+        ConnectionException {
+            code,
+            text: text.into(),
+            class_id: 0,
+            method_id: 0,
+        }
     }
 
     pub fn on_method(mut self, class_id: u16, method_id: u16) -> Self {
@@ -137,7 +142,12 @@ pub struct ChannelException {
 
 impl ChannelException {
     pub fn new(code: SoftCode, text: impl Into<String>) -> Self {
-        ChannelException { code, text: text.into(), class_id: 0, method_id: 0 }
+        ChannelException {
+            code,
+            text: text.into(),
+            class_id: 0,
+            method_id: 0,
+        }
     }
 
     pub fn on_method(mut self, class_id: u16, method_id: u16) -> Self {
@@ -179,8 +189,12 @@ impl From<ConnectionException> for ProtocolError {
 impl fmt::Display for ProtocolError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            ProtocolError::Connection(e) => write!(f, "connection error {}: {}", e.code.id(), e.reply_text()),
-            ProtocolError::Channel(ch, e) => write!(f, "channel {ch} error {}: {}", e.code.id(), e.reply_text()),
+            ProtocolError::Connection(e) => {
+                write!(f, "connection error {}: {}", e.code.id(), e.reply_text())
+            }
+            ProtocolError::Channel(ch, e) => {
+                write!(f, "channel {ch} error {}: {}", e.code.id(), e.reply_text())
+            }
         }
     }
 }
@@ -214,12 +228,18 @@ impl ProtocolError {
 /// with 541 INTERNAL_ERROR naming the cause, so the client knows the broker,
 /// not its request, is at fault. (RabbitMQ has no closer code.)
 pub fn upstream_failure(what: &str, error: &crate::upstream::UpstreamError) -> ProtocolError {
-    ProtocolError::Connection(ConnectionException::new(HardCode::InternalError, format!("RocketMQ {what} failed: {error}")))
+    ProtocolError::Connection(ConnectionException::new(
+        HardCode::InternalError,
+        format!("RocketMQ {what} failed: {error}"),
+    ))
 }
 
 /// The meta store failed while serving a client's method.
 pub fn meta_failure(what: &str, error: &meta::MetaError) -> ProtocolError {
-    ProtocolError::Connection(ConnectionException::new(HardCode::InternalError, format!("meta store {what} failed: {error}")))
+    ProtocolError::Connection(ConnectionException::new(
+        HardCode::InternalError,
+        format!("meta store {what} failed: {error}"),
+    ))
 }
 
 #[cfg(test)]
@@ -231,9 +251,21 @@ mod tests {
     fn upstream_and_meta_failures_close_the_connection_with_541() {
         let e = upstream_failure("send", &UpstreamError::Unavailable("no route".into()));
         assert_eq!(e.origin(), Origin::Upstream);
-        assert!(matches!(e, ProtocolError::Connection(ConnectionException { code: HardCode::InternalError, .. })));
+        assert!(matches!(
+            e,
+            ProtocolError::Connection(ConnectionException {
+                code: HardCode::InternalError,
+                ..
+            })
+        ));
         let e = meta_failure("write", &meta::MetaError::Corrupt("x".into()));
-        assert!(matches!(e, ProtocolError::Connection(ConnectionException { code: HardCode::InternalError, .. })));
+        assert!(matches!(
+            e,
+            ProtocolError::Connection(ConnectionException {
+                code: HardCode::InternalError,
+                ..
+            })
+        ));
     }
 
     #[test]

@@ -56,7 +56,9 @@ pub struct Gateway {
 
 impl std::fmt::Debug for Gateway {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Gateway").field("instance_id", &self.instance_id).finish_non_exhaustive()
+        f.debug_struct("Gateway")
+            .field("instance_id", &self.instance_id)
+            .finish_non_exhaustive()
     }
 }
 
@@ -73,7 +75,9 @@ impl Gateway {
     /// loads the topology and connects to the upstream named in `config`.
     pub async fn start(config: Config) -> Result<Arc<Gateway>, StartError> {
         let store = meta::Store::open(&config.meta_url).await?;
-        store.bootstrap_defaults(&mapping::names::vhost_namespace("/")).await?;
+        store
+            .bootstrap_defaults(&mapping::names::vhost_namespace("/"))
+            .await?;
         let snapshot = store.snapshot().await?;
         let topology = Topology::from_snapshot(&snapshot);
         let upstream: Arc<dyn Upstream> = match config.upstream.as_str() {
@@ -88,17 +92,26 @@ impl Gateway {
                     queues_per_topic: config.queues_per_topic,
                     send_timeout: Duration::from_millis(config.send_timeout_ms),
                     max_message_size: config.max_message_size,
+                    max_in_flight: config.upstream_max_in_flight,
                 })
                 .await?,
             ),
         };
         let instance_id = format!("{:016x}", rand::random::<u64>());
         tracing::info!(revision = snapshot.revision, vhosts = snapshot.vhosts.len(), queues = snapshot.queues.len(), %instance_id, "Gateway started.");
-        Ok(Arc::new(Gateway { config, topology, store, upstream, instance_id }))
+        Ok(Arc::new(Gateway {
+            config,
+            topology,
+            store,
+            upstream,
+            instance_id,
+        }))
     }
 
     /// The largest body accepted: the configured limit, within RocketMQ's.
     pub fn max_message_size(&self) -> u64 {
-        self.config.max_message_size.min(self.upstream.max_message_size())
+        self.config
+            .max_message_size
+            .min(self.upstream.max_message_size())
     }
 }

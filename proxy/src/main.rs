@@ -34,7 +34,11 @@ async fn main() -> std::process::ExitCode {
 
 async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let config = proxy::Config::load(args.config.as_deref())?;
-    if let Some(dir) = config.meta_url.strip_prefix("sqlite:").and_then(|p| std::path::Path::new(p).parent()) {
+    if let Some(dir) = config
+        .meta_url
+        .strip_prefix("sqlite:")
+        .and_then(|p| std::path::Path::new(p).parent())
+    {
         if !dir.as_os_str().is_empty() {
             std::fs::create_dir_all(dir)?;
         }
@@ -52,10 +56,11 @@ async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => return ctrl_c.await.unwrap_or(()),
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => return ctrl_c.await.unwrap_or(()),
+            };
         tokio::select! {
             _ = ctrl_c => {}
             _ = term.recv() => {}

@@ -13,7 +13,11 @@ use crate::connection::Connection;
 use crate::Gateway;
 
 /// Serves connections until `shutdown` resolves.
-pub async fn serve(gateway: Arc<Gateway>, listener: TcpListener, shutdown: impl Future<Output = ()>) {
+pub async fn serve(
+    gateway: Arc<Gateway>,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+) {
     let limit = Arc::new(Semaphore::new(gateway.config.max_connections));
     let ids = AtomicU64::new(0);
     tokio::pin!(shutdown);
@@ -53,7 +57,10 @@ pub async fn serve(gateway: Arc<Gateway>, listener: TcpListener, shutdown: impl 
 }
 
 /// Binds `addr` and serves in the background; returns the bound address.
-pub async fn spawn(gateway: Arc<Gateway>, addr: SocketAddr) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
+pub async fn spawn(
+    gateway: Arc<Gateway>,
+    addr: SocketAddr,
+) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
     let listener = TcpListener::bind(addr).await?;
     let local = listener.local_addr()?;
     let handle = tokio::spawn(serve(gateway, listener, std::future::pending()));

@@ -10,7 +10,9 @@ use amq_protocol::types::FieldTable;
 use regex::Regex;
 
 use crate::mapping::names;
-use crate::mapping::routing::{Destination, ExchangeGraph, ExchangeKind, HeadersSpec, RouteBinding};
+use crate::mapping::routing::{
+    Destination, ExchangeGraph, ExchangeKind, HeadersSpec, RouteBinding,
+};
 
 /// The exchanges every vhost has, as RabbitMQ creates them.
 pub const BUILTIN_EXCHANGES: &[(&str, ExchangeKind)] = &[
@@ -46,7 +48,9 @@ pub struct VhostTopology {
 
 impl ExchangeGraph for VhostTopology {
     fn exchange(&self, name: &str) -> Option<(ExchangeKind, &[RouteBinding])> {
-        self.exchanges.get(name).map(|e| (e.kind, e.bindings.as_slice()))
+        self.exchanges
+            .get(name)
+            .map(|e| (e.kind, e.bindings.as_slice()))
     }
 }
 
@@ -59,11 +63,15 @@ impl VhostTopology {
 
     /// Whether anything is bound to or from an exchange (for if-unused).
     pub fn exchange_in_use(&self, name: &str) -> bool {
-        let from = self.exchanges.get(name).is_some_and(|e| !e.bindings.is_empty());
-        let to = self
+        let from = self
             .exchanges
-            .values()
-            .any(|e| e.bindings.iter().any(|b| b.destination == Destination::Exchange(name.to_owned())));
+            .get(name)
+            .is_some_and(|e| !e.bindings.is_empty());
+        let to = self.exchanges.values().any(|e| {
+            e.bindings
+                .iter()
+                .any(|b| b.destination == Destination::Exchange(name.to_owned()))
+        });
         from || to
     }
 
@@ -93,9 +101,17 @@ impl Vhost {
     pub fn new(name: &str, namespace: &str) -> Vhost {
         let mut topology = VhostTopology::default();
         for (exchange, kind) in BUILTIN_EXCHANGES {
-            topology.exchanges.insert((*exchange).to_owned(), builtin_exchange(name, exchange, *kind));
+            topology.exchanges.insert(
+                (*exchange).to_owned(),
+                builtin_exchange(name, exchange, *kind),
+            );
         }
-        Vhost { name: name.to_owned(), namespace: namespace.to_owned(), topology: RwLock::new(topology), changes: Default::default() }
+        Vhost {
+            name: name.to_owned(),
+            namespace: namespace.to_owned(),
+            topology: RwLock::new(topology),
+            changes: Default::default(),
+        }
     }
 
     pub fn read(&self) -> RwLockReadGuard<'_, VhostTopology> {
@@ -193,14 +209,22 @@ impl Topology {
                     Ok(state) => {
                         vhost.write().exchanges.insert(e.name.clone(), state);
                     }
-                    Err(error) => tracing::error!(vhost = %e.vhost, exchange = %e.name, %error, "Stored exchange skipped."),
+                    Err(error) => {
+                        tracing::error!(vhost = %e.vhost, exchange = %e.name, %error, "Stored exchange skipped.")
+                    }
                 }
             }
         }
         for q in &snapshot.queues {
             if let Some(vhost) = topology.vhost(&q.vhost) {
                 let arguments = decode_arguments(&q.arguments).unwrap_or_default();
-                vhost.write().queues.insert(q.name.clone(), QueueState { record: q.clone(), arguments });
+                vhost.write().queues.insert(
+                    q.name.clone(),
+                    QueueState {
+                        record: q.clone(),
+                        arguments,
+                    },
+                );
             }
         }
         for b in &snapshot.bindings {
@@ -215,19 +239,33 @@ impl Topology {
     }
 
     pub fn add_vhost(&self, name: &str, namespace: &str) {
-        self.vhosts.write().unwrap_or_else(|p| p.into_inner()).insert(name.to_owned(), Arc::new(Vhost::new(name, namespace)));
+        self.vhosts
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(name.to_owned(), Arc::new(Vhost::new(name, namespace)));
     }
 
     pub fn vhost(&self, name: &str) -> Option<Arc<Vhost>> {
-        self.vhosts.read().unwrap_or_else(|p| p.into_inner()).get(name).cloned()
+        self.vhosts
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(name)
+            .cloned()
     }
 
     pub fn put_user(&self, user: meta::User) {
-        self.users.write().unwrap_or_else(|p| p.into_inner()).insert(user.name.clone(), user);
+        self.users
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(user.name.clone(), user);
     }
 
     pub fn user(&self, name: &str) -> Option<meta::User> {
-        self.users.read().unwrap_or_else(|p| p.into_inner()).get(name).cloned()
+        self.users
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(name)
+            .cloned()
     }
 
     pub fn put_permission(&self, p: &meta::Permission) {
@@ -245,7 +283,9 @@ impl Topology {
                     .unwrap_or_else(|p| p.into_inner())
                     .insert((p.user.clone(), p.vhost.clone()), c);
             }
-            Err(error) => tracing::error!(user = %p.user, vhost = %p.vhost, %error, "Permission with a bad pattern skipped."),
+            Err(error) => {
+                tracing::error!(user = %p.user, vhost = %p.vhost, %error, "Permission with a bad pattern skipped.")
+            }
         }
     }
 
@@ -274,11 +314,16 @@ pub fn encode_arguments(table: &FieldTable) -> Vec<u8> {
     if table.inner().is_empty() {
         return Vec::new();
     }
-    cookie_factory::gen_simple(amq_protocol::types::generation::gen_field_table(table), Vec::new()).unwrap_or_default()
+    cookie_factory::gen_simple(
+        amq_protocol::types::generation::gen_field_table(table),
+        Vec::new(),
+    )
+    .unwrap_or_default()
 }
 
 pub fn exchange_state(e: &meta::Exchange) -> Result<ExchangeState, String> {
-    let kind = ExchangeKind::parse(&e.kind).ok_or_else(|| format!("unknown exchange type {:?}", e.kind))?;
+    let kind = ExchangeKind::parse(&e.kind)
+        .ok_or_else(|| format!("unknown exchange type {:?}", e.kind))?;
     Ok(ExchangeState {
         record: e.clone(),
         kind,
@@ -290,12 +335,17 @@ pub fn exchange_state(e: &meta::Exchange) -> Result<ExchangeState, String> {
 
 /// Compiles a stored binding into the source exchange's routing table.
 pub fn add_binding(topology: &mut VhostTopology, b: &meta::Binding) -> Result<(), String> {
-    let source = topology.exchanges.get_mut(&b.source).ok_or_else(|| format!("no exchange {:?}", b.source))?;
+    let source = topology
+        .exchanges
+        .get_mut(&b.source)
+        .ok_or_else(|| format!("no exchange {:?}", b.source))?;
     if source.records.iter().any(|r| r == b) {
         return Ok(());
     }
     let headers = if source.kind == ExchangeKind::Headers {
-        Some(HeadersSpec::from_arguments(&decode_arguments(&b.arguments)?)?)
+        Some(HeadersSpec::from_arguments(&decode_arguments(
+            &b.arguments,
+        )?)?)
     } else {
         None
     };
@@ -303,7 +353,11 @@ pub fn add_binding(topology: &mut VhostTopology, b: &meta::Binding) -> Result<()
         meta::DestinationKind::Queue => Destination::Queue(b.destination.clone()),
         meta::DestinationKind::Exchange => Destination::Exchange(b.destination.clone()),
     };
-    source.bindings.push(RouteBinding { destination, routing_key: b.routing_key.clone(), headers });
+    source.bindings.push(RouteBinding {
+        destination,
+        routing_key: b.routing_key.clone(),
+        headers,
+    });
     source.records.push(b.clone());
     Ok(())
 }

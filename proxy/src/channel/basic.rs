@@ -12,7 +12,9 @@ use futures_util::future::try_join_all;
 use super::{Channel, PublishDone, Session};
 use crate::codec::content::Content;
 use crate::error::{ConnectionException, HardCode, ProtocolError, SoftCode};
-use crate::mapping::properties::{escape_value, properties_to_rocketmq, EXCHANGE, PROPERTIES, ROUTING_KEY};
+use crate::mapping::properties::{
+    escape_value, properties_to_rocketmq, EXCHANGE, PROPERTIES, ROUTING_KEY,
+};
 use crate::mapping::routing::route;
 use crate::topology::Access;
 use crate::upstream::OutboundMessage;
@@ -20,11 +22,17 @@ use crate::upstream::OutboundMessage;
 const CLASS: u16 = 60;
 const PUBLISH: u16 = 40;
 
-pub fn handle_basic_publish(ch: &mut Channel, s: &mut Session<'_>, m: basic::Publish) -> Result<(), ProtocolError> {
+pub fn handle_basic_publish(
+    ch: &mut Channel,
+    s: &mut Session<'_>,
+    m: basic::Publish,
+) -> Result<(), ProtocolError> {
     if m.immediate {
-        return Err(ConnectionException::new(HardCode::NotImplemented, "immediate=true")
-            .on_method(CLASS, PUBLISH)
-            .into());
+        return Err(
+            ConnectionException::new(HardCode::NotImplemented, "immediate=true")
+                .on_method(CLASS, PUBLISH)
+                .into(),
+        );
     }
     let name = m.exchange.as_str();
     {
@@ -38,11 +46,18 @@ pub fn handle_basic_publish(ch: &mut Channel, s: &mut Session<'_>, m: basic::Pub
                 PUBLISH,
             ));
         }
-        if topology.exchanges.get(name).is_some_and(|e| e.record.internal) {
+        if topology
+            .exchanges
+            .get(name)
+            .is_some_and(|e| e.record.internal)
+        {
             drop(topology);
             return Err(s.channel_error(
                 SoftCode::AccessRefused,
-                format!("cannot publish to internal exchange '{name}' in vhost '{}'", s.vhost.name),
+                format!(
+                    "cannot publish to internal exchange '{name}' in vhost '{}'",
+                    s.vhost.name
+                ),
                 CLASS,
                 PUBLISH,
             ));
@@ -54,8 +69,16 @@ pub fn handle_basic_publish(ch: &mut Channel, s: &mut Session<'_>, m: basic::Pub
 }
 
 /// A complete message: route it and hand it to RocketMQ.
-pub fn publish_content(ch: &mut Channel, s: &mut Session<'_>, content: Content) -> Result<(), ProtocolError> {
-    let Content { publish, properties, body } = content;
+pub fn publish_content(
+    ch: &mut Channel,
+    s: &mut Session<'_>,
+    content: Content,
+) -> Result<(), ProtocolError> {
+    let Content {
+        publish,
+        properties,
+        body,
+    } = content;
     let (exchange, routing_key) = (publish.exchange.as_str(), publish.routing_key.as_str());
     let topics = destinations(s, exchange, routing_key, properties.headers().as_ref());
     if topics.is_empty() {
@@ -67,8 +90,13 @@ pub fn publish_content(ch: &mut Channel, s: &mut Session<'_>, content: Content) 
                 exchange: publish.exchange.clone(),
                 routing_key: publish.routing_key.clone(),
             };
-            s.out.method(ch.id, AMQPClass::Basic(basic::AMQPMethod::Return(ret)));
-            let header = AMQPContentHeader { class_id: CLASS, body_size: body.len() as u64, properties };
+            s.out
+                .method(ch.id, AMQPClass::Basic(basic::AMQPMethod::Return(ret)));
+            let header = AMQPContentHeader {
+                class_id: CLASS,
+                body_size: body.len() as u64,
+                properties,
+            };
             s.out.content(ch.id, header, &body, s.frame_max);
         }
         // An unroutable message is confirmed at once, after its return.
@@ -79,32 +107,59 @@ pub fn publish_content(ch: &mut Channel, s: &mut Session<'_>, content: Content) 
         return Ok(());
     }
     let stored = properties_to_rocketmq(&properties).map_err(|e| {
-        ProtocolError::Channel(ch.id, crate::error::ChannelException::new(SoftCode::PreconditionFailed, e.to_string()).on_method(CLASS, PUBLISH))
+        ProtocolError::Channel(
+            ch.id,
+            crate::error::ChannelException::new(SoftCode::PreconditionFailed, e.to_string())
+                .on_method(CLASS, PUBLISH),
+        )
     })?;
-    let mut props = vec![(ROUTING_KEY, escape_value(routing_key)), (EXCHANGE, escape_value(exchange))];
+    let mut props = vec![
+        (ROUTING_KEY, escape_value(routing_key)),
+        (EXCHANGE, escape_value(exchange)),
+    ];
     if let Some(stored) = stored {
         props.push((PROPERTIES, stored));
     }
     let sends: Vec<_> = topics
         .into_iter()
-        .map(|topic| s.gateway.upstream.send(OutboundMessage { topic, body: body.clone(), properties: props.clone() }))
+        .map(|topic| {
+            s.gateway.upstream.send(OutboundMessage {
+                topic,
+                body: body.clone(),
+                properties: props.clone(),
+            })
+        })
         .collect();
     let tag = ch.confirms.as_mut().map(|c| c.publish());
     let (channel, epoch) = (ch.id, ch.epoch);
     s.pipeline.push(Box::pin(async move {
         let result = try_join_all(sends).await.map(drop);
-        PublishDone { channel, epoch, tag, result }
+        PublishDone {
+            channel,
+            epoch,
+            tag,
+            result,
+        }
     }));
     metrics::counter!(crate::metrics::PUBLISHED).increment(1);
     Ok(())
 }
 
 /// The RocketMQ topics of the queues a message reaches.
-fn destinations(s: &Session<'_>, exchange: &str, routing_key: &str, headers: Option<&amq_protocol::types::FieldTable>) -> Vec<String> {
+fn destinations(
+    s: &Session<'_>,
+    exchange: &str,
+    routing_key: &str,
+    headers: Option<&amq_protocol::types::FieldTable>,
+) -> Vec<String> {
     let topology = s.vhost.read();
     if exchange.is_empty() {
         // The default exchange: the queue named by the routing key.
-        return topology.queues.get(routing_key).map(|q| vec![q.record.topic.clone()]).unwrap_or_default();
+        return topology
+            .queues
+            .get(routing_key)
+            .map(|q| vec![q.record.topic.clone()])
+            .unwrap_or_default();
     }
     route(&*topology, exchange, routing_key, headers)
         .iter()
@@ -112,8 +167,15 @@ fn destinations(s: &Session<'_>, exchange: &str, routing_key: &str, headers: Opt
         .collect()
 }
 
-pub fn handle_basic_qos(ch: &mut Channel, s: &mut Session<'_>, m: basic::Qos) -> Result<(), ProtocolError> {
+pub fn handle_basic_qos(
+    ch: &mut Channel,
+    s: &mut Session<'_>,
+    m: basic::Qos,
+) -> Result<(), ProtocolError> {
     ch.prefetch_count = m.prefetch_count;
-    s.out.method(ch.id, AMQPClass::Basic(basic::AMQPMethod::QosOk(basic::QosOk {})));
+    s.out.method(
+        ch.id,
+        AMQPClass::Basic(basic::AMQPMethod::QosOk(basic::QosOk {})),
+    );
     Ok(())
 }

@@ -38,7 +38,11 @@ impl Confirms {
             self.stored.insert(tag);
             None
         } else {
-            Some(AMQPClass::Basic(basic::AMQPMethod::Nack(basic::Nack { delivery_tag: tag, multiple: false, requeue: false })))
+            Some(AMQPClass::Basic(basic::AMQPMethod::Nack(basic::Nack {
+                delivery_tag: tag,
+                multiple: false,
+                requeue: false,
+            })))
         }
     }
 
@@ -49,7 +53,10 @@ impl Confirms {
         let count = self.stored.range(..=covered).count();
         self.stored = self.stored.split_off(&(covered + 1));
         let multiple = count > 1;
-        Some(AMQPClass::Basic(basic::AMQPMethod::Ack(basic::Ack { delivery_tag: covered, multiple })))
+        Some(AMQPClass::Basic(basic::AMQPMethod::Ack(basic::Ack {
+            delivery_tag: covered,
+            multiple,
+        })))
     }
 
     pub fn unsettled(&self) -> usize {
@@ -57,12 +64,19 @@ impl Confirms {
     }
 }
 
-pub fn handle_confirm_select(ch: &mut super::Channel, s: &mut Session<'_>, m: confirm::Select) -> Result<(), ProtocolError> {
+pub fn handle_confirm_select(
+    ch: &mut super::Channel,
+    s: &mut Session<'_>,
+    m: confirm::Select,
+) -> Result<(), ProtocolError> {
     if ch.confirms.is_none() {
         ch.confirms = Some(Confirms::default());
     }
     if !m.nowait {
-        s.out.method(ch.id, AMQPClass::Confirm(confirm::AMQPMethod::SelectOk(confirm::SelectOk {})));
+        s.out.method(
+            ch.id,
+            AMQPClass::Confirm(confirm::AMQPMethod::SelectOk(confirm::SelectOk {})),
+        );
     }
     Ok(())
 }
@@ -92,7 +106,9 @@ mod tests {
         assert_eq!(ack(c.take_ack()), None);
         c.settle(5, true);
         assert_eq!(ack(c.take_ack()), None);
-        assert!(matches!(c.settle(4, false), Some(AMQPClass::Basic(basic::AMQPMethod::Nack(n))) if n.delivery_tag == 4));
+        assert!(
+            matches!(c.settle(4, false), Some(AMQPClass::Basic(basic::AMQPMethod::Nack(n))) if n.delivery_tag == 4)
+        );
         assert_eq!(ack(c.take_ack()), Some((5, false)));
         assert_eq!(c.unsettled(), 0);
         assert!(c.settle(4, true).is_none(), "a tag is settled once");

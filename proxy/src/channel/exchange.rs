@@ -12,17 +12,31 @@ use crate::topology::{add_binding, encode_arguments, exchange_state, remove_bind
 
 const CLASS: u16 = 40;
 
-pub async fn handle_exchange_declare(ch: &mut Channel, s: &mut Session<'_>, m: exchange::Declare) -> Result<(), ProtocolError> {
+pub async fn handle_exchange_declare(
+    ch: &mut Channel,
+    s: &mut Session<'_>,
+    m: exchange::Declare,
+) -> Result<(), ProtocolError> {
     let name = m.exchange.as_str();
     let vhost = s.vhost.clone();
     if m.passive {
         if !vhost.read().has_exchange(name) {
             return Err(not_found(s, name, 10));
         }
-        return reply(ch, s, m.nowait, exchange::AMQPMethod::DeclareOk(exchange::DeclareOk {}));
+        return reply(
+            ch,
+            s,
+            m.nowait,
+            exchange::AMQPMethod::DeclareOk(exchange::DeclareOk {}),
+        );
     }
     if name.is_empty() {
-        return Err(s.channel_error(SoftCode::AccessRefused, "operation not permitted on the default exchange".into(), CLASS, 10));
+        return Err(s.channel_error(
+            SoftCode::AccessRefused,
+            "operation not permitted on the default exchange".into(),
+            CLASS,
+            10,
+        ));
     }
     if name.starts_with("amq.") {
         return Err(s.channel_error(
@@ -33,9 +47,12 @@ pub async fn handle_exchange_declare(ch: &mut Channel, s: &mut Session<'_>, m: e
         ));
     }
     let Some(kind) = ExchangeKind::parse(m.kind.as_str()) else {
-        return Err(ConnectionException::new(HardCode::CommandInvalid, format!("unknown exchange type '{}'", m.kind))
-            .on_method(CLASS, 10)
-            .into());
+        return Err(ConnectionException::new(
+            HardCode::CommandInvalid,
+            format!("unknown exchange type '{}'", m.kind),
+        )
+        .on_method(CLASS, 10)
+        .into());
     };
     s.check(Access::Configure, "exchange", name, CLASS, 10)?;
     let _changes = vhost.changes.lock().await;
@@ -53,21 +70,46 @@ pub async fn handle_exchange_declare(ch: &mut Channel, s: &mut Session<'_>, m: e
             )
         };
         if existing.kind != kind {
-            return Err(inequivalent("type", kind.as_str().into(), existing.kind.as_str().into()));
+            return Err(inequivalent(
+                "type",
+                kind.as_str().into(),
+                existing.kind.as_str().into(),
+            ));
         }
         if current.durable != m.durable {
-            return Err(inequivalent("durable", m.durable.to_string(), current.durable.to_string()));
+            return Err(inequivalent(
+                "durable",
+                m.durable.to_string(),
+                current.durable.to_string(),
+            ));
         }
         if current.auto_delete != m.auto_delete {
-            return Err(inequivalent("auto_delete", m.auto_delete.to_string(), current.auto_delete.to_string()));
+            return Err(inequivalent(
+                "auto_delete",
+                m.auto_delete.to_string(),
+                current.auto_delete.to_string(),
+            ));
         }
         if current.internal != m.internal {
-            return Err(inequivalent("internal", m.internal.to_string(), current.internal.to_string()));
+            return Err(inequivalent(
+                "internal",
+                m.internal.to_string(),
+                current.internal.to_string(),
+            ));
         }
         if !same_arguments(&existing.arguments, &m.arguments) {
-            return Err(inequivalent("arguments", format!("{:?}", m.arguments), format!("{:?}", existing.arguments)));
+            return Err(inequivalent(
+                "arguments",
+                format!("{:?}", m.arguments),
+                format!("{:?}", existing.arguments),
+            ));
         }
-        return reply(ch, s, m.nowait, exchange::AMQPMethod::DeclareOk(exchange::DeclareOk {}));
+        return reply(
+            ch,
+            s,
+            m.nowait,
+            exchange::AMQPMethod::DeclareOk(exchange::DeclareOk {}),
+        );
     }
     let record = meta::Exchange {
         vhost: vhost.name.clone(),
@@ -79,11 +121,21 @@ pub async fn handle_exchange_declare(ch: &mut Channel, s: &mut Session<'_>, m: e
         arguments: encode_arguments(&m.arguments),
     };
     warn_unapplied_arguments(&m.arguments, name);
-    s.gateway.store.put_exchange(&record).await.map_err(|e| meta_failure("exchange.declare", &e))?;
-    let state = exchange_state(&record).map_err(|e| ConnectionException::new(HardCode::InternalError, e))?;
+    s.gateway
+        .store
+        .put_exchange(&record)
+        .await
+        .map_err(|e| meta_failure("exchange.declare", &e))?;
+    let state = exchange_state(&record)
+        .map_err(|e| ConnectionException::new(HardCode::InternalError, e))?;
     vhost.write().exchanges.insert(name.to_owned(), state);
     tracing::info!(vhost = %vhost.name, exchange = %name, kind = kind.as_str(), "Exchange declared.");
-    reply(ch, s, m.nowait, exchange::AMQPMethod::DeclareOk(exchange::DeclareOk {}))
+    reply(
+        ch,
+        s,
+        m.nowait,
+        exchange::AMQPMethod::DeclareOk(exchange::DeclareOk {}),
+    )
 }
 
 /// RabbitMQ compares arguments as tables; so do we.
@@ -101,13 +153,20 @@ fn warn_unapplied_arguments(arguments: &FieldTable, exchange: &str) {
     }
 }
 
-pub async fn handle_exchange_delete(ch: &mut Channel, s: &mut Session<'_>, m: exchange::Delete) -> Result<(), ProtocolError> {
+pub async fn handle_exchange_delete(
+    ch: &mut Channel,
+    s: &mut Session<'_>,
+    m: exchange::Delete,
+) -> Result<(), ProtocolError> {
     let name = m.exchange.as_str();
     let vhost = s.vhost.clone();
     if name.is_empty() || name.starts_with("amq.") {
         return Err(s.channel_error(
             SoftCode::AccessRefused,
-            format!("operation not permitted on exchange '{}'", super::display_name(name)),
+            format!(
+                "operation not permitted on exchange '{}'",
+                super::display_name(name)
+            ),
             CLASS,
             20,
         ));
@@ -130,47 +189,113 @@ pub async fn handle_exchange_delete(ch: &mut Channel, s: &mut Session<'_>, m: ex
             ));
         }
     }
-    s.gateway.store.delete_exchange(&vhost.name, name).await.map_err(|e| meta_failure("exchange.delete", &e))?;
+    s.gateway
+        .store
+        .delete_exchange(&vhost.name, name)
+        .await
+        .map_err(|e| meta_failure("exchange.delete", &e))?;
     {
         let mut topology = vhost.write();
         topology.exchanges.remove(name);
-        topology.remove_bindings_to(&crate::mapping::routing::Destination::Exchange(name.to_owned()));
+        topology.remove_bindings_to(&crate::mapping::routing::Destination::Exchange(
+            name.to_owned(),
+        ));
     }
     tracing::info!(vhost = %vhost.name, exchange = %name, "Exchange deleted.");
-    reply(ch, s, m.nowait, exchange::AMQPMethod::DeleteOk(exchange::DeleteOk {}))
+    reply(
+        ch,
+        s,
+        m.nowait,
+        exchange::AMQPMethod::DeleteOk(exchange::DeleteOk {}),
+    )
 }
 
-pub async fn handle_exchange_bind(ch: &mut Channel, s: &mut Session<'_>, m: exchange::Bind) -> Result<(), ProtocolError> {
-    let binding = exchange_binding(s, m.source.as_str(), m.destination.as_str(), m.routing_key.as_str(), &m.arguments);
+pub async fn handle_exchange_bind(
+    ch: &mut Channel,
+    s: &mut Session<'_>,
+    m: exchange::Bind,
+) -> Result<(), ProtocolError> {
+    let binding = exchange_binding(
+        s,
+        m.source.as_str(),
+        m.destination.as_str(),
+        m.routing_key.as_str(),
+        &m.arguments,
+    );
     check_endpoints(s, &binding, 30)?;
     let vhost = s.vhost.clone();
     let _changes = vhost.changes.lock().await;
-    if vhost.read().exchanges.get(&binding.source).is_some_and(|e| e.records.contains(&binding)) {
-        return reply(ch, s, m.nowait, exchange::AMQPMethod::BindOk(exchange::BindOk {}));
+    if vhost
+        .read()
+        .exchanges
+        .get(&binding.source)
+        .is_some_and(|e| e.records.contains(&binding))
+    {
+        return reply(
+            ch,
+            s,
+            m.nowait,
+            exchange::AMQPMethod::BindOk(exchange::BindOk {}),
+        );
     }
     // Compile first so that a bad x-match is refused before anything is stored.
     let mut trial = crate::topology::VhostTopology::default();
     if let Some(src) = vhost.read().exchanges.get(&binding.source) {
         trial.exchanges.insert(binding.source.clone(), src.clone());
     }
-    add_binding(&mut trial, &binding).map_err(|e| s.channel_error(SoftCode::PreconditionFailed, e, CLASS, 30))?;
-    s.gateway.store.put_binding(&binding).await.map_err(|e| meta_failure("exchange.bind", &e))?;
+    add_binding(&mut trial, &binding)
+        .map_err(|e| s.channel_error(SoftCode::PreconditionFailed, e, CLASS, 30))?;
+    s.gateway
+        .store
+        .put_binding(&binding)
+        .await
+        .map_err(|e| meta_failure("exchange.bind", &e))?;
     let _ = add_binding(&mut vhost.write(), &binding);
-    reply(ch, s, m.nowait, exchange::AMQPMethod::BindOk(exchange::BindOk {}))
+    reply(
+        ch,
+        s,
+        m.nowait,
+        exchange::AMQPMethod::BindOk(exchange::BindOk {}),
+    )
 }
 
-pub async fn handle_exchange_unbind(ch: &mut Channel, s: &mut Session<'_>, m: exchange::Unbind) -> Result<(), ProtocolError> {
-    let binding = exchange_binding(s, m.source.as_str(), m.destination.as_str(), m.routing_key.as_str(), &m.arguments);
+pub async fn handle_exchange_unbind(
+    ch: &mut Channel,
+    s: &mut Session<'_>,
+    m: exchange::Unbind,
+) -> Result<(), ProtocolError> {
+    let binding = exchange_binding(
+        s,
+        m.source.as_str(),
+        m.destination.as_str(),
+        m.routing_key.as_str(),
+        &m.arguments,
+    );
     check_endpoints(s, &binding, 40)?;
     let vhost = s.vhost.clone();
     let _changes = vhost.changes.lock().await;
-    s.gateway.store.delete_binding(&binding).await.map_err(|e| meta_failure("exchange.unbind", &e))?;
+    s.gateway
+        .store
+        .delete_binding(&binding)
+        .await
+        .map_err(|e| meta_failure("exchange.unbind", &e))?;
     remove_binding(&mut vhost.write(), &binding);
     delete_unused_auto_delete(s, std::slice::from_ref(&binding.source)).await?;
-    reply(ch, s, m.nowait, exchange::AMQPMethod::UnbindOk(exchange::UnbindOk {}))
+    reply(
+        ch,
+        s,
+        m.nowait,
+        exchange::AMQPMethod::UnbindOk(exchange::UnbindOk {}),
+    )
 }
 
-fn exchange_binding(s: &Session<'_>, source: &str, destination: &str, key: &str, args: &FieldTable) -> meta::Binding {
+fn exchange_binding(
+    s: &Session<'_>,
+    source: &str,
+    destination: &str,
+    key: &str,
+    args: &FieldTable,
+) -> meta::Binding {
     meta::Binding {
         vhost: s.vhost.name.clone(),
         source: source.to_owned(),
@@ -185,7 +310,12 @@ fn exchange_binding(s: &Session<'_>, source: &str, destination: &str, key: &str,
 /// the source and write the destination.
 fn check_endpoints(s: &Session<'_>, b: &meta::Binding, method: u16) -> Result<(), ProtocolError> {
     if b.source.is_empty() || b.destination.is_empty() {
-        return Err(s.channel_error(SoftCode::AccessRefused, "operation not permitted on the default exchange".into(), CLASS, method));
+        return Err(s.channel_error(
+            SoftCode::AccessRefused,
+            "operation not permitted on the default exchange".into(),
+            CLASS,
+            method,
+        ));
     }
     for name in [&b.source, &b.destination] {
         if !s.vhost.read().exchanges.contains_key(name.as_str()) {
@@ -197,10 +327,20 @@ fn check_endpoints(s: &Session<'_>, b: &meta::Binding, method: u16) -> Result<()
 }
 
 fn not_found(s: &Session<'_>, name: &str, method: u16) -> ProtocolError {
-    s.channel_error(SoftCode::NotFound, format!("no exchange '{name}' in vhost '{}'", s.vhost.name), CLASS, method)
+    s.channel_error(
+        SoftCode::NotFound,
+        format!("no exchange '{name}' in vhost '{}'", s.vhost.name),
+        CLASS,
+        method,
+    )
 }
 
-fn reply(ch: &Channel, s: &mut Session<'_>, nowait: bool, method: exchange::AMQPMethod) -> Result<(), ProtocolError> {
+fn reply(
+    ch: &Channel,
+    s: &mut Session<'_>,
+    nowait: bool,
+    method: exchange::AMQPMethod,
+) -> Result<(), ProtocolError> {
     if !nowait {
         s.out.method(ch.id, AMQPClass::Exchange(method));
     }
@@ -209,17 +349,30 @@ fn reply(ch: &Channel, s: &mut Session<'_>, nowait: bool, method: exchange::AMQP
 
 /// Deletes the auto-delete exchanges among `sources` that have no binding
 /// left (RabbitMQ deletes one when its last binding goes).
-pub async fn delete_unused_auto_delete(s: &mut Session<'_>, sources: &[String]) -> Result<(), ProtocolError> {
+pub async fn delete_unused_auto_delete(
+    s: &mut Session<'_>,
+    sources: &[String],
+) -> Result<(), ProtocolError> {
     let vhost = s.vhost.clone();
     for source in sources {
-        let unused = vhost.read().exchanges.get(source).is_some_and(|e| e.record.auto_delete && e.bindings.is_empty());
+        let unused = vhost
+            .read()
+            .exchanges
+            .get(source)
+            .is_some_and(|e| e.record.auto_delete && e.bindings.is_empty());
         if !unused {
             continue;
         }
-        s.gateway.store.delete_exchange(&vhost.name, source).await.map_err(|e| meta_failure("auto-delete", &e))?;
+        s.gateway
+            .store
+            .delete_exchange(&vhost.name, source)
+            .await
+            .map_err(|e| meta_failure("auto-delete", &e))?;
         let mut topology = vhost.write();
         topology.exchanges.remove(source);
-        topology.remove_bindings_to(&crate::mapping::routing::Destination::Exchange(source.clone()));
+        topology.remove_bindings_to(&crate::mapping::routing::Destination::Exchange(
+            source.clone(),
+        ));
         tracing::info!(vhost = %vhost.name, exchange = %source, "Auto-delete exchange deleted.");
     }
     Ok(())

@@ -56,7 +56,14 @@ pub struct Session<'a> {
 
 impl Session<'_> {
     /// 403 unless the user's permission on this vhost allows `access` to `name`.
-    pub fn check(&self, access: Access, kind: &str, name: &str, class_id: u16, method_id: u16) -> Result<(), ProtocolError> {
+    pub fn check(
+        &self,
+        access: Access,
+        kind: &str,
+        name: &str,
+        class_id: u16,
+        method_id: u16,
+    ) -> Result<(), ProtocolError> {
         if self.permission.allows(access, name) {
             return Ok(());
         }
@@ -78,9 +85,18 @@ impl Session<'_> {
         ))
     }
 
-    pub fn channel_error(&self, code: SoftCode, text: String, class_id: u16, method_id: u16) -> ProtocolError {
+    pub fn channel_error(
+        &self,
+        code: SoftCode,
+        text: String,
+        class_id: u16,
+        method_id: u16,
+    ) -> ProtocolError {
         // The channel id is filled in by `handle_method`'s caller.
-        ProtocolError::Channel(0, ChannelException::new(code, text).on_method(class_id, method_id))
+        ProtocolError::Channel(
+            0,
+            ChannelException::new(code, text).on_method(class_id, method_id),
+        )
     }
 }
 
@@ -106,16 +122,30 @@ pub struct Channel {
 
 impl Channel {
     pub fn new(id: u16, epoch: u64) -> Channel {
-        Channel { id, epoch, content: ContentAssembler::default(), confirms: None, flow_active: true, prefetch_count: 0 }
+        Channel {
+            id,
+            epoch,
+            content: ContentAssembler::default(),
+            confirms: None,
+            flow_active: true,
+            prefetch_count: 0,
+        }
     }
 }
 
 /// Handles one method on an open channel.
-pub async fn handle_method(ch: &mut Channel, s: &mut Session<'_>, method: AMQPClass) -> Result<(), ProtocolError> {
+pub async fn handle_method(
+    ch: &mut Channel,
+    s: &mut Session<'_>,
+    method: AMQPClass,
+) -> Result<(), ProtocolError> {
     if !ch.content.is_idle() {
         return Err(ConnectionException::new(
             HardCode::UnexpectedFrame,
-            format!("expected content header or body for channel {}, got a method frame", ch.id),
+            format!(
+                "expected content header or body for channel {}, got a method frame",
+                ch.id
+            ),
         )
         .into());
     }
@@ -127,7 +157,11 @@ pub async fn handle_method(ch: &mut Channel, s: &mut Session<'_>, method: AMQPCl
     })
 }
 
-async fn dispatch(ch: &mut Channel, s: &mut Session<'_>, method: AMQPClass) -> Result<(), ProtocolError> {
+async fn dispatch(
+    ch: &mut Channel,
+    s: &mut Session<'_>,
+    method: AMQPClass,
+) -> Result<(), ProtocolError> {
     use amq_protocol::protocol::{basic as b, confirm as c, exchange as e, queue as q, tx};
     match method {
         AMQPClass::Exchange(m) => match m {
@@ -162,10 +196,15 @@ async fn dispatch(ch: &mut Channel, s: &mut Session<'_>, method: AMQPClass) -> R
                 // No delivery has been made on this channel, so every tag is unknown.
                 Err(ProtocolError::Channel(
                     ch.id,
-                    ChannelException::new(SoftCode::PreconditionFailed, "unknown delivery tag".to_owned()),
+                    ChannelException::new(
+                        SoftCode::PreconditionFailed,
+                        "unknown delivery tag".to_owned(),
+                    ),
                 ))
             }
-            b::AMQPMethod::Recover(_) | b::AMQPMethod::RecoverAsync(_) => Err(not_yet("basic.recover")),
+            b::AMQPMethod::Recover(_) | b::AMQPMethod::RecoverAsync(_) => {
+                Err(not_yet("basic.recover"))
+            }
             b::AMQPMethod::QosOk(_)
             | b::AMQPMethod::ConsumeOk(_)
             | b::AMQPMethod::CancelOk(_)
@@ -183,14 +222,19 @@ async fn dispatch(ch: &mut Channel, s: &mut Session<'_>, method: AMQPClass) -> R
             tx::AMQPMethod::Select(_) | tx::AMQPMethod::Commit(_) | tx::AMQPMethod::Rollback(_) => {
                 Err(not_yet("transactions (tx.select)"))
             }
-            tx::AMQPMethod::SelectOk(_) | tx::AMQPMethod::CommitOk(_) | tx::AMQPMethod::RollbackOk(_) => {
-                Err(server_method("tx"))
-            }
+            tx::AMQPMethod::SelectOk(_)
+            | tx::AMQPMethod::CommitOk(_)
+            | tx::AMQPMethod::RollbackOk(_) => Err(server_method("tx")),
         },
         AMQPClass::Channel(m) => match m {
             channel::AMQPMethod::Flow(f) => {
                 ch.flow_active = f.active;
-                s.out.method(ch.id, AMQPClass::Channel(channel::AMQPMethod::FlowOk(channel::FlowOk { active: f.active })));
+                s.out.method(
+                    ch.id,
+                    AMQPClass::Channel(channel::AMQPMethod::FlowOk(channel::FlowOk {
+                        active: f.active,
+                    })),
+                );
                 Ok(())
             }
             // Our own channel.flow is never sent, so a flow-ok answers nothing.
@@ -208,7 +252,10 @@ async fn dispatch(ch: &mut Channel, s: &mut Session<'_>, method: AMQPClass) -> R
         AMQPClass::Access(m) => match m {
             // Deprecated in 0-9-1; RabbitMQ answers it and ignores it.
             access::AMQPMethod::Request(_) => {
-                s.out.method(ch.id, AMQPClass::Access(access::AMQPMethod::RequestOk(access::RequestOk {})));
+                s.out.method(
+                    ch.id,
+                    AMQPClass::Access(access::AMQPMethod::RequestOk(access::RequestOk {})),
+                );
                 Ok(())
             }
             access::AMQPMethod::RequestOk(_) => Err(server_method("access")),
@@ -223,16 +270,28 @@ async fn dispatch(ch: &mut Channel, s: &mut Session<'_>, method: AMQPClass) -> R
 
 /// A method only a server sends.
 fn server_method(class: &str) -> ProtocolError {
-    ConnectionException::new(HardCode::CommandInvalid, format!("{class} method that only a server may send")).into()
+    ConnectionException::new(
+        HardCode::CommandInvalid,
+        format!("{class} method that only a server may send"),
+    )
+    .into()
 }
 
 /// A method the gateway does not serve yet: a clear 540, never a silent no-op.
 fn not_yet(what: &str) -> ProtocolError {
-    ConnectionException::new(HardCode::NotImplemented, format!("{what} is not implemented by this gateway yet")).into()
+    ConnectionException::new(
+        HardCode::NotImplemented,
+        format!("{what} is not implemented by this gateway yet"),
+    )
+    .into()
 }
 
 /// Content frames for a channel, in publish order.
-pub fn handle_header(ch: &mut Channel, s: &mut Session<'_>, header: AMQPContentHeader) -> Result<(), ProtocolError> {
+pub fn handle_header(
+    ch: &mut Channel,
+    s: &mut Session<'_>,
+    header: AMQPContentHeader,
+) -> Result<(), ProtocolError> {
     let max = s.gateway.max_message_size();
     if let Some(content) = ch.content.header(ch.id, header, max)? {
         basic::publish_content(ch, s, content)?;
@@ -240,7 +299,11 @@ pub fn handle_header(ch: &mut Channel, s: &mut Session<'_>, header: AMQPContentH
     Ok(())
 }
 
-pub fn handle_body(ch: &mut Channel, s: &mut Session<'_>, body: Bytes) -> Result<(), ProtocolError> {
+pub fn handle_body(
+    ch: &mut Channel,
+    s: &mut Session<'_>,
+    body: Bytes,
+) -> Result<(), ProtocolError> {
     if let Some(content) = ch.content.body(body)? {
         basic::publish_content(ch, s, content)?;
     }

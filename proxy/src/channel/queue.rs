@@ -9,7 +9,9 @@ use base64::Engine;
 
 use super::exchange::delete_unused_auto_delete;
 use super::{Channel, Session};
-use crate::error::{meta_failure, upstream_failure, ConnectionException, HardCode, ProtocolError, SoftCode};
+use crate::error::{
+    meta_failure, upstream_failure, ConnectionException, HardCode, ProtocolError, SoftCode,
+};
 use crate::mapping::routing::Destination;
 use crate::topology::{add_binding, encode_arguments, remove_binding, Access, QueueState};
 
@@ -43,7 +45,11 @@ const UNAPPLIED_ARGUMENTS: &[&str] = &[
     "x-single-active-consumer",
 ];
 
-pub async fn handle_queue_declare(ch: &mut Channel, s: &mut Session<'_>, m: queue::Declare) -> Result<(), ProtocolError> {
+pub async fn handle_queue_declare(
+    ch: &mut Channel,
+    s: &mut Session<'_>,
+    m: queue::Declare,
+) -> Result<(), ProtocolError> {
     let vhost = s.vhost.clone();
     let mut name = m.queue.as_str().to_owned();
     if m.passive {
@@ -89,8 +95,15 @@ pub async fn handle_queue_declare(ch: &mut Channel, s: &mut Session<'_>, m: queu
         .create_queue(&record.topic, &record.group)
         .await
         .map_err(|e| upstream_failure("queue.declare", &e))?;
-    s.gateway.store.put_queue(&record).await.map_err(|e| meta_failure("queue.declare", &e))?;
-    let state = QueueState { record, arguments: m.arguments.clone() };
+    s.gateway
+        .store
+        .put_queue(&record)
+        .await
+        .map_err(|e| meta_failure("queue.declare", &e))?;
+    let state = QueueState {
+        record,
+        arguments: m.arguments.clone(),
+    };
     vhost.write().queues.insert(name.clone(), state.clone());
     tracing::info!(vhost = %vhost.name, queue = %name, topic = %state.record.topic, "Queue declared.");
     if m.nowait {
@@ -99,7 +112,11 @@ pub async fn handle_queue_declare(ch: &mut Channel, s: &mut Session<'_>, m: queu
     // A new queue is empty: no need to ask RocketMQ.
     s.out.method(
         ch.id,
-        AMQPClass::Queue(queue::AMQPMethod::DeclareOk(queue::DeclareOk { queue: name.into(), message_count: 0, consumer_count: 0 })),
+        AMQPClass::Queue(queue::AMQPMethod::DeclareOk(queue::DeclareOk {
+            queue: name.into(),
+            message_count: 0,
+            consumer_count: 0,
+        })),
     );
     Ok(())
 }
@@ -122,14 +139,20 @@ fn check_queue_type(arguments: &FieldTable) -> Result<(), ProtocolError> {
         "classic" | "quorum" => Ok(()),
         other => Err(ConnectionException::new(
             HardCode::NotImplemented,
-            format!("x-queue-type '{other}' is not supported by this gateway (classic and quorum are)"),
+            format!(
+                "x-queue-type '{other}' is not supported by this gateway (classic and quorum are)"
+            ),
         )
         .on_method(CLASS, 10)
         .into()),
     }
 }
 
-fn check_equivalent(s: &Session<'_>, state: &QueueState, m: &queue::Declare) -> Result<(), ProtocolError> {
+fn check_equivalent(
+    s: &Session<'_>,
+    state: &QueueState,
+    m: &queue::Declare,
+) -> Result<(), ProtocolError> {
     let current = &state.record;
     let inequivalent = |arg: &str, received: String, now: String| {
         Err(s.channel_error(
@@ -143,16 +166,31 @@ fn check_equivalent(s: &Session<'_>, state: &QueueState, m: &queue::Declare) -> 
         ))
     };
     if current.durable != m.durable {
-        return inequivalent("durable", m.durable.to_string(), current.durable.to_string());
+        return inequivalent(
+            "durable",
+            m.durable.to_string(),
+            current.durable.to_string(),
+        );
     }
     if current.auto_delete != m.auto_delete {
-        return inequivalent("auto_delete", m.auto_delete.to_string(), current.auto_delete.to_string());
+        return inequivalent(
+            "auto_delete",
+            m.auto_delete.to_string(),
+            current.auto_delete.to_string(),
+        );
     }
     if current.exclusive_owner.is_some() != m.exclusive {
-        return inequivalent("exclusive", m.exclusive.to_string(), current.exclusive_owner.is_some().to_string());
+        return inequivalent(
+            "exclusive",
+            m.exclusive.to_string(),
+            current.exclusive_owner.is_some().to_string(),
+        );
     }
     for key in EQUIVALENCE_ARGUMENTS {
-        let (received, now) = (m.arguments.inner().get(*key), state.arguments.inner().get(*key));
+        let (received, now) = (
+            m.arguments.inner().get(*key),
+            state.arguments.inner().get(*key),
+        );
         if received != now {
             return inequivalent(key, format!("{received:?}"), format!("{now:?}"));
         }
@@ -180,13 +218,23 @@ fn check_owner(s: &Session<'_>, state: &QueueState, method: u16) -> Result<(), P
 fn existing_queue(s: &Session<'_>, name: &str, method: u16) -> Result<QueueState, ProtocolError> {
     let state = s.vhost.read().queues.get(name).cloned();
     let state = state.ok_or_else(|| {
-        s.channel_error(SoftCode::NotFound, format!("no queue '{name}' in vhost '{}'", s.vhost.name), CLASS, method)
+        s.channel_error(
+            SoftCode::NotFound,
+            format!("no queue '{name}' in vhost '{}'", s.vhost.name),
+            CLASS,
+            method,
+        )
     })?;
     check_owner(s, &state, method)?;
     Ok(state)
 }
 
-async fn declare_ok(ch: &Channel, s: &mut Session<'_>, nowait: bool, state: &QueueState) -> Result<(), ProtocolError> {
+async fn declare_ok(
+    ch: &Channel,
+    s: &mut Session<'_>,
+    nowait: bool,
+    state: &QueueState,
+) -> Result<(), ProtocolError> {
     if nowait {
         return Ok(());
     }
@@ -211,12 +259,27 @@ async fn backlog(gateway: &crate::Gateway, state: &QueueState) -> Result<u32, Pr
     Ok(n.min(u64::from(u32::MAX)) as u32)
 }
 
-pub async fn handle_queue_bind(ch: &mut Channel, s: &mut Session<'_>, m: queue::Bind) -> Result<(), ProtocolError> {
-    let binding = queue_binding(s, m.queue.as_str(), m.exchange.as_str(), m.routing_key.as_str(), &m.arguments);
+pub async fn handle_queue_bind(
+    ch: &mut Channel,
+    s: &mut Session<'_>,
+    m: queue::Bind,
+) -> Result<(), ProtocolError> {
+    let binding = queue_binding(
+        s,
+        m.queue.as_str(),
+        m.exchange.as_str(),
+        m.routing_key.as_str(),
+        &m.arguments,
+    );
     check_endpoints(s, &binding, 20)?;
     let vhost = s.vhost.clone();
     let _changes = vhost.changes.lock().await;
-    if vhost.read().exchanges.get(&binding.source).is_some_and(|e| e.records.contains(&binding)) {
+    if vhost
+        .read()
+        .exchanges
+        .get(&binding.source)
+        .is_some_and(|e| e.records.contains(&binding))
+    {
         return reply(ch, s, m.nowait, queue::AMQPMethod::BindOk(queue::BindOk {}));
     }
     // Compile first so that a bad x-match is refused before anything is stored.
@@ -224,24 +287,54 @@ pub async fn handle_queue_bind(ch: &mut Channel, s: &mut Session<'_>, m: queue::
     if let Some(src) = vhost.read().exchanges.get(&binding.source) {
         trial.exchanges.insert(binding.source.clone(), src.clone());
     }
-    add_binding(&mut trial, &binding).map_err(|e| s.channel_error(SoftCode::PreconditionFailed, e, CLASS, 20))?;
-    s.gateway.store.put_binding(&binding).await.map_err(|e| meta_failure("queue.bind", &e))?;
+    add_binding(&mut trial, &binding)
+        .map_err(|e| s.channel_error(SoftCode::PreconditionFailed, e, CLASS, 20))?;
+    s.gateway
+        .store
+        .put_binding(&binding)
+        .await
+        .map_err(|e| meta_failure("queue.bind", &e))?;
     let _ = add_binding(&mut vhost.write(), &binding);
     reply(ch, s, m.nowait, queue::AMQPMethod::BindOk(queue::BindOk {}))
 }
 
-pub async fn handle_queue_unbind(ch: &mut Channel, s: &mut Session<'_>, m: queue::Unbind) -> Result<(), ProtocolError> {
-    let binding = queue_binding(s, m.queue.as_str(), m.exchange.as_str(), m.routing_key.as_str(), &m.arguments);
+pub async fn handle_queue_unbind(
+    ch: &mut Channel,
+    s: &mut Session<'_>,
+    m: queue::Unbind,
+) -> Result<(), ProtocolError> {
+    let binding = queue_binding(
+        s,
+        m.queue.as_str(),
+        m.exchange.as_str(),
+        m.routing_key.as_str(),
+        &m.arguments,
+    );
     check_endpoints(s, &binding, 50)?;
     let vhost = s.vhost.clone();
     let _changes = vhost.changes.lock().await;
-    s.gateway.store.delete_binding(&binding).await.map_err(|e| meta_failure("queue.unbind", &e))?;
+    s.gateway
+        .store
+        .delete_binding(&binding)
+        .await
+        .map_err(|e| meta_failure("queue.unbind", &e))?;
     remove_binding(&mut vhost.write(), &binding);
     delete_unused_auto_delete(s, std::slice::from_ref(&binding.source)).await?;
-    reply(ch, s, false, queue::AMQPMethod::UnbindOk(queue::UnbindOk {}))
+    reply(
+        ch,
+        s,
+        false,
+        queue::AMQPMethod::UnbindOk(queue::UnbindOk {}),
+    )
 }
 
-fn queue_binding(s: &Session<'_>, queue: &str, exchange: &str, key: &str, args: &FieldTable) -> meta::Binding {
+fn queue_binding(
+    s: &Session<'_>,
+    queue: &str,
+    exchange: &str,
+    key: &str,
+    args: &FieldTable,
+) -> meta::Binding {
     meta::Binding {
         vhost: s.vhost.name.clone(),
         source: exchange.to_owned(),
@@ -256,7 +349,10 @@ fn check_endpoints(s: &Session<'_>, b: &meta::Binding, method: u16) -> Result<()
     if b.source.is_empty() {
         return Err(s.channel_error(
             SoftCode::AccessRefused,
-            format!("operation not permitted on the default exchange (queue '{}')", b.destination),
+            format!(
+                "operation not permitted on the default exchange (queue '{}')",
+                b.destination
+            ),
             CLASS,
             method,
         ));
@@ -274,7 +370,11 @@ fn check_endpoints(s: &Session<'_>, b: &meta::Binding, method: u16) -> Result<()
     s.check(Access::Read, "exchange", &b.source, CLASS, method)
 }
 
-pub async fn handle_queue_purge(ch: &mut Channel, s: &mut Session<'_>, m: queue::Purge) -> Result<(), ProtocolError> {
+pub async fn handle_queue_purge(
+    ch: &mut Channel,
+    s: &mut Session<'_>,
+    m: queue::Purge,
+) -> Result<(), ProtocolError> {
     let state = existing_queue(s, m.queue.as_str(), 30)?;
     s.check(Access::Read, "queue", m.queue.as_str(), CLASS, 30)?;
     let purged = s
@@ -285,14 +385,28 @@ pub async fn handle_queue_purge(ch: &mut Channel, s: &mut Session<'_>, m: queue:
         .map_err(|e| upstream_failure("queue.purge", &e))?;
     tracing::info!(vhost = %s.vhost.name, queue = %m.queue, purged, "Queue purged.");
     let message_count = purged.min(u64::from(u32::MAX)) as u32;
-    reply(ch, s, m.nowait, queue::AMQPMethod::PurgeOk(queue::PurgeOk { message_count }))
+    reply(
+        ch,
+        s,
+        m.nowait,
+        queue::AMQPMethod::PurgeOk(queue::PurgeOk { message_count }),
+    )
 }
 
-pub async fn handle_queue_delete(ch: &mut Channel, s: &mut Session<'_>, m: queue::Delete) -> Result<(), ProtocolError> {
+pub async fn handle_queue_delete(
+    ch: &mut Channel,
+    s: &mut Session<'_>,
+    m: queue::Delete,
+) -> Result<(), ProtocolError> {
     let vhost = s.vhost.clone();
     let Some(state) = vhost.read().queues.get(m.queue.as_str()).cloned() else {
         // RabbitMQ answers delete-ok for a queue that does not exist.
-        return reply(ch, s, m.nowait, queue::AMQPMethod::DeleteOk(queue::DeleteOk { message_count: 0 }));
+        return reply(
+            ch,
+            s,
+            m.nowait,
+            queue::AMQPMethod::DeleteOk(queue::DeleteOk { message_count: 0 }),
+        );
     };
     check_owner(s, &state, 40)?;
     s.check(Access::Configure, "queue", m.queue.as_str(), CLASS, 40)?;
@@ -308,7 +422,14 @@ pub async fn handle_queue_delete(ch: &mut Channel, s: &mut Session<'_>, m: queue
     // if_unused: no consumer can exist before basic.consume is served.
     let _changes = vhost.changes.lock().await;
     delete_queue(s, &state).await?;
-    reply(ch, s, m.nowait, queue::AMQPMethod::DeleteOk(queue::DeleteOk { message_count: count }))
+    reply(
+        ch,
+        s,
+        m.nowait,
+        queue::AMQPMethod::DeleteOk(queue::DeleteOk {
+            message_count: count,
+        }),
+    )
 }
 
 /// Removes a queue from RocketMQ, the store and the routing table, then any
@@ -316,7 +437,11 @@ pub async fn handle_queue_delete(ch: &mut Channel, s: &mut Session<'_>, m: queue
 pub async fn delete_queue(s: &mut Session<'_>, state: &QueueState) -> Result<(), ProtocolError> {
     let vhost = s.vhost.clone();
     let record = &state.record;
-    s.gateway.store.delete_queue(&vhost.name, &record.name).await.map_err(|e| meta_failure("queue.delete", &e))?;
+    s.gateway
+        .store
+        .delete_queue(&vhost.name, &record.name)
+        .await
+        .map_err(|e| meta_failure("queue.delete", &e))?;
     let sources: Vec<String> = {
         let mut topology = vhost.write();
         topology.queues.remove(&record.name);
@@ -339,7 +464,12 @@ pub async fn delete_queue(s: &mut Session<'_>, state: &QueueState) -> Result<(),
     delete_unused_auto_delete(s, &sources).await
 }
 
-fn reply(ch: &Channel, s: &mut Session<'_>, nowait: bool, method: queue::AMQPMethod) -> Result<(), ProtocolError> {
+fn reply(
+    ch: &Channel,
+    s: &mut Session<'_>,
+    nowait: bool,
+    method: queue::AMQPMethod,
+) -> Result<(), ProtocolError> {
     if !nowait {
         s.out.method(ch.id, AMQPClass::Queue(method));
     }

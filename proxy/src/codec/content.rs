@@ -23,7 +23,13 @@ enum State {
     #[default]
     Idle,
     AwaitHeader(Publish),
-    AwaitBody { publish: Publish, properties: AMQPProperties, expected: usize, parts: Vec<Bytes>, received: usize },
+    AwaitBody {
+        publish: Publish,
+        properties: AMQPProperties,
+        expected: usize,
+        parts: Vec<Bytes>,
+        received: usize,
+    },
 }
 
 #[derive(Debug, Default)]
@@ -53,48 +59,86 @@ impl ContentAssembler {
         max_body: u64,
     ) -> Result<Option<Content>, ProtocolError> {
         let State::AwaitHeader(publish) = std::mem::take(&mut self.state) else {
-            return Err(unexpected("content header frame without a preceding basic.publish"));
+            return Err(unexpected(
+                "content header frame without a preceding basic.publish",
+            ));
         };
         if header.class_id != BASIC_CLASS {
-            return Err(unexpected(&format!("content header for class {} after basic.publish", header.class_id)));
+            return Err(unexpected(&format!(
+                "content header for class {} after basic.publish",
+                header.class_id
+            )));
         }
         if header.body_size > max_body {
             return Err(ProtocolError::Channel(
                 channel,
                 ChannelException::new(
                     SoftCode::PreconditionFailed,
-                    format!("message size {} is larger than configured max size {max_body}", header.body_size),
+                    format!(
+                        "message size {} is larger than configured max size {max_body}",
+                        header.body_size
+                    ),
                 )
                 .on_method(BASIC_CLASS, BASIC_PUBLISH),
             ));
         }
         let expected = header.body_size as usize;
         if expected == 0 {
-            return Ok(Some(Content { publish, properties: header.properties, body: Bytes::new() }));
+            return Ok(Some(Content {
+                publish,
+                properties: header.properties,
+                body: Bytes::new(),
+            }));
         }
-        self.state = State::AwaitBody { publish, properties: header.properties, expected, parts: Vec::new(), received: 0 };
+        self.state = State::AwaitBody {
+            publish,
+            properties: header.properties,
+            expected,
+            parts: Vec::new(),
+            received: 0,
+        };
         Ok(None)
     }
 
     pub fn body(&mut self, part: Bytes) -> Result<Option<Content>, ProtocolError> {
-        let State::AwaitBody { received, expected, parts, .. } = &mut self.state else {
+        let State::AwaitBody {
+            received,
+            expected,
+            parts,
+            ..
+        } = &mut self.state
+        else {
             return Err(unexpected("content body frame without a content header"));
         };
         *received += part.len();
         if *received > *expected {
             return Err(ProtocolError::Connection(ConnectionException::new(
                 HardCode::FrameError,
-                format!("content body of {} bytes exceeds the {} declared in its header", received, expected),
+                format!(
+                    "content body of {} bytes exceeds the {} declared in its header",
+                    received, expected
+                ),
             )));
         }
         parts.push(part);
         if *received < *expected {
             return Ok(None);
         }
-        let State::AwaitBody { publish, properties, parts, expected, .. } = std::mem::take(&mut self.state) else {
+        let State::AwaitBody {
+            publish,
+            properties,
+            parts,
+            expected,
+            ..
+        } = std::mem::take(&mut self.state)
+        else {
             return Ok(None);
         };
-        Ok(Some(Content { publish, properties, body: join(parts, expected) }))
+        Ok(Some(Content {
+            publish,
+            properties,
+            body: join(parts, expected),
+        }))
     }
 }
 
@@ -111,7 +155,10 @@ fn join(mut parts: Vec<Bytes>, total: usize) -> Bytes {
 }
 
 fn unexpected(text: &str) -> ProtocolError {
-    ProtocolError::Connection(ConnectionException::new(HardCode::UnexpectedFrame, text.to_owned()))
+    ProtocolError::Connection(ConnectionException::new(
+        HardCode::UnexpectedFrame,
+        text.to_owned(),
+    ))
 }
 
 #[cfg(test)]
@@ -119,11 +166,20 @@ mod tests {
     use super::*;
 
     fn publish() -> Publish {
-        Publish { exchange: "".into(), routing_key: "q".into(), mandatory: false, immediate: false }
+        Publish {
+            exchange: "".into(),
+            routing_key: "q".into(),
+            mandatory: false,
+            immediate: false,
+        }
     }
 
     fn header(size: u64) -> AMQPContentHeader {
-        AMQPContentHeader { class_id: 60, body_size: size, properties: AMQPProperties::default() }
+        AMQPContentHeader {
+            class_id: 60,
+            body_size: size,
+            properties: AMQPProperties::default(),
+        }
     }
 
     #[test]

@@ -55,7 +55,11 @@ impl FrameDecoder {
         if size + FRAME_OVERHEAD > self.frame_max {
             return Err(ConnectionException::new(
                 HardCode::FrameError,
-                format!("frame of {} bytes exceeds the negotiated frame_max {}", size + FRAME_OVERHEAD, self.frame_max),
+                format!(
+                    "frame of {} bytes exceeds the negotiated frame_max {}",
+                    size + FRAME_OVERHEAD,
+                    self.frame_max
+                ),
             ));
         }
         if buf.len() < size + FRAME_OVERHEAD {
@@ -63,7 +67,10 @@ impl FrameDecoder {
             return Ok(None);
         }
         if buf[FRAME_HEADER_SIZE + size] != FRAME_END {
-            return Err(ConnectionException::new(HardCode::FrameError, "frame does not end with 0xCE"));
+            return Err(ConnectionException::new(
+                HardCode::FrameError,
+                "frame does not end with 0xCE",
+            ));
         }
         buf.advance(FRAME_HEADER_SIZE);
         let payload = buf.split_to(size).freeze();
@@ -73,13 +80,19 @@ impl FrameDecoder {
             FRAME_HEADER => match parse_content_header(&payload[..]) {
                 Ok((rest, header)) if rest.is_empty() => Frame::Header(channel, header),
                 _ => {
-                    return Err(ConnectionException::new(HardCode::FrameError, "malformed content header frame"));
+                    return Err(ConnectionException::new(
+                        HardCode::FrameError,
+                        "malformed content header frame",
+                    ));
                 }
             },
             FRAME_BODY => Frame::Body(channel, payload),
             FRAME_HEARTBEAT => Frame::Heartbeat(channel),
             other => {
-                return Err(ConnectionException::new(HardCode::FrameError, format!("unknown frame type {other}")));
+                return Err(ConnectionException::new(
+                    HardCode::FrameError,
+                    format!("unknown frame type {other}"),
+                ));
             }
         };
         Ok(Some(frame))
@@ -91,8 +104,14 @@ impl FrameDecoder {
 fn parse_method(payload: &[u8]) -> Result<AMQPClass, ConnectionException> {
     match parse_class(payload) {
         Ok((rest, class)) if rest.is_empty() => Ok(class),
-        Ok(_) => Err(ConnectionException::new(HardCode::SyntaxError, "method frame has trailing bytes")),
-        Err(_) if payload.len() < 4 => Err(ConnectionException::new(HardCode::FrameError, "method frame too short")),
+        Ok(_) => Err(ConnectionException::new(
+            HardCode::SyntaxError,
+            "method frame has trailing bytes",
+        )),
+        Err(_) if payload.len() < 4 => Err(ConnectionException::new(
+            HardCode::FrameError,
+            "method frame too short",
+        )),
         Err(_) => {
             let class_id = u16::from_be_bytes([payload[0], payload[1]]);
             let method_id = u16::from_be_bytes([payload[2], payload[3]]);
@@ -103,8 +122,11 @@ fn parse_method(payload: &[u8]) -> Result<AMQPClass, ConnectionException> {
                 )
                 .on_method(class_id, method_id))
             } else {
-                Err(ConnectionException::new(HardCode::NotImplemented, format!("unknown method {class_id}.{method_id}"))
-                    .on_method(class_id, method_id))
+                Err(ConnectionException::new(
+                    HardCode::NotImplemented,
+                    format!("unknown method {class_id}.{method_id}"),
+                )
+                .on_method(class_id, method_id))
             }
         }
     }
@@ -117,7 +139,9 @@ fn is_known_method(class_id: u16, method_id: u16) -> bool {
         30 => &[10, 11],
         40 => &[10, 11, 20, 21, 30, 31, 40, 51],
         50 => &[10, 11, 20, 21, 30, 31, 40, 41, 50, 51],
-        60 => &[10, 11, 20, 21, 30, 31, 40, 50, 60, 70, 71, 72, 80, 90, 100, 110, 111, 120],
+        60 => &[
+            10, 11, 20, 21, 30, 31, 40, 50, 60, 70, 71, 72, 80, 90, 100, 110, 111, 120,
+        ],
         85 => &[10, 11],
         90 => &[10, 11, 20, 21, 30, 31],
         _ => &[],
@@ -137,17 +161,25 @@ impl FrameEncoder {
     }
 
     pub fn heartbeat(&mut self) {
-        self.out.extend_from_slice(&[FRAME_HEARTBEAT, 0, 0, 0, 0, 0, 0, FRAME_END]);
+        self.out
+            .extend_from_slice(&[FRAME_HEARTBEAT, 0, 0, 0, 0, 0, 0, FRAME_END]);
     }
 
     /// A content header then the body cut into frames of at most `frame_max`.
-    pub fn content(&mut self, channel: u16, header: AMQPContentHeader, body: &[u8], frame_max: usize) {
+    pub fn content(
+        &mut self,
+        channel: u16,
+        header: AMQPContentHeader,
+        body: &[u8],
+        frame_max: usize,
+    ) {
         self.frame(&AMQPFrame::Header(channel, header));
         let chunk = frame_max.saturating_sub(FRAME_OVERHEAD).max(1);
         for part in body.chunks(chunk) {
             self.out.push(FRAME_BODY);
             self.out.extend_from_slice(&channel.to_be_bytes());
-            self.out.extend_from_slice(&(part.len() as u32).to_be_bytes());
+            self.out
+                .extend_from_slice(&(part.len() as u32).to_be_bytes());
             self.out.extend_from_slice(part);
             self.out.push(FRAME_END);
         }
@@ -191,7 +223,9 @@ mod tests {
 
     #[test]
     fn round_trips_a_method_and_waits_for_partial_frames() {
-        let bytes = encoded(AMQPClass::Channel(channel::AMQPMethod::Open(channel::Open {})));
+        let bytes = encoded(AMQPClass::Channel(channel::AMQPMethod::Open(
+            channel::Open {},
+        )));
         let decoder = FrameDecoder { frame_max: 4096 };
         let mut buf = BytesMut::from(&bytes[..bytes.len() - 1]);
         assert!(decoder.decode(&mut buf).unwrap().is_none());
@@ -206,26 +240,45 @@ mod tests {
     #[test]
     fn bad_frames_get_the_spec_codes() {
         let decoder = FrameDecoder { frame_max: 4096 };
-        let mut bad_end = BytesMut::from(&encoded(AMQPClass::Channel(channel::AMQPMethod::Open(channel::Open {})))[..]);
+        let mut bad_end = BytesMut::from(
+            &encoded(AMQPClass::Channel(channel::AMQPMethod::Open(
+                channel::Open {},
+            )))[..],
+        );
         let last = bad_end.len() - 1;
         bad_end[last] = 0;
-        assert_eq!(decoder.decode(&mut bad_end).unwrap_err().code, HardCode::FrameError);
+        assert_eq!(
+            decoder.decode(&mut bad_end).unwrap_err().code,
+            HardCode::FrameError
+        );
 
         let mut too_big = BytesMut::from(&[FRAME_BODY, 0, 1, 0, 1, 0, 0][..]);
-        assert_eq!(decoder.decode(&mut too_big).unwrap_err().code, HardCode::FrameError);
+        assert_eq!(
+            decoder.decode(&mut too_big).unwrap_err().code,
+            HardCode::FrameError
+        );
 
-        let mut unknown = BytesMut::from(&[FRAME_METHOD, 0, 1, 0, 0, 0, 4, 0, 99, 0, 1, FRAME_END][..]);
-        assert_eq!(decoder.decode(&mut unknown).unwrap_err().code, HardCode::NotImplemented);
+        let mut unknown =
+            BytesMut::from(&[FRAME_METHOD, 0, 1, 0, 0, 0, 4, 0, 99, 0, 1, FRAME_END][..]);
+        assert_eq!(
+            decoder.decode(&mut unknown).unwrap_err().code,
+            HardCode::NotImplemented
+        );
 
         // queue.declare (50.10) cut short: known method, bad arguments.
-        let mut short = BytesMut::from(&[FRAME_METHOD, 0, 1, 0, 0, 0, 5, 0, 50, 0, 10, 0, FRAME_END][..]);
-        assert_eq!(decoder.decode(&mut short).unwrap_err().code, HardCode::SyntaxError);
+        let mut short =
+            BytesMut::from(&[FRAME_METHOD, 0, 1, 0, 0, 0, 5, 0, 50, 0, 10, 0, FRAME_END][..]);
+        assert_eq!(
+            decoder.decode(&mut short).unwrap_err().code,
+            HardCode::SyntaxError
+        );
     }
 
     #[test]
     fn body_frames_are_slices_of_the_read_buffer() {
         let decoder = FrameDecoder { frame_max: 4096 };
-        let mut buf = BytesMut::from(&[FRAME_BODY, 0, 1, 0, 0, 0, 3, b'a', b'b', b'c', FRAME_END][..]);
+        let mut buf =
+            BytesMut::from(&[FRAME_BODY, 0, 1, 0, 0, 0, 3, b'a', b'b', b'c', FRAME_END][..]);
         match decoder.decode(&mut buf).unwrap() {
             Some(Frame::Body(1, body)) => assert_eq!(&body[..], b"abc"),
             other => panic!("unexpected {other:?}"),

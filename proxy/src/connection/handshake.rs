@@ -30,16 +30,34 @@ pub struct Tuning {
 pub fn start() -> AMQPClass {
     let mut capabilities = FieldTable::default();
     // Only what works end to end today; each capability is added as it lands.
-    for cap in ["publisher_confirms", "basic.nack", "connection.blocked", "authentication_failure_close", "exchange_exchange_bindings"] {
+    for cap in [
+        "publisher_confirms",
+        "basic.nack",
+        "connection.blocked",
+        "authentication_failure_close",
+        "exchange_exchange_bindings",
+    ] {
         capabilities.insert(cap.into(), AMQPValue::Boolean(true));
     }
     let mut props = FieldTable::default();
     props.insert("capabilities".into(), AMQPValue::FieldTable(capabilities));
-    props.insert("product".into(), AMQPValue::LongString("amqp-rocketmq-gateway".into()));
-    props.insert("version".into(), AMQPValue::LongString(env!("CARGO_PKG_VERSION").into()));
+    props.insert(
+        "product".into(),
+        AMQPValue::LongString("amqp-rocketmq-gateway".into()),
+    );
+    props.insert(
+        "version".into(),
+        AMQPValue::LongString(env!("CARGO_PKG_VERSION").into()),
+    );
     props.insert("platform".into(), AMQPValue::LongString("Rust".into()));
-    props.insert("cluster_name".into(), AMQPValue::LongString("amqp-rocketmq-gateway".into()));
-    props.insert("information".into(), AMQPValue::LongString("AMQP 0-9-1 gateway storing messages in Apache RocketMQ".into()));
+    props.insert(
+        "cluster_name".into(),
+        AMQPValue::LongString("amqp-rocketmq-gateway".into()),
+    );
+    props.insert(
+        "information".into(),
+        AMQPValue::LongString("AMQP 0-9-1 gateway storing messages in Apache RocketMQ".into()),
+    );
     AMQPClass::Connection(connection::AMQPMethod::Start(connection::Start {
         version_major: 0,
         version_minor: 9,
@@ -50,24 +68,34 @@ pub fn start() -> AMQPClass {
 }
 
 /// Checks the credentials in start-ok; returns the user name.
-pub fn authenticate(gateway: &Gateway, peer: SocketAddr, m: &connection::StartOk) -> Result<(String, ClientCapabilities), ConnectionException> {
+pub fn authenticate(
+    gateway: &Gateway,
+    peer: SocketAddr,
+    m: &connection::StartOk,
+) -> Result<(String, ClientCapabilities), ConnectionException> {
     let (user, password) = match m.mechanism.as_str() {
         "PLAIN" => plain(&m.response),
         "AMQPLAIN" => amqplain(&m.response),
         other => {
-            return Err(refused(format!("unsupported authentication mechanism '{other}'; PLAIN and AMQPLAIN are offered")));
+            return Err(refused(format!(
+                "unsupported authentication mechanism '{other}'; PLAIN and AMQPLAIN are offered"
+            )));
         }
     }
     .ok_or_else(|| refused(format!("malformed {} response", m.mechanism)))?;
     let known = gateway.topology.user(&user);
-    let Some(record) = known.filter(|u| meta::password::verify_password(&u.password_hash, &password)) else {
+    let Some(record) =
+        known.filter(|u| meta::password::verify_password(&u.password_hash, &password))
+    else {
         return Err(refused(format!(
             "Login was refused using authentication mechanism {}. For details see the gateway log.",
             m.mechanism
         )));
     };
     if record.loopback_only && !peer.ip().is_loopback() {
-        return Err(refused(format!("user '{user}' can only connect via localhost")));
+        return Err(refused(format!(
+            "user '{user}' can only connect via localhost"
+        )));
     }
     Ok((user, capabilities(&m.client_properties)))
 }
@@ -81,7 +109,10 @@ fn plain(response: &LongString) -> Option<(String, String)> {
     let text = std::str::from_utf8(response.as_bytes()).ok()?;
     let mut parts = text.split('\0');
     let (_authz, user, password) = (parts.next()?, parts.next()?, parts.next()?);
-    parts.next().is_none().then(|| (user.to_owned(), password.to_owned()))
+    parts
+        .next()
+        .is_none()
+        .then(|| (user.to_owned(), password.to_owned()))
 }
 
 /// RabbitMQ's AMQPLAIN: a field table (without its length prefix) holding LOGIN and PASSWORD.
@@ -104,7 +135,9 @@ fn capabilities(client_properties: &FieldTable) -> ClientCapabilities {
         _ => FieldTable::default(),
     };
     let on = |k: &str| matches!(caps.inner().get(k), Some(AMQPValue::Boolean(true)));
-    ClientCapabilities { connection_blocked: on("connection.blocked") }
+    ClientCapabilities {
+        connection_blocked: on("connection.blocked"),
+    }
 }
 
 pub fn tune(config: &Config) -> AMQPClass {
@@ -116,31 +149,62 @@ pub fn tune(config: &Config) -> AMQPClass {
 }
 
 /// Accepts the client's tune-ok within our limits (0 means "no limit": ours).
-pub fn accept_tune_ok(config: &Config, m: &connection::TuneOk) -> Result<Tuning, ConnectionException> {
-    let not_allowed = |text: String| Err(ConnectionException::new(HardCode::NotAllowed, text).on_method(10, 31));
-    let frame_max = if m.frame_max == 0 { config.frame_max } else { m.frame_max };
+pub fn accept_tune_ok(
+    config: &Config,
+    m: &connection::TuneOk,
+) -> Result<Tuning, ConnectionException> {
+    let not_allowed =
+        |text: String| Err(ConnectionException::new(HardCode::NotAllowed, text).on_method(10, 31));
+    let frame_max = if m.frame_max == 0 {
+        config.frame_max
+    } else {
+        m.frame_max
+    };
     if frame_max < 4096 {
         return not_allowed(format!("frame_max={frame_max} < 4096 min size"));
     }
     if frame_max > config.frame_max {
-        return not_allowed(format!("frame_max={frame_max} > {} max size", config.frame_max));
+        return not_allowed(format!(
+            "frame_max={frame_max} > {} max size",
+            config.frame_max
+        ));
     }
-    let channel_max = if m.channel_max == 0 { config.channel_max } else { m.channel_max };
+    let channel_max = if m.channel_max == 0 {
+        config.channel_max
+    } else {
+        m.channel_max
+    };
     if channel_max > config.channel_max {
-        return not_allowed(format!("channel_max={channel_max} > {} max", config.channel_max));
+        return not_allowed(format!(
+            "channel_max={channel_max} > {} max",
+            config.channel_max
+        ));
     }
-    Ok(Tuning { channel_max, frame_max: frame_max as usize, heartbeat: m.heartbeat })
+    Ok(Tuning {
+        channel_max,
+        frame_max: frame_max as usize,
+        heartbeat: m.heartbeat,
+    })
 }
 
 /// connection.open: the vhost must exist and the user must have a permission on it.
-pub fn open(gateway: &Gateway, user: &str, m: &connection::Open) -> Result<(Arc<Vhost>, Permission), ConnectionException> {
+pub fn open(
+    gateway: &Gateway,
+    user: &str,
+    m: &connection::Open,
+) -> Result<(Arc<Vhost>, Permission), ConnectionException> {
     let name = m.virtual_host.as_str();
-    let not_allowed = |text: String| ConnectionException::new(HardCode::NotAllowed, text).on_method(10, 40);
-    let vhost = gateway.topology.vhost(name).ok_or_else(|| not_allowed(format!("vhost {name} not found")))?;
-    let permission = gateway
+    let not_allowed =
+        |text: String| ConnectionException::new(HardCode::NotAllowed, text).on_method(10, 40);
+    let vhost = gateway
         .topology
-        .permission(user, name)
-        .ok_or_else(|| not_allowed(format!("access to vhost '{name}' refused for user '{user}'")))?;
+        .vhost(name)
+        .ok_or_else(|| not_allowed(format!("vhost {name} not found")))?;
+    let permission = gateway.topology.permission(user, name).ok_or_else(|| {
+        not_allowed(format!(
+            "access to vhost '{name}' refused for user '{user}'"
+        ))
+    })?;
     Ok((vhost, permission))
 }
 
@@ -150,12 +214,19 @@ mod tests {
 
     #[test]
     fn reads_plain_and_amqplain_responses() {
-        assert_eq!(plain(&"\0guest\0pw".into()), Some(("guest".into(), "pw".into())));
+        assert_eq!(
+            plain(&"\0guest\0pw".into()),
+            Some(("guest".into(), "pw".into()))
+        );
         assert_eq!(plain(&"guest".into()), None);
         let mut t = FieldTable::default();
         t.insert("LOGIN".into(), AMQPValue::LongString("bob".into()));
         t.insert("PASSWORD".into(), AMQPValue::LongString("pw".into()));
-        let encoded = cookie_factory::gen_simple(amq_protocol::types::generation::gen_field_table(&t), Vec::new()).unwrap();
+        let encoded = cookie_factory::gen_simple(
+            amq_protocol::types::generation::gen_field_table(&t),
+            Vec::new(),
+        )
+        .unwrap();
         let response = LongString::from(encoded[4..].to_vec());
         assert_eq!(amqplain(&response), Some(("bob".into(), "pw".into())));
         assert_eq!(amqplain(&LongString::from(vec![1u8, 2, 3])), None);
@@ -164,11 +235,27 @@ mod tests {
     #[test]
     fn tune_ok_is_held_to_our_limits() {
         let config = Config::default();
-        let ok = |frame_max, channel_max| connection::TuneOk { channel_max, frame_max, heartbeat: 5 };
+        let ok = |frame_max, channel_max| connection::TuneOk {
+            channel_max,
+            frame_max,
+            heartbeat: 5,
+        };
         let t = accept_tune_ok(&config, &ok(0, 0)).unwrap();
-        assert_eq!((t.frame_max, t.channel_max, t.heartbeat), (131_072, 2047, 5));
-        assert_eq!(accept_tune_ok(&config, &ok(1024, 0)).unwrap_err().code, HardCode::NotAllowed);
-        assert_eq!(accept_tune_ok(&config, &ok(1 << 20, 0)).unwrap_err().code, HardCode::NotAllowed);
-        assert_eq!(accept_tune_ok(&config, &ok(8192, 10)).unwrap().channel_max, 10);
+        assert_eq!(
+            (t.frame_max, t.channel_max, t.heartbeat),
+            (131_072, 2047, 5)
+        );
+        assert_eq!(
+            accept_tune_ok(&config, &ok(1024, 0)).unwrap_err().code,
+            HardCode::NotAllowed
+        );
+        assert_eq!(
+            accept_tune_ok(&config, &ok(1 << 20, 0)).unwrap_err().code,
+            HardCode::NotAllowed
+        );
+        assert_eq!(
+            accept_tune_ok(&config, &ok(8192, 10)).unwrap().channel_max,
+            10
+        );
     }
 }

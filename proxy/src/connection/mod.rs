@@ -85,11 +85,17 @@ impl Connection {
         let _ = socket.set_nodelay(true);
         let (reader, writer) = socket.into_split();
         let config = &gateway.config;
-        let tuning = Tuning { channel_max: config.channel_max, frame_max: config.frame_max as usize, heartbeat: 0 };
+        let tuning = Tuning {
+            channel_max: config.channel_max,
+            frame_max: config.frame_max as usize,
+            heartbeat: 0,
+        };
         let now = Instant::now();
         Connection {
             name: format!("{}/{id}", gateway.instance_id),
-            decoder: FrameDecoder { frame_max: config.frame_max as usize },
+            decoder: FrameDecoder {
+                frame_max: config.frame_max as usize,
+            },
             gateway,
             peer,
             reader,
@@ -165,7 +171,9 @@ impl Connection {
         let room = self.pipeline.len() < max_in_flight;
         self.track_backpressure(room);
         let heartbeat = self.next_heartbeat_check();
-        let blocked_at = self.full_since.map(|t| t + Duration::from_millis(self.gateway.config.blocked_after_ms));
+        let blocked_at = self
+            .full_since
+            .map(|t| t + Duration::from_millis(self.gateway.config.blocked_after_ms));
         tokio::select! {
             Some(done) = self.pipeline.next(), if !self.pipeline.is_empty() => {
                 self.publish_done(done);
@@ -198,7 +206,12 @@ impl Connection {
                 self.blocked = false;
                 tracing::info!("Publishing resumed; connection unblocked.");
                 if self.client.connection_blocked {
-                    self.out.method(0, AMQPClass::Connection(connection::AMQPMethod::Unblocked(connection::Unblocked {})));
+                    self.out.method(
+                        0,
+                        AMQPClass::Connection(connection::AMQPMethod::Unblocked(
+                            connection::Unblocked {},
+                        )),
+                    );
                 }
             }
         } else if self.full_since.is_none() {
@@ -209,10 +222,21 @@ impl Connection {
     fn block(&mut self) {
         self.blocked = true;
         metrics::counter!(crate::metrics::BLOCKED).increment(1);
-        tracing::warn!(in_flight = self.pipeline.len(), "RocketMQ is slow; stopped reading and blocked the connection.");
+        tracing::warn!(
+            in_flight = self.pipeline.len(),
+            "RocketMQ is slow; stopped reading and blocked the connection."
+        );
         if self.client.connection_blocked && self.state == State::Open {
-            let reason = format!("RocketMQ is slow: {} publishes waiting to be stored", self.pipeline.len());
-            self.out.method(0, AMQPClass::Connection(connection::AMQPMethod::Blocked(connection::Blocked { reason: reason.into() })));
+            let reason = format!(
+                "RocketMQ is slow: {} publishes waiting to be stored",
+                self.pipeline.len()
+            );
+            self.out.method(
+                0,
+                AMQPClass::Connection(connection::AMQPMethod::Blocked(connection::Blocked {
+                    reason: reason.into(),
+                })),
+            );
         }
     }
 
@@ -220,7 +244,10 @@ impl Connection {
     fn next_heartbeat_check(&self) -> Instant {
         let beat = match self.tuning.heartbeat {
             0 => far_future(),
-            hb => self.last_write.min(self.last_read) + Duration::from_secs(u64::from(hb)) / 2,
+            hb => {
+                let hb = Duration::from_secs(u64::from(hb));
+                (self.last_write + hb / 2).min(self.last_read + hb * 2)
+            }
         };
         self.deadline.map_or(beat, |d| d.min(beat))
     }
@@ -282,24 +309,38 @@ impl Connection {
         match self.state {
             State::Closing => return self.while_closing(frame),
             State::Closed => return Ok(()),
-            State::AwaitStartOk | State::AwaitTuneOk | State::AwaitOpen => return self.handshake(frame),
+            State::AwaitStartOk | State::AwaitTuneOk | State::AwaitOpen => {
+                return self.handshake(frame)
+            }
             State::Open => {}
         }
         match frame {
             Frame::Heartbeat(0) => Ok(()),
-            Frame::Heartbeat(ch) => {
-                Err(ConnectionException::new(HardCode::CommandInvalid, format!("heartbeat frame on channel {ch}")).into())
-            }
+            Frame::Heartbeat(ch) => Err(ConnectionException::new(
+                HardCode::CommandInvalid,
+                format!("heartbeat frame on channel {ch}"),
+            )
+            .into()),
             Frame::Method(0, AMQPClass::Connection(m)) => self.connection_method(m),
             Frame::Method(0, _) | Frame::Header(0, _) | Frame::Body(0, _) => {
-                Err(ConnectionException::new(HardCode::CommandInvalid, "only connection methods may use channel 0").into())
+                Err(ConnectionException::new(
+                    HardCode::CommandInvalid,
+                    "only connection methods may use channel 0",
+                )
+                .into())
             }
-            Frame::Method(_, AMQPClass::Connection(_)) => {
-                Err(ConnectionException::new(HardCode::CommandInvalid, "connection method on a non-zero channel").into())
-            }
+            Frame::Method(_, AMQPClass::Connection(_)) => Err(ConnectionException::new(
+                HardCode::CommandInvalid,
+                "connection method on a non-zero channel",
+            )
+            .into()),
             Frame::Method(id, method) => self.channel_method(id, method).await,
-            Frame::Header(id, header) => self.with_channel(id, |ch, s| channel::handle_header(ch, s, header)),
-            Frame::Body(id, body) => self.with_channel(id, |ch, s| channel::handle_body(ch, s, body)),
+            Frame::Header(id, header) => {
+                self.with_channel(id, |ch, s| channel::handle_header(ch, s, header))
+            }
+            Frame::Body(id, body) => {
+                self.with_channel(id, |ch, s| channel::handle_body(ch, s, body))
+            }
         }
     }
 
@@ -308,7 +349,11 @@ impl Connection {
             Frame::Method(0, AMQPClass::Connection(m)) => m,
             Frame::Heartbeat(0) => return Ok(()),
             _ => {
-                return Err(ConnectionException::new(HardCode::UnexpectedFrame, "expected a connection method during the handshake").into());
+                return Err(ConnectionException::new(
+                    HardCode::UnexpectedFrame,
+                    "expected a connection method during the handshake",
+                )
+                .into());
             }
         };
         match (self.state, method) {
@@ -332,19 +377,28 @@ impl Connection {
                 let (vhost, permission) = handshake::open(&self.gateway, &self.user, &m)?;
                 tracing::info!(user = %self.user, vhost = %vhost.name, "Connection opened.");
                 self.opened = Some(Opened { vhost, permission });
-                self.out.method(0, AMQPClass::Connection(connection::AMQPMethod::OpenOk(connection::OpenOk {})));
+                self.out.method(
+                    0,
+                    AMQPClass::Connection(connection::AMQPMethod::OpenOk(connection::OpenOk {})),
+                );
                 self.state = State::Open;
                 self.deadline = None;
                 Ok(())
             }
             (_, connection::AMQPMethod::Close(_)) => {
-                self.out.method(0, AMQPClass::Connection(connection::AMQPMethod::CloseOk(connection::CloseOk {})));
+                self.out.method(
+                    0,
+                    AMQPClass::Connection(connection::AMQPMethod::CloseOk(connection::CloseOk {})),
+                );
                 self.state = State::Closed;
                 Ok(())
             }
             (state, m) => Err(ConnectionException::new(
                 HardCode::CommandInvalid,
-                format!("connection.{} is not expected in state {state:?}", method_name(&m)),
+                format!(
+                    "connection.{} is not expected in state {state:?}",
+                    method_name(&m)
+                ),
             )
             .into()),
         }
@@ -354,7 +408,10 @@ impl Connection {
         match m {
             connection::AMQPMethod::Close(c) => {
                 tracing::debug!(code = c.reply_code, text = %c.reply_text, "Client closed the connection.");
-                self.out.method(0, AMQPClass::Connection(connection::AMQPMethod::CloseOk(connection::CloseOk {})));
+                self.out.method(
+                    0,
+                    AMQPClass::Connection(connection::AMQPMethod::CloseOk(connection::CloseOk {})),
+                );
                 self.state = State::Closed;
                 Ok(())
             }
@@ -372,7 +429,10 @@ impl Connection {
             .into()),
             other => Err(ConnectionException::new(
                 HardCode::CommandInvalid,
-                format!("connection.{} is not expected on an open connection", method_name(&other)),
+                format!(
+                    "connection.{} is not expected on an open connection",
+                    method_name(&other)
+                ),
             )
             .into()),
         }
@@ -387,23 +447,48 @@ impl Connection {
                 }
                 AMQPClass::Channel(channel_method::AMQPMethod::Close(_)) => {
                     self.closing_channels.remove(&id);
-                    self.out.method(id, AMQPClass::Channel(channel_method::AMQPMethod::CloseOk(channel_method::CloseOk {})));
+                    self.out.method(
+                        id,
+                        AMQPClass::Channel(channel_method::AMQPMethod::CloseOk(
+                            channel_method::CloseOk {},
+                        )),
+                    );
                 }
                 _ => {}
             }
             return Ok(());
         }
         match method {
-            AMQPClass::Channel(channel_method::AMQPMethod::Open(_)) if !self.channels.contains_key(&id) => self.open_channel(id),
-            AMQPClass::Channel(channel_method::AMQPMethod::Close(c)) if self.channels.contains_key(&id) => {
-                tracing::debug!(channel = id, code = c.reply_code, "Client closed a channel.");
+            AMQPClass::Channel(channel_method::AMQPMethod::Open(_))
+                if !self.channels.contains_key(&id) =>
+            {
+                self.open_channel(id)
+            }
+            AMQPClass::Channel(channel_method::AMQPMethod::Close(c))
+                if self.channels.contains_key(&id) =>
+            {
+                tracing::debug!(
+                    channel = id,
+                    code = c.reply_code,
+                    "Client closed a channel."
+                );
                 self.channels.remove(&id);
-                self.out.method(id, AMQPClass::Channel(channel_method::AMQPMethod::CloseOk(channel_method::CloseOk {})));
+                self.out.method(
+                    id,
+                    AMQPClass::Channel(channel_method::AMQPMethod::CloseOk(
+                        channel_method::CloseOk {},
+                    )),
+                );
                 Ok(())
             }
             method => {
-                let (Some(opened), Some(ch)) = (self.opened.as_ref(), self.channels.get_mut(&id)) else {
-                    return Err(ConnectionException::new(HardCode::ChannelError, format!("expected 'channel.open' on channel {id}")).into());
+                let (Some(opened), Some(ch)) = (self.opened.as_ref(), self.channels.get_mut(&id))
+                else {
+                    return Err(ConnectionException::new(
+                        HardCode::ChannelError,
+                        format!("expected 'channel.open' on channel {id}"),
+                    )
+                    .into());
                 };
                 let mut session = Session {
                     gateway: &self.gateway,
@@ -424,14 +509,22 @@ impl Connection {
         if id > self.tuning.channel_max {
             return Err(ConnectionException::new(
                 HardCode::ChannelError,
-                format!("channel {id} is above the negotiated channel_max {}", self.tuning.channel_max),
+                format!(
+                    "channel {id} is above the negotiated channel_max {}",
+                    self.tuning.channel_max
+                ),
             )
             .on_method(20, 10)
             .into());
         }
         self.next_epoch += 1;
         self.channels.insert(id, Channel::new(id, self.next_epoch));
-        self.out.method(id, AMQPClass::Channel(channel_method::AMQPMethod::OpenOk(channel_method::OpenOk {})));
+        self.out.method(
+            id,
+            AMQPClass::Channel(channel_method::AMQPMethod::OpenOk(
+                channel_method::OpenOk {},
+            )),
+        );
         Ok(())
     }
 
@@ -445,7 +538,11 @@ impl Connection {
             return Ok(());
         }
         let (Some(opened), Some(ch)) = (self.opened.as_ref(), self.channels.get_mut(&id)) else {
-            return Err(ConnectionException::new(HardCode::ChannelError, format!("content on channel {id}, which is not open")).into());
+            return Err(ConnectionException::new(
+                HardCode::ChannelError,
+                format!("content on channel {id}, which is not open"),
+            )
+            .into());
         };
         let mut session = Session {
             gateway: &self.gateway,
@@ -499,9 +596,14 @@ impl Connection {
 
     fn while_closing(&mut self, frame: Frame) -> Result<(), ProtocolError> {
         match frame {
-            Frame::Method(0, AMQPClass::Connection(connection::AMQPMethod::CloseOk(_))) => self.state = State::Closed,
+            Frame::Method(0, AMQPClass::Connection(connection::AMQPMethod::CloseOk(_))) => {
+                self.state = State::Closed
+            }
             Frame::Method(0, AMQPClass::Connection(connection::AMQPMethod::Close(_))) => {
-                self.out.method(0, AMQPClass::Connection(connection::AMQPMethod::CloseOk(connection::CloseOk {})));
+                self.out.method(
+                    0,
+                    AMQPClass::Connection(connection::AMQPMethod::CloseOk(connection::CloseOk {})),
+                );
                 self.state = State::Closed;
             }
             _ => {}
@@ -522,7 +624,11 @@ impl Connection {
         } else {
             metrics::counter!(crate::metrics::CONFIRMED).increment(1);
         }
-        let Some(ch) = self.channels.get_mut(&done.channel).filter(|ch| ch.epoch == done.epoch) else {
+        let Some(ch) = self
+            .channels
+            .get_mut(&done.channel)
+            .filter(|ch| ch.epoch == done.epoch)
+        else {
             return;
         };
         if let (Some(tag), Some(confirms)) = (done.tag, ch.confirms.as_mut()) {

@@ -4,7 +4,7 @@
 //! to 255 bytes of nearly anything. `encode` keeps `[0-9A-Za-z_-]` and writes
 //! every other byte as `|XX` (upper-case hex), which is injective. `%` is left
 //! out of the encoding: it separates a namespace from a name. Names too long
-//! after encoding keep a prefix and end in `|~` plus a 64-bit hash of the whole
+//! after encoding keep a prefix and end in `|H` plus a 64-bit hash (`H` is no hex digit, so this never reads as an escape) of the whole
 //! name; the store records every chosen name and refuses a duplicate, so a hash
 //! collision becomes a clear error rather than two queues sharing a topic.
 
@@ -35,20 +35,24 @@ pub fn vhost_namespace(vhost: &str) -> String {
 
 /// The topic that stores a queue's messages.
 pub fn queue_topic(namespace: &str, queue: &str) -> String {
-    resource(namespace, "Q_", queue)
+    resource(namespace, 'Q', queue)
 }
 
 /// The consumer group whose committed offset is a queue's read position.
 pub fn queue_group(namespace: &str, queue: &str) -> String {
-    resource(namespace, "G_", queue)
+    resource(namespace, 'G', queue)
 }
 
-fn resource(namespace: &str, kind: &str, name: &str) -> String {
-    let full = format!("{namespace}%{kind}{}", encode(name));
+fn resource(namespace: &str, kind: char, name: &str) -> String {
+    let full = format!("{namespace}%{kind}_{}", encode(name));
     if full.len() <= MAX_RESOURCE_NAME {
         return full;
     }
-    let digest = format!("|~{:016X}", fnv1a64(namespace.as_bytes(), name.as_bytes()));
+    // The kind letter is repeated in the digest: a cut may remove the first one.
+    let digest = format!(
+        "|H{kind}{:016X}",
+        fnv1a64(namespace.as_bytes(), kind, name.as_bytes())
+    );
     let mut cut = MAX_RESOURCE_NAME - digest.len();
     // Never cut inside an `|XX` escape: the prefix must stay a valid encoding.
     while let Some(pos) = full[..cut].rfind('|') {
@@ -60,10 +64,10 @@ fn resource(namespace: &str, kind: &str, name: &str) -> String {
     format!("{}{digest}", &full[..cut])
 }
 
-/// FNV-1a over the namespace, a separator and the name: stable across builds and platforms.
-fn fnv1a64(namespace: &[u8], name: &[u8]) -> u64 {
+/// FNV-1a over the namespace, a separator, the kind and the name: stable across builds and platforms.
+fn fnv1a64(namespace: &[u8], kind: char, name: &[u8]) -> u64 {
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for byte in namespace.iter().chain(&[0u8]).chain(name) {
+    for byte in namespace.iter().chain(&[0u8, kind as u8]).chain(name) {
         hash ^= u64::from(*byte);
         hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
     }
@@ -74,7 +78,9 @@ fn fnv1a64(namespace: &[u8], name: &[u8]) -> u64 {
 pub fn is_valid_resource(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= MAX_RESOURCE_NAME
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'%' | b'_' | b'|' | b'-'))
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'%' | b'_' | b'|' | b'-'))
 }
 
 #[cfg(test)]

@@ -60,7 +60,9 @@ impl HeadersSpec {
     pub fn from_arguments(arguments: &FieldTable) -> Result<HeadersSpec, String> {
         let mode = match arguments.inner().get("x-match") {
             None => XMatch::All,
-            Some(AMQPValue::LongString(s)) => parse_x_match(&String::from_utf8_lossy(s.as_bytes()))?,
+            Some(AMQPValue::LongString(s)) => {
+                parse_x_match(&String::from_utf8_lossy(s.as_bytes()))?
+            }
             Some(AMQPValue::ShortString(s)) => parse_x_match(s.as_str())?,
             Some(other) => return Err(format!("x-match must be a string, got {other:?}")),
         };
@@ -76,11 +78,13 @@ impl HeadersSpec {
 
     pub fn matches(&self, headers: Option<&FieldTable>) -> bool {
         let present = |key: &str, want: &AMQPValue| -> bool {
-            headers.and_then(|h| h.inner().get(key)).is_some_and(|have| match want {
-                // A void binding value asks only that the header is present.
-                AMQPValue::Void => true,
-                want => values_equal(want, have),
-            })
+            headers
+                .and_then(|h| h.inner().get(key))
+                .is_some_and(|have| match want {
+                    // A void binding value asks only that the header is present.
+                    AMQPValue::Void => true,
+                    want => values_equal(want, have),
+                })
         };
         match self.mode {
             XMatch::All | XMatch::AllWithX => self.pairs.iter().all(|(k, v)| present(k, v)),
@@ -95,7 +99,9 @@ fn parse_x_match(text: &str) -> Result<XMatch, String> {
         "any" => Ok(XMatch::Any),
         "all-with-x" => Ok(XMatch::AllWithX),
         "any-with-x" => Ok(XMatch::AnyWithX),
-        other => Err(format!("Invalid x-match field value {other:?}; expected all, any, all-with-x or any-with-x")),
+        other => Err(format!(
+            "Invalid x-match field value {other:?}; expected all, any, all-with-x or any-with-x"
+        )),
     }
 }
 
@@ -145,12 +151,20 @@ pub struct RouteBinding {
 }
 
 /// Whether a binding of an exchange of `kind` takes a message.
-pub fn binding_matches(kind: ExchangeKind, binding: &RouteBinding, routing_key: &str, headers: Option<&FieldTable>) -> bool {
+pub fn binding_matches(
+    kind: ExchangeKind,
+    binding: &RouteBinding,
+    routing_key: &str,
+    headers: Option<&FieldTable>,
+) -> bool {
     match kind {
         ExchangeKind::Direct => binding.routing_key == routing_key,
         ExchangeKind::Fanout => true,
         ExchangeKind::Topic => topic_matches(&binding.routing_key, routing_key),
-        ExchangeKind::Headers => binding.headers.as_ref().is_some_and(|spec| spec.matches(headers)),
+        ExchangeKind::Headers => binding
+            .headers
+            .as_ref()
+            .is_some_and(|spec| spec.matches(headers)),
     }
 }
 
@@ -198,7 +212,12 @@ pub trait ExchangeGraph {
 
 /// The queues a message published to `exchange` reaches, each once, in a
 /// stable order. Exchange-to-exchange bindings are followed, cycles cut.
-pub fn route<G: ExchangeGraph>(graph: &G, exchange: &str, routing_key: &str, headers: Option<&FieldTable>) -> Vec<String> {
+pub fn route<G: ExchangeGraph>(
+    graph: &G,
+    exchange: &str,
+    routing_key: &str,
+    headers: Option<&FieldTable>,
+) -> Vec<String> {
     let mut queues: Vec<String> = Vec::new();
     let mut visited: Vec<&str> = Vec::new();
     let mut pending: Vec<&str> = vec![exchange];
@@ -290,13 +309,21 @@ mod tests {
         ]))
         .unwrap();
         assert!(any.matches(Some(&one)));
-        assert!(!any.matches(Some(&table(&[("type", AMQPValue::LongString("report".into()))]))));
+        assert!(!any.matches(Some(&table(&[(
+            "type",
+            AMQPValue::LongString("report".into())
+        )]))));
 
-        let ints = HeadersSpec::from_arguments(&table(&[("n", AMQPValue::ShortShortInt(5))])).unwrap();
+        let ints =
+            HeadersSpec::from_arguments(&table(&[("n", AMQPValue::ShortShortInt(5))])).unwrap();
         assert!(ints.matches(Some(&table(&[("n", AMQPValue::LongLongInt(5))]))));
         assert!(!ints.matches(Some(&table(&[("n", AMQPValue::LongString("5".into()))]))));
 
-        assert!(HeadersSpec::from_arguments(&table(&[("x-match", AMQPValue::LongString("some".into()))])).is_err());
+        assert!(HeadersSpec::from_arguments(&table(&[(
+            "x-match",
+            AMQPValue::LongString("some".into())
+        )]))
+        .is_err());
     }
 
     struct Graph(HashMap<String, (ExchangeKind, Vec<RouteBinding>)>);
@@ -308,7 +335,11 @@ mod tests {
     }
 
     fn to(dest: Destination, key: &str) -> RouteBinding {
-        RouteBinding { destination: dest, routing_key: key.into(), headers: None }
+        RouteBinding {
+            destination: dest,
+            routing_key: key.into(),
+            headers: None,
+        }
     }
 
     #[test]
@@ -329,11 +360,17 @@ mod tests {
             "fan".to_string(),
             (
                 ExchangeKind::Fanout,
-                vec![to(Destination::Queue("q2".into()), ""), to(Destination::Exchange("front".into()), "")],
+                vec![
+                    to(Destination::Queue("q2".into()), ""),
+                    to(Destination::Exchange("front".into()), ""),
+                ],
             ),
         );
         let graph = Graph(g);
-        assert_eq!(route(&graph, "front", "a.b", None), vec!["q1".to_string(), "q2".to_string()]);
+        assert_eq!(
+            route(&graph, "front", "a.b", None),
+            vec!["q1".to_string(), "q2".to_string()]
+        );
         assert_eq!(route(&graph, "front", "b", None), vec!["q1".to_string()]);
         assert!(route(&graph, "missing", "a", None).is_empty());
     }

@@ -33,7 +33,8 @@ pub enum UpstreamError {
     Refused(String),
 }
 
-pub type UpstreamFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, UpstreamError>> + Send + 'a>>;
+pub type UpstreamFuture<'a, T> =
+    Pin<Box<dyn Future<Output = Result<T, UpstreamError>> + Send + 'a>>;
 
 /// What the gateway needs from its message store.
 pub trait Upstream: Send + Sync + 'static {

@@ -33,7 +33,11 @@ impl Upstream for NullUpstream {
     }
 
     fn purge<'a>(&'a self, topic: &'a str, _group: &'a str) -> UpstreamFuture<'a, u64> {
-        let n = self.stored.get_mut(topic).map(|mut n| std::mem::take(&mut *n)).unwrap_or(0);
+        let n = self
+            .stored
+            .get_mut(topic)
+            .map(|mut n| std::mem::take(&mut *n))
+            .unwrap_or(0);
         Box::pin(std::future::ready(Ok(n)))
     }
 

@@ -18,7 +18,7 @@ use rocketmq_model::common::message::message_queue::MessageQueue;
 use rocketmq_model::common::message::message_single::Message;
 use rocketmq_model::common::message::MessageTrait;
 use rocketmq_runtime::{RuntimeConfig, RuntimeOwner};
-use tokio::sync::Mutex;
+use tokio::sync::{Mutex, Semaphore};
 
 use super::{OutboundMessage, Upstream, UpstreamError, UpstreamFuture};
 
@@ -31,6 +31,8 @@ pub struct RocketMqSettings {
     pub queues_per_topic: i32,
     pub send_timeout: Duration,
     pub max_message_size: u64,
+    /// Sends in flight at once through the client, all connections together.
+    pub max_in_flight: usize,
 }
 
 pub struct RocketMq {
@@ -39,6 +41,8 @@ pub struct RocketMq {
     admin: DefaultMQAdminExt,
     /// Serialises topology changes so two declares do not race on the broker.
     admin_lock: Mutex<()>,
+    /// Sends in flight to RocketMQ from this gateway, all connections together.
+    send_permits: Arc<Semaphore>,
     // Owns the client's background tasks; dropped last.
     _client: Arc<ClientRuntime>,
     _owner: RuntimeOwner,
@@ -46,8 +50,15 @@ pub struct RocketMq {
 
 impl std::fmt::Debug for RocketMq {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RocketMq").field("settings", &self.settings).finish_non_exhaustive()
+        f.debug_struct("RocketMq")
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
     }
+}
+
+/// The client's own admission control refused to queue a request.
+fn is_admission_refusal(e: &rocketmq_client_rust::ClientError) -> bool {
+    e.to_string().contains("admission")
 }
 
 fn unavailable(what: &str, e: impl std::fmt::Display) -> UpstreamError {
@@ -80,17 +91,36 @@ impl RocketMq {
             .max_message_size(settings.max_message_size.min(i32::MAX as u64) as u32)
             .retry_times_when_send_failed(1)
             .build();
-        producer.start().await.map_err(|e| unavailable("producer start", e))?;
+        producer
+            .start()
+            .await
+            .map_err(|e| unavailable("producer start", e))?;
 
         let mut admin = DefaultMQAdminExt::new(client.clone());
         admin.set_namesrv_addr(settings.name_server.as_str());
-        admin.start().await.map_err(|e| unavailable("admin start", e))?;
-        Ok(RocketMq { settings, producer, admin, admin_lock: Mutex::new(()), _client: client, _owner: owner })
+        admin
+            .start()
+            .await
+            .map_err(|e| unavailable("admin start", e))?;
+        let send_permits = Arc::new(Semaphore::new(settings.max_in_flight));
+        Ok(RocketMq {
+            settings,
+            producer,
+            admin,
+            admin_lock: Mutex::new(()),
+            send_permits,
+            _client: client,
+            _owner: owner,
+        })
     }
 
     /// The master broker addresses of every broker of the cluster.
     async fn broker_addresses(&self) -> Result<Vec<CheetahString>, UpstreamError> {
-        let info = self.admin.examine_broker_cluster_info().await.map_err(|e| unavailable("cluster info", e))?;
+        let info = self
+            .admin
+            .examine_broker_cluster_info()
+            .await
+            .map_err(|e| unavailable("cluster info", e))?;
         let mut addresses = Vec::new();
         if let Some(brokers) = info.broker_addr_table.as_ref() {
             for data in brokers.values() {
@@ -100,13 +130,18 @@ impl RocketMq {
             }
         }
         if addresses.is_empty() {
-            return Err(UpstreamError::Unavailable("no master broker registered with the name server".into()));
+            return Err(UpstreamError::Unavailable(
+                "no master broker registered with the name server".into(),
+            ));
         }
         Ok(addresses)
     }
 
     /// The topic's message queues, each with its broker's address.
-    async fn queues_of(&self, topic: &str) -> Result<Vec<(CheetahString, MessageQueue)>, UpstreamError> {
+    async fn queues_of(
+        &self,
+        topic: &str,
+    ) -> Result<Vec<(CheetahString, MessageQueue)>, UpstreamError> {
         let route = self
             .admin
             .examine_topic_route_info(topic.into())
@@ -124,7 +159,10 @@ impl RocketMq {
                 continue;
             };
             for id in 0..qd.read_queue_nums {
-                out.push((addr.clone(), MessageQueue::from_parts(topic, qd.broker_name.clone(), id as i32)));
+                out.push((
+                    addr.clone(),
+                    MessageQueue::from_parts(topic, qd.broker_name.clone(), id as i32),
+                ));
             }
         }
         Ok(out)
@@ -134,18 +172,51 @@ impl RocketMq {
 impl Upstream for RocketMq {
     fn send(&self, message: OutboundMessage) -> UpstreamFuture<'static, ()> {
         let producer = self.producer.clone();
+        let permits = self.send_permits.clone();
+        let deadline = tokio::time::Instant::now() + self.settings.send_timeout;
         Box::pin(async move {
-            let mut msg = Message::builder().topic(message.topic.as_str()).body(message.body).build_unchecked();
-            for (key, value) in message.properties {
-                if !value.is_empty() {
-                    msg.put_property(CheetahString::from_static_str(key), CheetahString::from(value));
+            // Bounded here, so that a burst waits in the gateway's pipeline
+            // (where backpressure sees it) instead of being refused by the client.
+            let _permit = permits
+                .acquire_owned()
+                .await
+                .map_err(|_| unavailable("send", "upstream closed"))?;
+            let mut backoff = Duration::from_millis(1);
+            loop {
+                let mut msg = Message::builder()
+                    .topic(message.topic.as_str())
+                    .body(message.body.clone())
+                    .build_unchecked();
+                for (key, value) in &message.properties {
+                    if !value.is_empty() {
+                        msg.put_property(
+                            CheetahString::from_static_str(key),
+                            CheetahString::from(value.as_str()),
+                        );
+                    }
                 }
-            }
-            match producer.send(msg).await {
-                Ok(Some(result)) if result.send_status == SendStatus::SendOk => Ok(()),
-                Ok(Some(result)) => Err(UpstreamError::Refused(format!("send status {:?}", result.send_status))),
-                Ok(None) => Err(UpstreamError::Refused("send returned no result".into())),
-                Err(e) => Err(unavailable("send", e)),
+                match producer.send(msg).await {
+                    Ok(Some(result)) if result.send_status == SendStatus::SendOk => return Ok(()),
+                    Ok(Some(result)) => {
+                        return Err(UpstreamError::Refused(format!(
+                            "send status {:?}",
+                            result.send_status
+                        )))
+                    }
+                    Ok(None) => {
+                        return Err(UpstreamError::Refused("send returned no result".into()))
+                    }
+                    // The client refused to queue the request: nothing was sent,
+                    // so trying again cannot store the message twice.
+                    Err(e)
+                        if is_admission_refusal(&e)
+                            && tokio::time::Instant::now() + backoff < deadline =>
+                    {
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(Duration::from_millis(50));
+                    }
+                    Err(e) => return Err(unavailable("send", e)),
+                }
             }
         })
     }
@@ -155,7 +226,12 @@ impl Upstream for RocketMq {
             let _guard = self.admin_lock.lock().await;
             let mut producer = self.producer.clone();
             producer
-                .create_topic("TBW102", topic, self.settings.queues_per_topic, HashMap::new())
+                .create_topic(
+                    "TBW102",
+                    topic,
+                    self.settings.queues_per_topic,
+                    HashMap::new(),
+                )
                 .await
                 .map_err(|e| unavailable("create topic", e))?;
             for addr in self.broker_addresses().await? {
@@ -189,16 +265,31 @@ impl Upstream for RocketMq {
 
     fn backlog<'a>(&'a self, topic: &'a str, group: &'a str) -> UpstreamFuture<'a, u64> {
         Box::pin(async move {
-            let stats = self
-                .admin
-                .examine_consume_stats(group.into(), Some(topic.into()), None, None, None)
-                .await
-                .map_err(|e| unavailable("consume stats", e))?;
-            Ok(stats
-                .offset_table
-                .values()
-                .map(|w| (w.get_broker_offset() - w.get_consumer_offset().max(0)).max(0) as u64)
-                .sum())
+            // Asked of each broker hosting the topic: without an address the
+            // client looks brokers up through the group's retry topic, which
+            // exists only once a consumer has run.
+            let mut brokers: Vec<CheetahString> = self
+                .queues_of(topic)
+                .await?
+                .into_iter()
+                .map(|(addr, _)| addr)
+                .collect();
+            brokers.sort();
+            brokers.dedup();
+            let mut total = 0u64;
+            for addr in brokers {
+                let stats = self
+                    .admin
+                    .examine_consume_stats(group.into(), Some(topic.into()), None, Some(addr), None)
+                    .await
+                    .map_err(|e| unavailable("consume stats", e))?;
+                total += stats
+                    .offset_table
+                    .values()
+                    .map(|w| (w.get_broker_offset() - w.get_consumer_offset().max(0)).max(0) as u64)
+                    .sum::<u64>();
+            }
+            Ok(total)
         })
     }
 
@@ -208,7 +299,11 @@ impl Upstream for RocketMq {
             for (addr, mq) in self.queues_of(topic).await? {
                 let max = self
                     .admin
-                    .max_offset(addr.clone(), mq.clone(), self.settings.send_timeout.as_millis() as u64)
+                    .max_offset(
+                        addr.clone(),
+                        mq.clone(),
+                        self.settings.send_timeout.as_millis() as u64,
+                    )
                     .await
                     .map_err(|e| unavailable("max offset", e))?;
                 self.admin

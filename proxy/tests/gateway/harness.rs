@@ -1,0 +1,138 @@
+//! The real stack for tests: RocketMQ started once per test binary through
+//! deploy/rocketmq/start.sh (on its own ports and data directory), and a
+//! gateway per test, in process, on 127.0.0.1:0 with its own SQLite meta store.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::OnceLock;
+
+use lapin::{Connection, ConnectionProperties};
+use proxy::{Config, Gateway};
+
+pub const TEST_NAMESRV_PORT: u16 = 19876;
+pub const TEST_BROKER_PORT: u16 = 20911;
+
+fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// target/debug, where build.sh put the RocketMQ binaries next to this test.
+fn bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    exe.parent()
+        .and_then(|deps| deps.parent())
+        .expect("target dir")
+        .to_path_buf()
+}
+
+/// Starts a name server and broker with start.sh; returns the name server address.
+pub fn start_rocketmq(name: &str, namesrv_port: u16, broker_port: u16) -> String {
+    let bin = bin_dir();
+    assert!(
+        bin.join("rocketmq-broker-rust").exists(),
+        "RocketMQ binaries missing in {}: run deploy/rocketmq/build.sh first (README's test command does)",
+        bin.display()
+    );
+    let data = bin.join(format!("test-rocketmq-{name}"));
+    let status = Command::new("bash")
+        .arg(repo_root().join("deploy/rocketmq/start.sh"))
+        .env("ROCKETMQ_BIN", &bin)
+        .env("ROCKETMQ_DATA", &data)
+        .env("NAMESRV_PORT", namesrv_port.to_string())
+        .env("BROKER_PORT", broker_port.to_string())
+        .status()
+        .expect("run start.sh");
+    assert!(status.success(), "start.sh failed for {name}");
+    format!("127.0.0.1:{namesrv_port}")
+}
+
+/// The RocketMQ shared by the tests of this binary.
+pub fn rocketmq() -> &'static str {
+    static ADDR: OnceLock<String> = OnceLock::new();
+    ADDR.get_or_init(|| match std::env::var("GATEWAY_TEST_NAMESRV") {
+        Ok(addr) => addr,
+        Err(_) => start_rocketmq("shared", TEST_NAMESRV_PORT, TEST_BROKER_PORT),
+    })
+}
+
+pub struct TestGateway {
+    pub addr: SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for TestGateway {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl TestGateway {
+    pub async fn start() -> TestGateway {
+        Self::start_with(|_| {}).await
+    }
+
+    pub async fn start_with(tweak: impl FnOnce(&mut Config)) -> TestGateway {
+        init_logging();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut config = Config {
+            meta_url: format!("sqlite:{}", dir.path().join("meta.db").display()),
+            name_server: rocketmq().to_owned(),
+            listen: "127.0.0.1:0".parse().unwrap(),
+            ..Config::default()
+        };
+        tweak(&mut config);
+        config.validate().expect("valid test config");
+        let gateway = Gateway::start(config).await.expect("gateway starts");
+        let (addr, task) = proxy::server::spawn(gateway.clone(), "127.0.0.1:0".parse().unwrap())
+            .await
+            .expect("bind");
+        TestGateway {
+            addr,
+            task,
+            _dir: dir,
+        }
+    }
+
+    pub fn uri(&self) -> String {
+        format!("amqp://guest:guest@{}/%2f", self.addr)
+    }
+
+    pub async fn connect(&self) -> Connection {
+        Connection::connect(&self.uri(), ConnectionProperties::default())
+            .await
+            .expect("lapin connects")
+    }
+}
+
+/// TEST_LOG=debug (or any filter) shows the gateway's log in test output.
+fn init_logging() {
+    static ONCE: OnceLock<()> = OnceLock::new();
+    ONCE.get_or_init(|| {
+        if let Ok(filter) = std::env::var("TEST_LOG") {
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(filter)
+                .with_test_writer()
+                .try_init();
+        }
+    });
+}
+
+/// A name no other test (or earlier run against the same RocketMQ) uses.
+pub fn unique(prefix: &str) -> String {
+    format!("{prefix}-{:08x}", rand_u32())
+}
+
+fn rand_u32() -> u32 {
+    use std::collections::hash_map::RandomState;
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos(),
+    );
+    h.finish() as u32
+}

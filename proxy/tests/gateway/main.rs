@@ -1,0 +1,17 @@
+#![recursion_limit = "512"]
+//! The gateway against a real RocketMQ, driven by lapin and by a raw client.
+//! One integration-test binary for the crate (link time on 2 cores).
+
+mod connection;
+mod harness;
+mod publish;
+mod raw;
+mod topology;
+
+/// The AMQP reply code carried by a lapin error, if it is a protocol error.
+pub fn reply_code(error: &lapin::Error) -> Option<u16> {
+    match error.kind() {
+        lapin::ErrorKind::ProtocolError(e) => Some(e.get_id()),
+        _ => None,
+    }
+}

@@ -1,0 +1,459 @@
+//! Exchanges, queues and bindings: RabbitMQ's answers, stored in meta and on RocketMQ.
+
+use lapin::options::{
+    ConfirmSelectOptions, ExchangeDeclareOptions, ExchangeDeleteOptions, QueueBindOptions,
+    QueueDeclareOptions, QueueDeleteOptions,
+};
+use lapin::types::{AMQPValue, FieldTable};
+use lapin::{BasicProperties, ExchangeKind};
+
+use crate::harness::{unique, TestGateway};
+use crate::reply_code;
+
+#[tokio::test]
+async fn exchange_declare_follows_rabbitmq() {
+    let gw = TestGateway::start().await;
+    let conn = gw.connect().await;
+    let name = unique("ex");
+    let ch = conn.create_channel().await.unwrap();
+    for kind in [
+        ExchangeKind::Direct,
+        ExchangeKind::Fanout,
+        ExchangeKind::Topic,
+        ExchangeKind::Headers,
+    ] {
+        let n = format!("{name}-{kind:?}");
+        ch.exchange_declare(
+            n.as_str().into(),
+            kind.clone(),
+            ExchangeDeclareOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+        // Same declaration again is fine; passive finds it.
+        ch.exchange_declare(
+            n.as_str().into(),
+            kind,
+            ExchangeDeclareOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+        let passive = ExchangeDeclareOptions {
+            passive: true,
+            ..Default::default()
+        };
+        ch.exchange_declare(
+            n.as_str().into(),
+            ExchangeKind::Direct,
+            passive,
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    }
+    for builtin in [
+        "amq.direct",
+        "amq.fanout",
+        "amq.topic",
+        "amq.headers",
+        "amq.match",
+    ] {
+        let passive = ExchangeDeclareOptions {
+            passive: true,
+            ..Default::default()
+        };
+        ch.exchange_declare(
+            builtin.into(),
+            ExchangeKind::Direct,
+            passive,
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    }
+
+    let redeclare = ch
+        .exchange_declare(
+            format!("{name}-Direct").as_str().into(),
+            ExchangeKind::Fanout,
+            ExchangeDeclareOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(reply_code(&redeclare), Some(406));
+
+    let ch = conn.create_channel().await.unwrap();
+    let reserved = ch
+        .exchange_declare(
+            "amq.mine".into(),
+            ExchangeKind::Direct,
+            Default::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(reply_code(&reserved), Some(403));
+
+    let ch = conn.create_channel().await.unwrap();
+    let passive = ExchangeDeclareOptions {
+        passive: true,
+        ..Default::default()
+    };
+    let missing = ch
+        .exchange_declare(
+            unique("none").as_str().into(),
+            ExchangeKind::Direct,
+            passive,
+            FieldTable::default(),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(reply_code(&missing), Some(404));
+
+    let ch = conn.create_channel().await.unwrap();
+    let unknown_type = ch
+        .exchange_declare(
+            unique("x").as_str().into(),
+            ExchangeKind::Custom("x-nope".into()),
+            Default::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(
+        reply_code(&unknown_type),
+        Some(503),
+        "unknown exchange type is a connection error"
+    );
+}
+
+#[tokio::test]
+async fn exchange_delete_if_unused_and_missing() {
+    let gw = TestGateway::start().await;
+    let conn = gw.connect().await;
+    let ch = conn.create_channel().await.unwrap();
+    let (ex, q) = (unique("ex"), unique("q"));
+    ch.exchange_declare(
+        ex.as_str().into(),
+        ExchangeKind::Fanout,
+        Default::default(),
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
+    ch.queue_declare(q.as_str().into(), Default::default(), FieldTable::default())
+        .await
+        .unwrap();
+    ch.queue_bind(
+        q.as_str().into(),
+        ex.as_str().into(),
+        "".into(),
+        Default::default(),
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
+    let in_use = ch
+        .exchange_delete(
+            ex.as_str().into(),
+            ExchangeDeleteOptions {
+                if_unused: true,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(reply_code(&in_use), Some(406));
+    let ch = conn.create_channel().await.unwrap();
+    ch.exchange_delete(ex.as_str().into(), Default::default())
+        .await
+        .unwrap();
+    let gone = ch
+        .exchange_delete(ex.as_str().into(), Default::default())
+        .await
+        .unwrap_err();
+    assert_eq!(reply_code(&gone), Some(404));
+}
+
+#[tokio::test]
+async fn queue_declare_names_checks_and_exclusivity() {
+    let gw = TestGateway::start().await;
+    let conn = gw.connect().await;
+    let ch = conn.create_channel().await.unwrap();
+    let generated = ch
+        .queue_declare(
+            "".into(),
+            QueueDeclareOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    assert!(
+        generated.name().as_str().starts_with("amq.gen-"),
+        "{}",
+        generated.name()
+    );
+    assert_eq!(generated.name().as_str().len(), "amq.gen-".len() + 22);
+    assert_eq!(
+        (generated.message_count(), generated.consumer_count()),
+        (0, 0)
+    );
+
+    let q = unique("q");
+    ch.queue_declare(
+        q.as_str().into(),
+        QueueDeclareOptions {
+            durable: true,
+            ..Default::default()
+        },
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
+    let inequivalent = ch
+        .queue_declare(
+            q.as_str().into(),
+            QueueDeclareOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(reply_code(&inequivalent), Some(406));
+
+    let ch = conn.create_channel().await.unwrap();
+    let reserved = ch
+        .queue_declare("amq.q".into(), Default::default(), FieldTable::default())
+        .await
+        .unwrap_err();
+    assert_eq!(reply_code(&reserved), Some(403));
+
+    let ch = conn.create_channel().await.unwrap();
+    let passive = QueueDeclareOptions {
+        passive: true,
+        ..Default::default()
+    };
+    let missing = ch
+        .queue_declare(
+            unique("none").as_str().into(),
+            passive,
+            FieldTable::default(),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(reply_code(&missing), Some(404));
+
+    // Exclusive: another connection gets 405; the queue goes with its connection.
+    let owner = gw.connect().await;
+    let och = owner.create_channel().await.unwrap();
+    let ex = unique("excl");
+    och.queue_declare(
+        ex.as_str().into(),
+        QueueDeclareOptions {
+            exclusive: true,
+            ..Default::default()
+        },
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
+    let ch = conn.create_channel().await.unwrap();
+    let locked = ch
+        .queue_declare(ex.as_str().into(), passive, FieldTable::default())
+        .await
+        .unwrap_err();
+    assert_eq!(reply_code(&locked), Some(405));
+    owner.close(200, "bye".into()).await.unwrap();
+    // The owner's close completes asynchronously: until then the queue is
+    // still locked (405, which closes the probing channel).
+    let mut gone = None;
+    for _ in 0..50 {
+        let ch = conn.create_channel().await.unwrap();
+        gone = ch
+            .queue_declare(ex.as_str().into(), passive, FieldTable::default())
+            .await
+            .err()
+            .and_then(|e| reply_code(&e));
+        if gone == Some(404) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        gone,
+        Some(404),
+        "the exclusive queue is deleted when its connection closes"
+    );
+}
+
+#[tokio::test]
+async fn bindings_check_both_ends_and_headers_arguments() {
+    let gw = TestGateway::start().await;
+    let conn = gw.connect().await;
+    let ch = conn.create_channel().await.unwrap();
+    let (ex, q) = (unique("hx"), unique("q"));
+    ch.exchange_declare(
+        ex.as_str().into(),
+        ExchangeKind::Headers,
+        Default::default(),
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
+    ch.queue_declare(q.as_str().into(), Default::default(), FieldTable::default())
+        .await
+        .unwrap();
+    let no_queue = ch
+        .queue_bind(
+            unique("none").as_str().into(),
+            ex.as_str().into(),
+            "".into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(reply_code(&no_queue), Some(404));
+    let ch = conn.create_channel().await.unwrap();
+    let no_exchange = ch
+        .queue_bind(
+            q.as_str().into(),
+            unique("none").as_str().into(),
+            "".into(),
+            Default::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(reply_code(&no_exchange), Some(404));
+    let ch = conn.create_channel().await.unwrap();
+    let mut bad = FieldTable::default();
+    bad.insert("x-match".into(), AMQPValue::LongString("sometimes".into()));
+    let bad_match = ch
+        .queue_bind(
+            q.as_str().into(),
+            ex.as_str().into(),
+            "".into(),
+            Default::default(),
+            bad,
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(reply_code(&bad_match), Some(406));
+}
+
+#[tokio::test]
+async fn purge_and_delete_report_counts() {
+    let gw = TestGateway::start().await;
+    let conn = gw.connect().await;
+    let ch = conn.create_channel().await.unwrap();
+    ch.confirm_select(ConfirmSelectOptions::default())
+        .await
+        .unwrap();
+    let q = unique("q");
+    ch.queue_declare(q.as_str().into(), Default::default(), FieldTable::default())
+        .await
+        .unwrap();
+    crate::publish::publish_all(
+        &ch,
+        (0..7).map(|_| ("", q.as_str(), &b"m"[..], BasicProperties::default())),
+    )
+    .await;
+    assert_eq!(crate::publish::message_count(&ch, &q).await, 7);
+    assert_eq!(
+        ch.queue_purge(q.as_str().into(), Default::default())
+            .await
+            .unwrap(),
+        7
+    );
+    assert_eq!(crate::publish::message_count(&ch, &q).await, 0);
+    crate::publish::publish_all(
+        &ch,
+        (0..3).map(|_| ("", q.as_str(), &b"m"[..], BasicProperties::default())),
+    )
+    .await;
+    let not_empty = ch
+        .queue_delete(
+            q.as_str().into(),
+            QueueDeleteOptions {
+                if_empty: true,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(reply_code(&not_empty), Some(406));
+    let ch = conn.create_channel().await.unwrap();
+    let deleted = ch
+        .queue_delete(q.as_str().into(), Default::default())
+        .await
+        .unwrap();
+    assert_eq!(deleted, 3);
+    let passive = QueueDeclareOptions {
+        passive: true,
+        ..Default::default()
+    };
+    let gone = ch
+        .queue_declare(q.as_str().into(), passive, FieldTable::default())
+        .await
+        .unwrap_err();
+    assert_eq!(reply_code(&gone), Some(404));
+}
+
+#[tokio::test]
+async fn declarations_survive_a_gateway_restart_through_the_meta_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite:{}", dir.path().join("meta.db").display());
+    let (ex, q) = (unique("ex"), unique("q"));
+    {
+        let gw = TestGateway::start_with(|c| c.meta_url = url.clone()).await;
+        let conn = gw.connect().await;
+        let ch = conn.create_channel().await.unwrap();
+        ch.exchange_declare(
+            ex.as_str().into(),
+            ExchangeKind::Topic,
+            Default::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+        ch.queue_declare(
+            q.as_str().into(),
+            QueueDeclareOptions {
+                durable: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+        ch.queue_bind(
+            q.as_str().into(),
+            ex.as_str().into(),
+            "a.#".into(),
+            Default::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+        conn.close(200, "bye".into()).await.unwrap();
+    }
+    let gw = TestGateway::start_with(|c| c.meta_url = url.clone()).await;
+    let conn = gw.connect().await;
+    let ch = conn.create_channel().await.unwrap();
+    ch.confirm_select(ConfirmSelectOptions::default())
+        .await
+        .unwrap();
+    crate::publish::publish_all(
+        &ch,
+        [(ex.as_str(), "a.b", &b"m"[..], BasicProperties::default())],
+    )
+    .await;
+    assert_eq!(
+        crate::publish::message_count(&ch, &q).await,
+        1,
+        "the binding came back from the store"
+    );
+}
