@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Runs every test: the Rust unit and integration tests (against a real
+# RocketMQ the harness starts on its own ports) and the pika smoke job on a
+# stack of its own. Everything it starts, it stops.
+set -euo pipefail
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/amqp-gw/target}"
+cd "$root"
+
+smoke_env=(AMQP_GW_DATA="$CARGO_TARGET_DIR/smoke-stack" AMQP_PORT=25672 NAMESRV_PORT=19886 BROKER_PORT=20941)
+cleanup() {
+  for d in "$CARGO_TARGET_DIR"/debug/test-rocketmq-*; do
+    [ -d "$d" ] && ROCKETMQ_DATA="$d" "$root/deploy/rocketmq/stop.sh" >/dev/null 2>&1 || true
+  done
+  env "${smoke_env[@]}" "$root/deploy/down.sh" >/dev/null 2>&1 || true
+}
+trap cleanup EXIT
+
+echo "== building"
+"$root/deploy/rocketmq/build.sh" >/dev/null
+
+echo "== cargo test"
+cargo test --locked
+
+echo "== smoke job on its own stack"
+rm -rf "$CARGO_TARGET_DIR/smoke-stack"
+env "${smoke_env[@]}" "$root/deploy/up.sh"
