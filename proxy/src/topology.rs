@@ -304,7 +304,7 @@ pub fn decode_arguments(raw: &[u8]) -> Result<FieldTable, String> {
         return Ok(FieldTable::default());
     }
     match amq_protocol::types::parsing::parse_field_table(raw) {
-        Ok((rest, table)) if rest.is_empty() => Ok(table),
+        Ok(([], table)) => Ok(table),
         _ => Err("unreadable arguments".to_owned()),
     }
 }

@@ -18,18 +18,22 @@ pub struct Content {
     pub body: Bytes,
 }
 
+#[derive(Debug)]
+struct Body {
+    publish: Publish,
+    properties: AMQPProperties,
+    expected: usize,
+    parts: Vec<Bytes>,
+    received: usize,
+}
+
 #[derive(Debug, Default)]
 enum State {
     #[default]
     Idle,
     AwaitHeader(Publish),
-    AwaitBody {
-        publish: Publish,
-        properties: AMQPProperties,
-        expected: usize,
-        parts: Vec<Bytes>,
-        received: usize,
-    },
+    // Boxed: with the properties it is several times larger than the others.
+    AwaitBody(Box<Body>),
 }
 
 #[derive(Debug, Default)]
@@ -90,50 +94,45 @@ impl ContentAssembler {
                 body: Bytes::new(),
             }));
         }
-        self.state = State::AwaitBody {
+        let body = Body {
             publish,
             properties: header.properties,
             expected,
             parts: Vec::new(),
             received: 0,
         };
+        self.state = State::AwaitBody(Box::new(body));
         Ok(None)
     }
 
     pub fn body(&mut self, part: Bytes) -> Result<Option<Content>, ProtocolError> {
-        let State::AwaitBody {
-            received,
-            expected,
-            parts,
-            ..
-        } = &mut self.state
-        else {
+        let State::AwaitBody(body) = &mut self.state else {
             return Err(unexpected("content body frame without a content header"));
         };
-        *received += part.len();
-        if *received > *expected {
+        body.received += part.len();
+        if body.received > body.expected {
             return Err(ProtocolError::Connection(ConnectionException::new(
                 HardCode::FrameError,
                 format!(
                     "content body of {} bytes exceeds the {} declared in its header",
-                    received, expected
+                    body.received, body.expected
                 ),
             )));
         }
-        parts.push(part);
-        if *received < *expected {
+        body.parts.push(part);
+        if body.received < body.expected {
             return Ok(None);
         }
-        let State::AwaitBody {
+        let State::AwaitBody(body) = std::mem::take(&mut self.state) else {
+            return Ok(None);
+        };
+        let Body {
             publish,
             properties,
             parts,
             expected,
             ..
-        } = std::mem::take(&mut self.state)
-        else {
-            return Ok(None);
-        };
+        } = *body;
         Ok(Some(Content {
             publish,
             properties,

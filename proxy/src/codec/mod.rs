@@ -78,7 +78,7 @@ impl FrameDecoder {
         let frame = match kind {
             FRAME_METHOD => Frame::Method(channel, parse_method(&payload)?),
             FRAME_HEADER => match parse_content_header(&payload[..]) {
-                Ok((rest, header)) if rest.is_empty() => Frame::Header(channel, header),
+                Ok(([], header)) => Frame::Header(channel, header),
                 _ => {
                     return Err(ConnectionException::new(
                         HardCode::FrameError,
@@ -103,7 +103,7 @@ impl FrameDecoder {
 /// (as RabbitMQ answers them), malformed arguments of a known method 502.
 fn parse_method(payload: &[u8]) -> Result<AMQPClass, ConnectionException> {
     match parse_class(payload) {
-        Ok((rest, class)) if rest.is_empty() => Ok(class),
+        Ok(([], class)) => Ok(class),
         Ok(_) => Err(ConnectionException::new(
             HardCode::SyntaxError,
             "method frame has trailing bytes",

@@ -62,7 +62,7 @@ pub fn rocketmq_to_properties(stored: Option<&str>) -> Result<AMQPProperties, Pr
         .decode(stored)
         .map_err(|e| PropertiesError::Corrupt(e.to_string()))?;
     match parse_properties(wire.as_slice()) {
-        Ok((rest, properties)) if rest.is_empty() => Ok(properties),
+        Ok(([], properties)) => Ok(properties),
         Ok((rest, _)) => Err(PropertiesError::Corrupt(format!(
             "{} trailing bytes",
             rest.len()
