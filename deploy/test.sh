@@ -24,4 +24,6 @@ cargo test --locked
 
 echo "== smoke job on its own stack"
 rm -rf "$CARGO_TARGET_DIR/smoke-stack"
-env "${smoke_env[@]}" "$root/deploy/up.sh"
+env "${smoke_env[@]}" SMOKE_MESSAGES=0 "$root/deploy/up.sh"
+python=$("$root/deploy/python-env.sh")
+AMQP_URL="amqp://guest:guest@127.0.0.1:25672/%2F" "$python" "$root/conformance/smoke/topic_counts.py"
