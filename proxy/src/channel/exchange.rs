@@ -5,10 +5,10 @@
 use amq_protocol::protocol::{exchange, AMQPClass};
 use amq_protocol::types::FieldTable;
 
-use super::{Channel, Session};
+use super::{binding, Channel, Session};
 use crate::error::{meta_failure, ConnectionException, HardCode, ProtocolError, SoftCode};
 use crate::mapping::routing::ExchangeKind;
-use crate::topology::{add_binding, encode_arguments, exchange_state, remove_binding, Access};
+use crate::topology::{encode_arguments, exchange_state, Access};
 
 const CLASS: u16 = 40;
 
@@ -210,47 +210,24 @@ pub async fn handle_exchange_delete(
     )
 }
 
+/// Both exchanges exist, neither is the default one, and the user may read
+/// the source and write the destination.
 pub async fn handle_exchange_bind(
     ch: &mut Channel,
     s: &mut Session<'_>,
     m: exchange::Bind,
 ) -> Result<(), ProtocolError> {
-    let binding = exchange_binding(
+    let kind = meta::DestinationKind::Exchange;
+    let b = binding::record(
         s,
         m.source.as_str(),
         m.destination.as_str(),
+        kind,
         m.routing_key.as_str(),
         &m.arguments,
     );
-    check_endpoints(s, &binding, 30)?;
-    let vhost = s.vhost.clone();
-    let _changes = vhost.changes.lock().await;
-    if vhost
-        .read()
-        .exchanges
-        .get(&binding.source)
-        .is_some_and(|e| e.records.contains(&binding))
-    {
-        return reply(
-            ch,
-            s,
-            m.nowait,
-            exchange::AMQPMethod::BindOk(exchange::BindOk {}),
-        );
-    }
-    // Compile first so that a bad x-match is refused before anything is stored.
-    let mut trial = crate::topology::VhostTopology::default();
-    if let Some(src) = vhost.read().exchanges.get(&binding.source) {
-        trial.exchanges.insert(binding.source.clone(), src.clone());
-    }
-    add_binding(&mut trial, &binding)
-        .map_err(|e| s.channel_error(SoftCode::PreconditionFailed, e, CLASS, 30))?;
-    s.gateway
-        .store
-        .put_binding(&binding)
-        .await
-        .map_err(|e| meta_failure("exchange.bind", &e))?;
-    let _ = add_binding(&mut vhost.write(), &binding);
+    check_endpoints(s, &b, 30)?;
+    binding::add(s, &b, CLASS, 30).await?;
     reply(
         ch,
         s,
@@ -264,23 +241,17 @@ pub async fn handle_exchange_unbind(
     s: &mut Session<'_>,
     m: exchange::Unbind,
 ) -> Result<(), ProtocolError> {
-    let binding = exchange_binding(
+    let kind = meta::DestinationKind::Exchange;
+    let b = binding::record(
         s,
         m.source.as_str(),
         m.destination.as_str(),
+        kind,
         m.routing_key.as_str(),
         &m.arguments,
     );
-    check_endpoints(s, &binding, 40)?;
-    let vhost = s.vhost.clone();
-    let _changes = vhost.changes.lock().await;
-    s.gateway
-        .store
-        .delete_binding(&binding)
-        .await
-        .map_err(|e| meta_failure("exchange.unbind", &e))?;
-    remove_binding(&mut vhost.write(), &binding);
-    delete_unused_auto_delete(s, std::slice::from_ref(&binding.source)).await?;
+    check_endpoints(s, &b, 40)?;
+    binding::remove(s, &b).await?;
     reply(
         ch,
         s,
@@ -289,25 +260,6 @@ pub async fn handle_exchange_unbind(
     )
 }
 
-fn exchange_binding(
-    s: &Session<'_>,
-    source: &str,
-    destination: &str,
-    key: &str,
-    args: &FieldTable,
-) -> meta::Binding {
-    meta::Binding {
-        vhost: s.vhost.name.clone(),
-        source: source.to_owned(),
-        destination: destination.to_owned(),
-        destination_kind: meta::DestinationKind::Exchange,
-        routing_key: key.to_owned(),
-        arguments: encode_arguments(args),
-    }
-}
-
-/// Both exchanges exist, neither is the default one, and the user may read
-/// the source and write the destination.
 fn check_endpoints(s: &Session<'_>, b: &meta::Binding, method: u16) -> Result<(), ProtocolError> {
     if b.source.is_empty() || b.destination.is_empty() {
         return Err(s.channel_error(

@@ -6,6 +6,7 @@
 //! connection's channel table and are handled by the connection.
 
 pub mod basic;
+pub mod binding;
 pub mod confirm;
 pub mod exchange;
 pub mod queue;

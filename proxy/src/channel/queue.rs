@@ -8,12 +8,12 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 
 use super::exchange::delete_unused_auto_delete;
-use super::{Channel, Session};
+use super::{binding, Channel, Session};
 use crate::error::{
     meta_failure, upstream_failure, ConnectionException, HardCode, ProtocolError, SoftCode,
 };
 use crate::mapping::routing::Destination;
-use crate::topology::{add_binding, encode_arguments, remove_binding, Access, QueueState};
+use crate::topology::{encode_arguments, Access, QueueState};
 
 const CLASS: u16 = 50;
 
@@ -264,37 +264,17 @@ pub async fn handle_queue_bind(
     s: &mut Session<'_>,
     m: queue::Bind,
 ) -> Result<(), ProtocolError> {
-    let binding = queue_binding(
+    let kind = meta::DestinationKind::Queue;
+    let b = binding::record(
         s,
-        m.queue.as_str(),
         m.exchange.as_str(),
+        m.queue.as_str(),
+        kind,
         m.routing_key.as_str(),
         &m.arguments,
     );
-    check_endpoints(s, &binding, 20)?;
-    let vhost = s.vhost.clone();
-    let _changes = vhost.changes.lock().await;
-    if vhost
-        .read()
-        .exchanges
-        .get(&binding.source)
-        .is_some_and(|e| e.records.contains(&binding))
-    {
-        return reply(ch, s, m.nowait, queue::AMQPMethod::BindOk(queue::BindOk {}));
-    }
-    // Compile first so that a bad x-match is refused before anything is stored.
-    let mut trial = crate::topology::VhostTopology::default();
-    if let Some(src) = vhost.read().exchanges.get(&binding.source) {
-        trial.exchanges.insert(binding.source.clone(), src.clone());
-    }
-    add_binding(&mut trial, &binding)
-        .map_err(|e| s.channel_error(SoftCode::PreconditionFailed, e, CLASS, 20))?;
-    s.gateway
-        .store
-        .put_binding(&binding)
-        .await
-        .map_err(|e| meta_failure("queue.bind", &e))?;
-    let _ = add_binding(&mut vhost.write(), &binding);
+    check_endpoints(s, &b, 20)?;
+    binding::add(s, &b, CLASS, 20).await?;
     reply(ch, s, m.nowait, queue::AMQPMethod::BindOk(queue::BindOk {}))
 }
 
@@ -303,46 +283,23 @@ pub async fn handle_queue_unbind(
     s: &mut Session<'_>,
     m: queue::Unbind,
 ) -> Result<(), ProtocolError> {
-    let binding = queue_binding(
+    let kind = meta::DestinationKind::Queue;
+    let b = binding::record(
         s,
-        m.queue.as_str(),
         m.exchange.as_str(),
+        m.queue.as_str(),
+        kind,
         m.routing_key.as_str(),
         &m.arguments,
     );
-    check_endpoints(s, &binding, 50)?;
-    let vhost = s.vhost.clone();
-    let _changes = vhost.changes.lock().await;
-    s.gateway
-        .store
-        .delete_binding(&binding)
-        .await
-        .map_err(|e| meta_failure("queue.unbind", &e))?;
-    remove_binding(&mut vhost.write(), &binding);
-    delete_unused_auto_delete(s, std::slice::from_ref(&binding.source)).await?;
+    check_endpoints(s, &b, 50)?;
+    binding::remove(s, &b).await?;
     reply(
         ch,
         s,
         false,
         queue::AMQPMethod::UnbindOk(queue::UnbindOk {}),
     )
-}
-
-fn queue_binding(
-    s: &Session<'_>,
-    queue: &str,
-    exchange: &str,
-    key: &str,
-    args: &FieldTable,
-) -> meta::Binding {
-    meta::Binding {
-        vhost: s.vhost.name.clone(),
-        source: exchange.to_owned(),
-        destination: queue.to_owned(),
-        destination_kind: meta::DestinationKind::Queue,
-        routing_key: key.to_owned(),
-        arguments: encode_arguments(args),
-    }
 }
 
 fn check_endpoints(s: &Session<'_>, b: &meta::Binding, method: u16) -> Result<(), ProtocolError> {
