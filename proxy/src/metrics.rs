@@ -8,3 +8,4 @@ pub const UNROUTABLE: &str = "amqp_gateway_unroutable_total";
 pub const CONFIRMED: &str = "amqp_gateway_confirmed_total";
 pub const SEND_FAILED: &str = "amqp_gateway_send_failed_total";
 pub const BLOCKED: &str = "amqp_gateway_connection_blocked_total";
+pub const UPSTREAM_ADMISSION_RETRIES: &str = "amqp_gateway_upstream_admission_retries_total";

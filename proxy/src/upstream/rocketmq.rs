@@ -212,6 +212,8 @@ impl Upstream for RocketMq {
                         if is_admission_refusal(&e)
                             && tokio::time::Instant::now() + backoff < deadline =>
                     {
+                        metrics::counter!(crate::metrics::UPSTREAM_ADMISSION_RETRIES).increment(1);
+                        tracing::debug!(error = %e, ?backoff, "RocketMQ client refused to queue a send; retrying.");
                         tokio::time::sleep(backoff).await;
                         backoff = (backoff * 2).min(Duration::from_millis(50));
                     }

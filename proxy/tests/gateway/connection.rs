@@ -252,3 +252,24 @@ async fn a_channel_error_closes_only_that_channel() {
         other => panic!("expected queue.declare-ok on channel 1, got {other:?}"),
     }
 }
+
+#[tokio::test]
+async fn channel_flow_is_answered_and_a_heartbeat_on_a_channel_is_503() {
+    use amq_protocol::protocol::channel;
+    let gw = TestGateway::start().await;
+    let mut raw = Raw::open(gw.addr, 0).await;
+    raw.open_channel(1).await;
+    raw.send(AMQPFrame::Method(
+        1,
+        AMQPClass::Channel(channel::AMQPMethod::Flow(channel::Flow { active: false })),
+    ))
+    .await;
+    match raw.recv().await {
+        Some(AMQPFrame::Method(1, AMQPClass::Channel(channel::AMQPMethod::FlowOk(ok)))) => {
+            assert!(!ok.active)
+        }
+        other => panic!("expected channel.flow-ok, got {other:?}"),
+    }
+    raw.send(AMQPFrame::InvalidHeartbeat(1)).await;
+    assert_eq!(raw.connection_close_code().await, 503);
+}

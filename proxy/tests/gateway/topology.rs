@@ -457,3 +457,93 @@ async fn declarations_survive_a_gateway_restart_through_the_meta_store() {
         "the binding came back from the store"
     );
 }
+
+#[tokio::test]
+async fn internal_exchanges_refuse_publishes_and_auto_delete_ones_go_with_their_last_binding() {
+    use lapin::options::BasicPublishOptions;
+    let gw = TestGateway::start().await;
+    let conn = gw.connect().await;
+    let ch = conn.create_channel().await.unwrap();
+    let (internal, auto, q) = (unique("internal"), unique("auto"), unique("q"));
+    let opts = ExchangeDeclareOptions {
+        internal: true,
+        ..Default::default()
+    };
+    ch.exchange_declare(
+        internal.as_str().into(),
+        ExchangeKind::Fanout,
+        opts,
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
+    let refused = match ch
+        .basic_publish(
+            internal.as_str().into(),
+            "".into(),
+            BasicPublishOptions::default(),
+            b"x",
+            BasicProperties::default(),
+        )
+        .await
+    {
+        Err(e) => e,
+        Ok(_) => ch
+            .queue_declare("".into(), Default::default(), FieldTable::default())
+            .await
+            .unwrap_err(),
+    };
+    assert_eq!(reply_code(&refused), Some(403));
+
+    let ch = conn.create_channel().await.unwrap();
+    let opts = ExchangeDeclareOptions {
+        auto_delete: true,
+        ..Default::default()
+    };
+    ch.exchange_declare(
+        auto.as_str().into(),
+        ExchangeKind::Direct,
+        opts,
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
+    ch.queue_declare(q.as_str().into(), Default::default(), FieldTable::default())
+        .await
+        .unwrap();
+    ch.queue_bind(
+        q.as_str().into(),
+        auto.as_str().into(),
+        "k".into(),
+        Default::default(),
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
+    ch.queue_unbind(
+        q.as_str().into(),
+        auto.as_str().into(),
+        "k".into(),
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
+    let passive = ExchangeDeclareOptions {
+        passive: true,
+        ..Default::default()
+    };
+    let gone = ch
+        .exchange_declare(
+            auto.as_str().into(),
+            ExchangeKind::Direct,
+            passive,
+            FieldTable::default(),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(
+        reply_code(&gone),
+        Some(404),
+        "the auto-delete exchange went with its last binding"
+    );
+}
