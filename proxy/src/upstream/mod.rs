@@ -23,6 +23,26 @@ pub struct OutboundMessage {
     pub properties: Vec<(&'static str, String)>,
 }
 
+/// One stored message, as read back from a queue's topic.
+#[derive(Debug, Clone)]
+pub struct InboundMessage {
+    pub queue_id: i32,
+    /// Position in its message queue.
+    pub offset: i64,
+    pub body: Bytes,
+    /// User properties (RocketMQ's own are left out).
+    pub properties: Vec<(String, String)>,
+}
+
+impl InboundMessage {
+    pub fn property(&self, key: &str) -> Option<&str> {
+        self.properties
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum UpstreamError {
     /// RocketMQ could not be reached or did not answer in time.
@@ -53,6 +73,15 @@ pub trait Upstream: Send + Sync + 'static {
 
     /// Moves the group past every stored message; returns how many it skipped.
     fn purge<'a>(&'a self, topic: &'a str, group: &'a str) -> UpstreamFuture<'a, u64>;
+
+    /// Up to `max` messages from the group's read position on the topic,
+    /// without moving it.
+    fn peek<'a>(
+        &'a self,
+        topic: &'a str,
+        group: &'a str,
+        max: u32,
+    ) -> UpstreamFuture<'a, Vec<InboundMessage>>;
 
     /// The largest message body the store accepts.
     fn max_message_size(&self) -> u64;

@@ -4,7 +4,7 @@
 
 use dashmap::DashMap;
 
-use super::{OutboundMessage, Upstream, UpstreamFuture};
+use super::{InboundMessage, OutboundMessage, Upstream, UpstreamFuture};
 
 #[derive(Debug, Default)]
 pub struct NullUpstream {
@@ -39,6 +39,16 @@ impl Upstream for NullUpstream {
             .map(|mut n| std::mem::take(&mut *n))
             .unwrap_or(0);
         Box::pin(std::future::ready(Ok(n)))
+    }
+
+    fn peek<'a>(
+        &'a self,
+        _topic: &'a str,
+        _group: &'a str,
+        _max: u32,
+    ) -> UpstreamFuture<'a, Vec<InboundMessage>> {
+        // Nothing is stored: there is nothing to read back.
+        Box::pin(std::future::ready(Ok(Vec::new())))
     }
 
     fn max_message_size(&self) -> u64 {

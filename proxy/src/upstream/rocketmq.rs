@@ -4,6 +4,10 @@
 //! own future, so a channel keeps many in flight. Queue storage is one topic
 //! per AMQP queue (see docs/architecture.md for why), read through one
 //! consumer group whose committed offsets are the queue's read position.
+//!
+//! Classic pull is deprecated in favour of the lite pull consumer, which has no
+//! stateless "read N from offset X"; `peek` needs exactly that.
+#![allow(deprecated)]
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -12,7 +16,7 @@ use std::time::Duration;
 use cheetah_string::CheetahString;
 use rocketmq_client_rust::{
     ClientRuntime, ClientRuntimeConfig, ConsumerAdmin, DefaultMQAdminExt, DefaultMQProducer,
-    OffsetAdmin, RouteAdmin, SendStatus, TopicAdmin,
+    DefaultMQPullConsumer, OffsetAdmin, RouteAdmin, SendStatus, TopicAdmin,
 };
 use rocketmq_model::common::message::message_queue::MessageQueue;
 use rocketmq_model::common::message::message_single::Message;
@@ -20,7 +24,7 @@ use rocketmq_model::common::message::MessageTrait;
 use rocketmq_runtime::{RuntimeConfig, RuntimeOwner};
 use tokio::sync::{Mutex, Semaphore};
 
-use super::{OutboundMessage, Upstream, UpstreamError, UpstreamFuture};
+use super::{InboundMessage, OutboundMessage, Upstream, UpstreamError, UpstreamFuture};
 
 /// How to reach RocketMQ and how to lay queues out on it.
 #[derive(Debug, Clone)]
@@ -38,6 +42,8 @@ pub struct RocketMqSettings {
 pub struct RocketMq {
     settings: RocketMqSettings,
     producer: DefaultMQProducer,
+    /// Reads by explicit offset; its own group's offsets are never used.
+    reader: DefaultMQPullConsumer,
     admin: DefaultMQAdminExt,
     /// Serialises topology changes so two declares do not race on the broker.
     admin_lock: Mutex<()>,
@@ -96,6 +102,16 @@ impl RocketMq {
             .await
             .map_err(|e| unavailable("producer start", e))?;
 
+        let reader = DefaultMQPullConsumer::builder(client.clone())
+            .consumer_group(format!("{}-reader", settings.producer_group))
+            .name_server_addr(settings.name_server.clone())
+            .build()
+            .map_err(|e| unavailable("pull consumer", e))?;
+        reader
+            .start()
+            .await
+            .map_err(|e| unavailable("pull consumer start", e))?;
+
         let mut admin = DefaultMQAdminExt::new(client.clone());
         admin.set_namesrv_addr(settings.name_server.as_str());
         admin
@@ -106,6 +122,7 @@ impl RocketMq {
         Ok(RocketMq {
             settings,
             producer,
+            reader,
             admin,
             admin_lock: Mutex::new(()),
             send_permits,
@@ -314,6 +331,52 @@ impl Upstream for RocketMq {
                     .map_err(|e| unavailable("update offset", e))?;
             }
             Ok(before)
+        })
+    }
+
+    fn peek<'a>(
+        &'a self,
+        topic: &'a str,
+        group: &'a str,
+        max: u32,
+    ) -> UpstreamFuture<'a, Vec<InboundMessage>> {
+        Box::pin(async move {
+            let mut out = Vec::new();
+            for (addr, mq) in self.queues_of(topic).await? {
+                if out.len() >= max as usize {
+                    break;
+                }
+                let stats = self
+                    .admin
+                    .examine_consume_stats(group.into(), Some(topic.into()), None, Some(addr), None)
+                    .await
+                    .map_err(|e| unavailable("consume stats", e))?;
+                let from = stats
+                    .offset_table
+                    .get(&mq)
+                    .map_or(0, |w| w.get_consumer_offset().max(0));
+                let wanted = (max as usize - out.len()).min(i32::MAX as usize) as i32;
+                let pulled = self
+                    .reader
+                    .pull(&mq, "*", from, wanted)
+                    .await
+                    .map_err(|e| unavailable("pull", e))?;
+                for m in pulled.msg_found_list().unwrap_or_default() {
+                    let properties = m
+                        .properties()
+                        .iter()
+                        .filter(|(k, _)| k.starts_with("AMQP_"))
+                        .map(|(k, v)| (k.to_string(), v.to_string()))
+                        .collect();
+                    out.push(InboundMessage {
+                        queue_id: m.queue_id(),
+                        offset: m.queue_offset(),
+                        body: m.body().unwrap_or_default(),
+                        properties,
+                    });
+                }
+            }
+            Ok(out)
         })
     }
 

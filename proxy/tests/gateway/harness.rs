@@ -5,7 +5,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::Command;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use lapin::{Connection, ConnectionProperties};
 use proxy::{Config, Gateway};
@@ -58,6 +58,7 @@ pub fn rocketmq() -> &'static str {
 
 pub struct TestGateway {
     pub addr: SocketAddr,
+    pub gateway: Arc<Gateway>,
     task: tokio::task::JoinHandle<()>,
     _dir: tempfile::TempDir,
 }
@@ -90,6 +91,7 @@ impl TestGateway {
             .expect("bind");
         TestGateway {
             addr,
+            gateway,
             task,
             _dir: dir,
         }
