@@ -285,3 +285,81 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod robustness {
+    use super::content::ContentAssembler;
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Feeds bytes to the decoder and content assembler like a connection
+    /// does; any outcome but a panic is acceptable.
+    fn feed(bytes: &[u8], split: usize) {
+        let decoder = FrameDecoder { frame_max: 4096 };
+        let mut assembler = ContentAssembler::default();
+        let mut buf = BytesMut::new();
+        for chunk in [
+            &bytes[..split.min(bytes.len())],
+            &bytes[split.min(bytes.len())..],
+        ] {
+            buf.extend_from_slice(chunk);
+            loop {
+                match decoder.decode(&mut buf) {
+                    Ok(Some(Frame::Method(
+                        _,
+                        AMQPClass::Basic(amq_protocol::protocol::basic::AMQPMethod::Publish(p)),
+                    ))) => assembler.start(p),
+                    Ok(Some(Frame::Header(ch, h))) => {
+                        let _ = assembler.header(ch, h, 1 << 20);
+                    }
+                    Ok(Some(Frame::Body(_, b))) => {
+                        let _ = assembler.body(b);
+                    }
+                    Ok(Some(_)) => {}
+                    Ok(None) | Err(_) => break,
+                }
+            }
+        }
+    }
+
+    fn valid_frames() -> Vec<u8> {
+        let mut e = FrameEncoder::default();
+        e.method(
+            1,
+            AMQPClass::Basic(amq_protocol::protocol::basic::AMQPMethod::Publish(
+                amq_protocol::protocol::basic::Publish {
+                    exchange: "ex".into(),
+                    routing_key: "k".into(),
+                    mandatory: true,
+                    immediate: false,
+                },
+            )),
+        );
+        let header = AMQPContentHeader {
+            class_id: 60,
+            body_size: 5,
+            properties: Default::default(),
+        };
+        e.content(1, header, b"hello", 4096);
+        e.pending().to_vec()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512), split in 0usize..512) {
+            feed(&bytes, split);
+        }
+
+        #[test]
+        fn mutated_valid_frames_never_panic(flips in proptest::collection::vec((0usize..64, any::<u8>()), 1..6), split in 0usize..64) {
+            let mut bytes = valid_frames();
+            for (at, value) in flips {
+                let i = at % bytes.len();
+                bytes[i] = value;
+            }
+            feed(&bytes, split);
+        }
+    }
+}
