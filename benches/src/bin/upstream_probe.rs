@@ -24,6 +24,9 @@ struct Args {
     window: usize,
     #[arg(long, default_value_t = 1024)]
     size: usize,
+    /// Message queues per topic.
+    #[arg(long, default_value_t = 1)]
+    queues_per_topic: i32,
     /// Topics to spread the messages over.
     #[arg(long, default_value_t = 1)]
     topics: usize,
@@ -35,14 +38,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let upstream = RocketMq::connect(RocketMqSettings {
         name_server: args.name_server.clone(),
         producer_group: "upstream-probe".into(),
-        queues_per_topic: 1,
+        queues_per_topic: args.queues_per_topic,
         send_timeout: Duration::from_secs(3),
         max_message_size: 4 << 20,
         max_in_flight: args.window,
     })
     .await?;
     let topics: Vec<String> = (0..args.topics)
-        .map(|i| format!("bench_upstream_probe_{i}"))
+        .map(|i| format!("bench_upstream_probe_q{}_{i}", args.queues_per_topic))
         .collect();
     for topic in &topics {
         upstream
