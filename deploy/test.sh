@@ -15,6 +15,10 @@ cleanup() {
   env "${smoke_env[@]}" "$root/deploy/down.sh" >/dev/null 2>&1 || true
 }
 trap cleanup EXIT
+# Start from empty RocketMQ data: a store left by a killed run would make the
+# broker start in recovery mode and the run depend on what happened before.
+cleanup
+rm -rf "$CARGO_TARGET_DIR"/debug/test-rocketmq-* "$CARGO_TARGET_DIR/smoke-stack"
 
 echo "== building"
 "$root/deploy/rocketmq/build.sh" >/dev/null
@@ -23,7 +27,6 @@ echo "== cargo test"
 cargo test --locked
 
 echo "== smoke job on its own stack"
-rm -rf "$CARGO_TARGET_DIR/smoke-stack"
 env "${smoke_env[@]}" SMOKE_MESSAGES=0 "$root/deploy/up.sh"
 python=$("$root/deploy/python-env.sh")
 AMQP_URL="amqp://guest:guest@127.0.0.1:25672/%2F" "$python" "$root/conformance/smoke/topic_counts.py"
