@@ -5,7 +5,7 @@ root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 data="${AMQP_GW_DATA:-$root/data}"
 if [ -f "$data/gateway.pid" ]; then
   pid=$(cat "$data/gateway.pid")
-  if kill -0 "$pid" 2>/dev/null; then
+  if kill -0 "$pid" 2>/dev/null && ps -p "$pid" -o comm= | grep -q "^amqp-gateway"; then
     kill -TERM "$pid"
     for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
     kill -0 "$pid" 2>/dev/null && kill -KILL "$pid"
