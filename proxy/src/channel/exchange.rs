@@ -210,8 +210,6 @@ pub async fn handle_exchange_delete(
     )
 }
 
-/// Both exchanges exist, neither is the default one, and the user may read
-/// the source and write the destination.
 pub async fn handle_exchange_bind(
     ch: &mut Channel,
     s: &mut Session<'_>,
@@ -260,6 +258,8 @@ pub async fn handle_exchange_unbind(
     )
 }
 
+/// Both exchanges exist, neither is the default one, and the user may read
+/// the source and write the destination.
 fn check_endpoints(s: &Session<'_>, b: &meta::Binding, method: u16) -> Result<(), ProtocolError> {
     if b.source.is_empty() || b.destination.is_empty() {
         return Err(s.channel_error(
