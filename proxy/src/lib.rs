@@ -99,13 +99,46 @@ impl Gateway {
         };
         let instance_id = format!("{:016x}", rand::random::<u64>());
         tracing::info!(revision = snapshot.revision, vhosts = snapshot.vhosts.len(), queues = snapshot.queues.len(), %instance_id, "Gateway started.");
-        Ok(Arc::new(Gateway {
+        let gateway = Arc::new(Gateway {
             config,
             topology,
             store,
             upstream,
             instance_id,
-        }))
+        });
+        gateway.delete_orphaned_exclusive_queues(&snapshot).await;
+        Ok(gateway)
+    }
+
+    /// Exclusive queues whose connection is gone are deleted, as RabbitMQ
+    /// deletes them with their connection. With the embedded store this
+    /// gateway is the only one, so every exclusive queue found at start
+    /// belonged to a connection of a previous run (a crash or kill -9).
+    /// Several gateways on one store will need owner liveness instead.
+    async fn delete_orphaned_exclusive_queues(&self, snapshot: &meta::Snapshot) {
+        for q in snapshot
+            .queues
+            .iter()
+            .filter(|q| q.exclusive_owner.is_some())
+        {
+            let Some(vhost) = self.topology.vhost(&q.vhost) else {
+                continue;
+            };
+            let stored = self.store.delete_queue(&q.vhost, &q.name).await;
+            let upstream = self.upstream.delete_queue(&q.topic, &q.group).await;
+            let mut topology = vhost.write();
+            topology.queues.remove(&q.name);
+            topology.remove_bindings_to(&mapping::routing::Destination::Queue(q.name.clone()));
+            match (stored, upstream) {
+                (Ok(()), Ok(())) => {
+                    tracing::info!(vhost = %q.vhost, queue = %q.name, "Exclusive queue of a previous run deleted.")
+                }
+                (stored, upstream) => tracing::error!(
+                    vhost = %q.vhost, queue = %q.name, store = ?stored.err(), rocketmq = ?upstream.err(),
+                    "Exclusive queue of a previous run could not be fully deleted."
+                ),
+            }
+        }
     }
 
     /// The largest body accepted: the configured limit, within RocketMQ's.

@@ -547,3 +547,53 @@ async fn internal_exchanges_refuse_publishes_and_auto_delete_ones_go_with_their_
         "the auto-delete exchange went with its last binding"
     );
 }
+
+/// A gateway killed with exclusive queues open: the next start on the same
+/// store deletes them, as RabbitMQ deletes them with their connection.
+#[tokio::test]
+async fn exclusive_queues_of_a_killed_gateway_are_deleted_on_the_next_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite:{}", dir.path().join("meta.db").display());
+    let (ex_q, durable_q) = (unique("excl"), unique("kept"));
+    let first = TestGateway::start_with(|c| c.meta_url = url.clone()).await;
+    let conn = first.connect().await;
+    let ch = conn.create_channel().await.unwrap();
+    ch.queue_declare(
+        ex_q.as_str().into(),
+        QueueDeclareOptions {
+            exclusive: true,
+            ..Default::default()
+        },
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
+    ch.queue_declare(
+        durable_q.as_str().into(),
+        QueueDeclareOptions {
+            durable: true,
+            ..Default::default()
+        },
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
+    // No clean close: the first gateway's connection never ends.
+    std::mem::forget(conn);
+    let second = TestGateway::start_with(|c| c.meta_url = url.clone()).await;
+    let conn = second.connect().await;
+    let passive = QueueDeclareOptions {
+        passive: true,
+        ..Default::default()
+    };
+    let ch = conn.create_channel().await.unwrap();
+    let gone = ch
+        .queue_declare(ex_q.as_str().into(), passive, FieldTable::default())
+        .await
+        .unwrap_err();
+    assert_eq!(reply_code(&gone), Some(404));
+    let ch = conn.create_channel().await.unwrap();
+    ch.queue_declare(durable_q.as_str().into(), passive, FieldTable::default())
+        .await
+        .expect("non-exclusive queues stay");
+}
