@@ -6,6 +6,7 @@
 //! once and stores nothing: it exists only to measure the gateway's own
 //! ceiling in benches/ and is never a default.
 
+pub mod batch;
 pub mod null;
 pub mod rocketmq;
 

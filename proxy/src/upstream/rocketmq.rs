@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cheetah_string::CheetahString;
+use dashmap::DashMap;
 use rocketmq_client_rust::{
     ClientRuntime, ClientRuntimeConfig, ConsumerAdmin, DefaultMQAdminExt, DefaultMQProducer,
     DefaultMQPullConsumer, OffsetAdmin, RouteAdmin, SendStatus, TopicAdmin,
@@ -22,8 +23,9 @@ use rocketmq_model::common::message::message_queue::MessageQueue;
 use rocketmq_model::common::message::message_single::Message;
 use rocketmq_model::common::message::MessageTrait;
 use rocketmq_runtime::{RuntimeConfig, RuntimeOwner};
-use tokio::sync::{Mutex, Semaphore};
+use tokio::sync::{oneshot, Mutex, Semaphore};
 
+use super::batch::{Lane, Limits};
 use super::{InboundMessage, OutboundMessage, Upstream, UpstreamError, UpstreamFuture};
 
 /// How to reach RocketMQ and how to lay queues out on it.
@@ -49,6 +51,8 @@ pub struct RocketMq {
     admin_lock: Mutex<()>,
     /// Sends in flight to RocketMQ from this gateway, all connections together.
     send_permits: Arc<Semaphore>,
+    /// One send lane per queue topic (see `batch`).
+    lanes: DashMap<String, Arc<Lane<Message>>>,
     // Owns the client's background tasks; dropped last.
     _client: Arc<ClientRuntime>,
     _owner: RuntimeOwner,
@@ -59,6 +63,73 @@ impl std::fmt::Debug for RocketMq {
         f.debug_struct("RocketMq")
             .field("settings", &self.settings)
             .finish_non_exhaustive()
+    }
+}
+
+/// A batch request carries at most this much (the broker takes 4 MiB or more).
+const BATCH_LIMITS: Limits = Limits {
+    messages: 256,
+    bytes: 1024 * 1024,
+};
+
+fn to_message(message: OutboundMessage) -> Message {
+    let mut msg = Message::builder()
+        .topic(message.topic.as_str())
+        .body(message.body)
+        .build_unchecked();
+    for (key, value) in message.properties {
+        if !value.is_empty() {
+            msg.put_property(
+                CheetahString::from_static_str(key),
+                CheetahString::from(value),
+            );
+        }
+    }
+    msg
+}
+
+/// Stores one batch (a single message goes as a plain send), retrying the
+/// client's admission refusals within the send timeout.
+async fn store(
+    producer: DefaultMQProducer,
+    permits: Arc<Semaphore>,
+    batch: Vec<Message>,
+    timeout: Duration,
+) -> Result<(), UpstreamError> {
+    // Bounded here, so that a burst waits in the gateway (where backpressure
+    // sees it) instead of being refused by the client.
+    let _permit = permits
+        .acquire_owned()
+        .await
+        .map_err(|_| unavailable("send", "upstream closed"))?;
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut backoff = Duration::from_millis(1);
+    loop {
+        let result = match batch.as_slice() {
+            [one] => producer.send(one.clone()).await,
+            many => producer.send_batch(many.to_vec()).await.map(Some),
+        };
+        match result {
+            Ok(Some(result)) if result.send_status == SendStatus::SendOk => return Ok(()),
+            Ok(Some(result)) => {
+                return Err(UpstreamError::Refused(format!(
+                    "send status {:?}",
+                    result.send_status
+                )))
+            }
+            Ok(None) => return Err(UpstreamError::Refused("send returned no result".into())),
+            // The client refused to queue the request: nothing was sent, so
+            // trying again cannot store a message twice.
+            Err(e)
+                if is_admission_refusal(&e) && tokio::time::Instant::now() + backoff < deadline =>
+            {
+                metrics::counter!(crate::metrics::UPSTREAM_ADMISSION_RETRIES).increment(1);
+                tracing::debug!(error = %e, ?backoff, "RocketMQ client refused to queue a send; retrying.");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_millis(50));
+            }
+            Err(e) => return Err(unavailable("send", e)),
+        }
     }
 }
 
@@ -126,6 +197,7 @@ impl RocketMq {
             admin,
             admin_lock: Mutex::new(()),
             send_permits,
+            lanes: DashMap::new(),
             _client: client,
             _owner: owner,
         })
@@ -188,55 +260,28 @@ impl RocketMq {
 
 impl Upstream for RocketMq {
     fn send(&self, message: OutboundMessage) -> UpstreamFuture<'static, ()> {
-        let producer = self.producer.clone();
-        let permits = self.send_permits.clone();
-        let deadline = tokio::time::Instant::now() + self.settings.send_timeout;
+        let size = message.body.len()
+            + message
+                .properties
+                .iter()
+                .map(|(k, v)| k.len() + v.len() + 2)
+                .sum::<usize>();
+        let lane = self.lanes.entry(message.topic.clone()).or_default().clone();
+        let (answer, answered) = oneshot::channel();
+        if lane.push(to_message(message), size, answer) {
+            let (producer, permits, timeout) = (
+                self.producer.clone(),
+                self.send_permits.clone(),
+                self.settings.send_timeout,
+            );
+            tokio::spawn(lane.drain(BATCH_LIMITS, move |batch| {
+                store(producer.clone(), permits.clone(), batch, timeout)
+            }));
+        }
         Box::pin(async move {
-            // Bounded here, so that a burst waits in the gateway's pipeline
-            // (where backpressure sees it) instead of being refused by the client.
-            let _permit = permits
-                .acquire_owned()
+            answered
                 .await
-                .map_err(|_| unavailable("send", "upstream closed"))?;
-            let mut backoff = Duration::from_millis(1);
-            loop {
-                let mut msg = Message::builder()
-                    .topic(message.topic.as_str())
-                    .body(message.body.clone())
-                    .build_unchecked();
-                for (key, value) in &message.properties {
-                    if !value.is_empty() {
-                        msg.put_property(
-                            CheetahString::from_static_str(key),
-                            CheetahString::from(value.as_str()),
-                        );
-                    }
-                }
-                match producer.send(msg).await {
-                    Ok(Some(result)) if result.send_status == SendStatus::SendOk => return Ok(()),
-                    Ok(Some(result)) => {
-                        return Err(UpstreamError::Refused(format!(
-                            "send status {:?}",
-                            result.send_status
-                        )))
-                    }
-                    Ok(None) => {
-                        return Err(UpstreamError::Refused("send returned no result".into()))
-                    }
-                    // The client refused to queue the request: nothing was sent,
-                    // so trying again cannot store the message twice.
-                    Err(e)
-                        if is_admission_refusal(&e)
-                            && tokio::time::Instant::now() + backoff < deadline =>
-                    {
-                        metrics::counter!(crate::metrics::UPSTREAM_ADMISSION_RETRIES).increment(1);
-                        tracing::debug!(error = %e, ?backoff, "RocketMQ client refused to queue a send; retrying.");
-                        tokio::time::sleep(backoff).await;
-                        backoff = (backoff * 2).min(Duration::from_millis(50));
-                    }
-                    Err(e) => return Err(unavailable("send", e)),
-                }
-            }
+                .unwrap_or_else(|_| Err(unavailable("send", "the send lane stopped")))
         })
     }
 
@@ -266,6 +311,7 @@ impl Upstream for RocketMq {
     }
 
     fn delete_queue<'a>(&'a self, topic: &'a str, group: &'a str) -> UpstreamFuture<'a, ()> {
+        self.lanes.remove(topic);
         Box::pin(async move {
             let _guard = self.admin_lock.lock().await;
             for addr in self.broker_addresses().await? {

@@ -690,3 +690,76 @@ async fn properties_and_headers_round_trip_through_rocketmq_exactly() {
         props
     );
 }
+
+/// Pipelined publishes leave in batch requests; each message keeps its own
+/// properties and the queue keeps publish order.
+#[tokio::test]
+async fn pipelined_publishes_are_stored_in_order_with_their_own_properties() {
+    let gw = TestGateway::start().await;
+    let conn = gw.connect().await;
+    let ch = conn.create_channel().await.unwrap();
+    ch.confirm_select(ConfirmSelectOptions::default())
+        .await
+        .unwrap();
+    let q = unique("order");
+    declare(&ch, &q).await;
+    let count = 30u32;
+    let mut pending = Vec::new();
+    for i in 0..count {
+        let mut h = FieldTable::default();
+        h.insert("seq".into(), AMQPValue::LongUInt(i));
+        let props = BasicProperties::default()
+            .with_message_id(format!("m-{i}").into())
+            .with_headers(h);
+        let body = format!("body-{i}");
+        pending.push(
+            ch.basic_publish(
+                "".into(),
+                q.as_str().into(),
+                Default::default(),
+                body.as_bytes(),
+                props,
+            )
+            .await
+            .unwrap(),
+        );
+    }
+    for p in pending {
+        assert!(p.await.unwrap().is_ack());
+    }
+    let vhost = gw.gateway.topology.vhost("/").unwrap();
+    let (topic, group) = (vhost.queue_topic(&q), vhost.queue_group(&q));
+    let mut stored = Vec::new();
+    for _ in 0..40 {
+        stored = gw
+            .gateway
+            .upstream
+            .peek(&topic, &group, count)
+            .await
+            .unwrap();
+        if stored.len() == count as usize {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(stored.len(), count as usize);
+    for (i, m) in stored.iter().enumerate() {
+        let props = proxy::mapping::properties::rocketmq_to_properties(
+            m.property(proxy::mapping::properties::PROPERTIES),
+        )
+        .unwrap();
+        assert_eq!(m.offset, i as i64, "queue order is publish order");
+        assert_eq!(&m.body[..], format!("body-{i}").as_bytes());
+        assert_eq!(
+            props.message_id().as_ref().map(|s| s.as_str().to_owned()),
+            Some(format!("m-{i}"))
+        );
+        assert_eq!(
+            props
+                .headers()
+                .as_ref()
+                .and_then(|h| h.inner().get("seq").cloned()),
+            Some(AMQPValue::LongUInt(i as u32))
+        );
+    }
+}
