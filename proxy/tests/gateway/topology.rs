@@ -477,6 +477,10 @@ async fn internal_exchanges_refuse_publishes_and_auto_delete_ones_go_with_their_
     )
     .await
     .unwrap();
+    // In confirm mode the channel's close reaches the publish's confirm.
+    ch.confirm_select(ConfirmSelectOptions::default())
+        .await
+        .unwrap();
     let refused = match ch
         .basic_publish(
             internal.as_str().into(),
@@ -488,10 +492,7 @@ async fn internal_exchanges_refuse_publishes_and_auto_delete_ones_go_with_their_
         .await
     {
         Err(e) => e,
-        Ok(_) => ch
-            .queue_declare("".into(), Default::default(), FieldTable::default())
-            .await
-            .unwrap_err(),
+        Ok(confirm) => confirm.await.unwrap_err(),
     };
     assert_eq!(reply_code(&refused), Some(403));
 
