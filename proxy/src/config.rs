@@ -33,8 +33,8 @@ pub struct Config {
     /// Publishes a connection may have in flight to RocketMQ; the gateway
     /// stops reading the socket when they are all taken (backpressure).
     pub max_in_flight: usize,
-    /// Sends in flight to RocketMQ from the whole gateway; beyond it sends
-    /// wait in the connections' pipelines.
+    /// Send requests (each one message or one batch for one queue) in flight
+    /// to RocketMQ from the whole gateway; beyond it they wait their turn.
     pub upstream_max_in_flight: usize,
     /// How long the pipeline may stay full before clients that support it
     /// are sent connection.blocked, in milliseconds.
