@@ -79,6 +79,7 @@ impl DestinationKind {
     }
 }
 
+/// Two bindings are the same binding when all fields are equal (as in RabbitMQ).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Binding {
     pub vhost: String,
@@ -87,13 +88,6 @@ pub struct Binding {
     pub destination_kind: DestinationKind,
     pub routing_key: String,
     pub arguments: Vec<u8>,
-}
-
-impl Binding {
-    /// Two bindings are the same binding when all of these are equal (as in RabbitMQ).
-    pub fn same_as(&self, other: &Binding) -> bool {
-        self == other
-    }
 }
 
 /// Everything the store holds, read at once.

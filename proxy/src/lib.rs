@@ -124,18 +124,13 @@ impl Gateway {
             let Some(vhost) = self.topology.vhost(&q.vhost) else {
                 continue;
             };
-            let stored = self.store.delete_queue(&q.vhost, &q.name).await;
-            let upstream = self.upstream.delete_queue(&q.topic, &q.group).await;
-            let mut topology = vhost.write();
-            topology.queues.remove(&q.name);
-            topology.remove_bindings_to(&mapping::routing::Destination::Queue(q.name.clone()));
-            match (stored, upstream) {
-                (Ok(()), Ok(())) => {
+            match channel::queue::delete_queue(self, &vhost, q).await {
+                Ok(()) => {
                     tracing::info!(vhost = %q.vhost, queue = %q.name, "Exclusive queue of a previous run deleted.")
                 }
-                (stored, upstream) => tracing::error!(
-                    vhost = %q.vhost, queue = %q.name, store = ?stored.err(), rocketmq = ?upstream.err(),
-                    "Exclusive queue of a previous run could not be fully deleted."
+                Err(error) => tracing::error!(
+                    vhost = %q.vhost, queue = %q.name, %error,
+                    "Exclusive queue of a previous run could not be deleted."
                 ),
             }
         }

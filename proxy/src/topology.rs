@@ -70,7 +70,7 @@ impl VhostTopology {
         let to = self.exchanges.values().any(|e| {
             e.bindings
                 .iter()
-                .any(|b| b.destination == Destination::Exchange(name.to_owned()))
+                .any(|b| matches!(&b.destination, Destination::Exchange(d) if d == name))
         });
         from || to
     }

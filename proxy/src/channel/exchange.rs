@@ -8,7 +8,8 @@ use amq_protocol::types::FieldTable;
 use super::{binding, Channel, Session};
 use crate::error::{meta_failure, ConnectionException, HardCode, ProtocolError, SoftCode};
 use crate::mapping::routing::ExchangeKind;
-use crate::topology::{encode_arguments, exchange_state, Access};
+use crate::topology::{encode_arguments, exchange_state, Access, Vhost};
+use crate::Gateway;
 
 const CLASS: u16 = 40;
 
@@ -302,10 +303,10 @@ fn reply(
 /// Deletes the auto-delete exchanges among `sources` that have no binding
 /// left (RabbitMQ deletes one when its last binding goes).
 pub async fn delete_unused_auto_delete(
-    s: &mut Session<'_>,
+    gateway: &Gateway,
+    vhost: &Vhost,
     sources: &[String],
 ) -> Result<(), ProtocolError> {
-    let vhost = s.vhost.clone();
     for source in sources {
         let unused = vhost
             .read()
@@ -315,7 +316,7 @@ pub async fn delete_unused_auto_delete(
         if !unused {
             continue;
         }
-        s.gateway
+        gateway
             .store
             .delete_exchange(&vhost.name, source)
             .await

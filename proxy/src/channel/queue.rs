@@ -13,7 +13,8 @@ use crate::error::{
     meta_failure, upstream_failure, ConnectionException, HardCode, ProtocolError, SoftCode,
 };
 use crate::mapping::routing::Destination;
-use crate::topology::{encode_arguments, Access, QueueState};
+use crate::topology::{encode_arguments, Access, QueueState, Vhost};
+use crate::Gateway;
 
 const CLASS: u16 = 50;
 
@@ -378,7 +379,7 @@ pub async fn handle_queue_delete(
     }
     // if_unused: no consumer can exist before basic.consume is served.
     let _changes = vhost.changes.lock().await;
-    delete_queue(s, &state).await?;
+    delete_queue(s.gateway, &vhost, &state.record).await?;
     reply(
         ch,
         s,
@@ -390,11 +391,14 @@ pub async fn handle_queue_delete(
 }
 
 /// Removes a queue from RocketMQ, the store and the routing table, then any
-/// auto-delete exchange left without bindings. The caller holds `changes`.
-pub async fn delete_queue(s: &mut Session<'_>, state: &QueueState) -> Result<(), ProtocolError> {
-    let vhost = s.vhost.clone();
-    let record = &state.record;
-    s.gateway
+/// auto-delete exchange left without bindings. The caller holds `changes`
+/// (or, at start, is the only one changing anything).
+pub async fn delete_queue(
+    gateway: &Gateway,
+    vhost: &Vhost,
+    record: &meta::Queue,
+) -> Result<(), ProtocolError> {
+    gateway
         .store
         .delete_queue(&vhost.name, &record.name)
         .await
@@ -412,13 +416,13 @@ pub async fn delete_queue(s: &mut Session<'_>, state: &QueueState) -> Result<(),
         topology.remove_bindings_to(&destination);
         sources
     };
-    s.gateway
+    gateway
         .upstream
         .delete_queue(&record.topic, &record.group)
         .await
         .map_err(|e| upstream_failure("queue.delete", &e))?;
     tracing::info!(vhost = %vhost.name, queue = %record.name, "Queue deleted.");
-    delete_unused_auto_delete(s, &sources).await
+    delete_unused_auto_delete(gateway, vhost, &sources).await
 }
 
 fn reply(

@@ -665,33 +665,23 @@ impl Connection {
     }
 
     async fn delete_exclusive_queues(&mut self, opened: &Opened) {
-        let owned: Vec<_> = opened
+        let owned: Vec<meta::Queue> = opened
             .vhost
             .read()
             .queues
             .values()
             .filter(|q| q.record.exclusive_owner.as_deref() == Some(self.name.as_str()))
-            .cloned()
+            .map(|q| q.record.clone())
             .collect();
         if owned.is_empty() {
             return;
         }
-        let mut out = FrameEncoder::default();
-        let mut pipeline = Pipeline::new();
-        let mut session = Session {
-            gateway: &self.gateway,
-            vhost: &opened.vhost,
-            user: &self.user,
-            permission: &opened.permission,
-            connection_name: &self.name,
-            out: &mut out,
-            frame_max: self.tuning.frame_max,
-            pipeline: &mut pipeline,
-        };
         let _changes = opened.vhost.changes.lock().await;
         for queue in owned {
-            if let Err(error) = channel::queue::delete_queue(&mut session, &queue).await {
-                tracing::error!(queue = %queue.record.name, %error, "Exclusive queue of a closed connection could not be deleted.");
+            if let Err(error) =
+                channel::queue::delete_queue(&self.gateway, &opened.vhost, &queue).await
+            {
+                tracing::error!(queue = %queue.name, %error, "Exclusive queue of a closed connection could not be deleted.");
             }
         }
     }

@@ -266,7 +266,11 @@ impl Upstream for RocketMq {
                 .iter()
                 .map(|(k, v)| k.len() + v.len() + 2)
                 .sum::<usize>();
-        let lane = self.lanes.entry(message.topic.clone()).or_default().clone();
+        // The topic is cloned only for a queue's first message, not per message.
+        let lane = match self.lanes.get(&message.topic) {
+            Some(lane) => lane.clone(),
+            None => self.lanes.entry(message.topic.clone()).or_default().clone(),
+        };
         let (answer, answered) = oneshot::channel();
         if lane.push(to_message(message), size, answer) {
             let (producer, permits, timeout) = (
