@@ -30,6 +30,7 @@ pub mod channel;
 pub mod codec;
 pub mod config;
 pub mod connection;
+pub mod delivery;
 pub mod error;
 pub mod mapping;
 pub mod metrics;
@@ -50,6 +51,8 @@ pub struct Gateway {
     pub topology: Topology,
     pub store: meta::Store,
     pub upstream: Arc<dyn Upstream>,
+    /// The queues consumed through this gateway (delivery/).
+    pub feeds: delivery::Feeds,
     /// Distinguishes this process's connections from other gateways'.
     pub instance_id: String,
 }
@@ -104,6 +107,7 @@ impl Gateway {
             topology,
             store,
             upstream,
+            feeds: delivery::Feeds::default(),
             instance_id,
         });
         gateway.delete_orphaned_exclusive_queues(&snapshot).await;

@@ -1,4 +1,4 @@
-//! basic.publish (with mandatory returns and confirms) and basic.qos.
+//! basic.publish, with mandatory returns and confirms.
 //!
 //! The publish path: the method opens content assembly; once the body is
 //! complete, the bindings are evaluated (routing is decided now, as in
@@ -165,17 +165,4 @@ fn destinations(
         .iter()
         .filter_map(|q| topology.queues.get(q).map(|q| q.record.topic.clone()))
         .collect()
-}
-
-pub fn handle_basic_qos(
-    ch: &mut Channel,
-    s: &mut Session<'_>,
-    m: basic::Qos,
-) -> Result<(), ProtocolError> {
-    ch.prefetch_count = m.prefetch_count;
-    s.out.method(
-        ch.id,
-        AMQPClass::Basic(basic::AMQPMethod::QosOk(basic::QosOk {})),
-    );
-    Ok(())
 }

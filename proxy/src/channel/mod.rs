@@ -8,6 +8,7 @@
 pub mod basic;
 pub mod binding;
 pub mod confirm;
+pub mod consume;
 pub mod exchange;
 pub mod queue;
 
@@ -53,6 +54,8 @@ pub struct Session<'a> {
     pub out: &'a mut FrameEncoder,
     pub frame_max: usize,
     pub pipeline: &'a mut Pipeline,
+    /// Where this connection's feeds send deliveries.
+    pub sink: &'a crate::delivery::ConnectionSink,
 }
 
 impl Session<'_> {
@@ -118,7 +121,7 @@ pub struct Channel {
     pub confirms: Option<confirm::Confirms>,
     /// channel.flow from the client: whether it accepts deliveries.
     pub flow_active: bool,
-    pub prefetch_count: u16,
+    pub consuming: consume::Consuming,
 }
 
 impl Channel {
@@ -129,7 +132,7 @@ impl Channel {
             content: ContentAssembler::default(),
             confirms: None,
             flow_active: true,
-            prefetch_count: 0,
+            consuming: consume::Consuming::default(),
         }
     }
 }
@@ -189,22 +192,16 @@ async fn dispatch(
         },
         AMQPClass::Basic(m) => match m {
             b::AMQPMethod::Publish(m) => basic::handle_basic_publish(ch, s, m),
-            b::AMQPMethod::Qos(m) => basic::handle_basic_qos(ch, s, m),
-            b::AMQPMethod::Consume(_) => Err(not_yet("basic.consume")),
-            b::AMQPMethod::Cancel(_) => Err(not_yet("basic.cancel")),
-            b::AMQPMethod::Get(_) => Err(not_yet("basic.get")),
-            b::AMQPMethod::Ack(_) | b::AMQPMethod::Nack(_) | b::AMQPMethod::Reject(_) => {
-                // No delivery has been made on this channel, so every tag is unknown.
-                Err(ProtocolError::Channel(
-                    ch.id,
-                    ChannelException::new(
-                        SoftCode::PreconditionFailed,
-                        "unknown delivery tag".to_owned(),
-                    ),
-                ))
-            }
-            b::AMQPMethod::Recover(_) | b::AMQPMethod::RecoverAsync(_) => {
-                Err(not_yet("basic.recover"))
+            b::AMQPMethod::Qos(m) => consume::handle_basic_qos(ch, s, m),
+            b::AMQPMethod::Consume(m) => consume::handle_basic_consume(ch, s, m).await,
+            b::AMQPMethod::Cancel(m) => consume::handle_basic_cancel(ch, s, m).await,
+            b::AMQPMethod::Get(m) => consume::handle_basic_get(ch, s, m).await,
+            b::AMQPMethod::Ack(m) => consume::handle_basic_ack(ch, m),
+            b::AMQPMethod::Nack(m) => consume::handle_basic_nack(ch, m),
+            b::AMQPMethod::Reject(m) => consume::handle_basic_reject(ch, m),
+            b::AMQPMethod::Recover(m) => consume::handle_basic_recover(ch, s, m.requeue, true),
+            b::AMQPMethod::RecoverAsync(m) => {
+                consume::handle_basic_recover(ch, s, m.requeue, false)
             }
             b::AMQPMethod::QosOk(_)
             | b::AMQPMethod::ConsumeOk(_)

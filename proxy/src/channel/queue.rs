@@ -107,6 +107,7 @@ pub async fn handle_queue_declare(
     };
     vhost.write().queues.insert(name.clone(), state.clone());
     tracing::info!(vhost = %vhost.name, queue = %name, topic = %state.record.topic, "Queue declared.");
+    ch.consuming.last_queue = Some(name.clone());
     if m.nowait {
         return Ok(());
     }
@@ -216,7 +217,11 @@ fn check_owner(s: &Session<'_>, state: &QueueState, method: u16) -> Result<(), P
     }
 }
 
-fn existing_queue(s: &Session<'_>, name: &str, method: u16) -> Result<QueueState, ProtocolError> {
+pub fn existing_queue(
+    s: &Session<'_>,
+    name: &str,
+    method: u16,
+) -> Result<QueueState, ProtocolError> {
     let state = s.vhost.read().queues.get(name).cloned();
     let state = state.ok_or_else(|| {
         s.channel_error(
@@ -231,33 +236,50 @@ fn existing_queue(s: &Session<'_>, name: &str, method: u16) -> Result<QueueState
 }
 
 async fn declare_ok(
-    ch: &Channel,
+    ch: &mut Channel,
     s: &mut Session<'_>,
     nowait: bool,
     state: &QueueState,
 ) -> Result<(), ProtocolError> {
+    ch.consuming.last_queue = Some(state.record.name.clone());
     if nowait {
         return Ok(());
     }
-    let count = backlog(s.gateway, state).await?;
+    let (message_count, consumer_count) = counts(s.gateway, state).await?;
     s.out.method(
         ch.id,
         AMQPClass::Queue(queue::AMQPMethod::DeclareOk(queue::DeclareOk {
             queue: state.record.name.clone().into(),
-            message_count: count,
-            consumer_count: 0,
+            message_count,
+            consumer_count,
         })),
     );
     Ok(())
 }
 
-async fn backlog(gateway: &crate::Gateway, state: &QueueState) -> Result<u32, ProtocolError> {
-    let n = gateway
-        .upstream
-        .backlog(&state.record.topic, &state.record.group)
-        .await
-        .map_err(|e| upstream_failure("message count", &e))?;
-    Ok(n.min(u64::from(u32::MAX)) as u32)
+/// Ready messages and consumers. While this gateway consumes the queue, its
+/// feed knows what is handed out; otherwise the group's backlog is the count.
+async fn counts(gateway: &crate::Gateway, state: &QueueState) -> Result<(u32, u32), ProtocolError> {
+    let (topic, group) = (&state.record.topic, &state.record.group);
+    let (ready, consumers) = match gateway.feeds.get(topic) {
+        Some(feed) => {
+            let partitions = gateway
+                .upstream
+                .partitions(topic, group)
+                .await
+                .map_err(|e| upstream_failure("message count", &e))?;
+            feed.count(partitions).await
+        }
+        None => (
+            gateway
+                .upstream
+                .backlog(topic, group)
+                .await
+                .map_err(|e| upstream_failure("message count", &e))?,
+            0,
+        ),
+    };
+    Ok((ready.min(u64::from(u32::MAX)) as u32, consumers))
 }
 
 pub async fn handle_queue_bind(
@@ -335,12 +357,26 @@ pub async fn handle_queue_purge(
 ) -> Result<(), ProtocolError> {
     let state = existing_queue(s, m.queue.as_str(), 30)?;
     s.check(Access::Read, "queue", m.queue.as_str(), CLASS, 30)?;
-    let purged = s
-        .gateway
-        .upstream
-        .purge(&state.record.topic, &state.record.group)
-        .await
-        .map_err(|e| upstream_failure("queue.purge", &e))?;
+    let (topic, group) = (&state.record.topic, &state.record.group);
+    // Unacked messages are not purged (as in RabbitMQ): a consuming feed
+    // moves its read position past the ready ones and commits over them.
+    let purged = match s.gateway.feeds.get(topic) {
+        Some(feed) => {
+            let partitions = s
+                .gateway
+                .upstream
+                .partitions(topic, group)
+                .await
+                .map_err(|e| upstream_failure("queue.purge", &e))?;
+            feed.purge(partitions).await
+        }
+        None => s
+            .gateway
+            .upstream
+            .purge(topic, group)
+            .await
+            .map_err(|e| upstream_failure("queue.purge", &e))?,
+    };
     tracing::info!(vhost = %s.vhost.name, queue = %m.queue, purged, "Queue purged.");
     let message_count = purged.min(u64::from(u32::MAX)) as u32;
     reply(
@@ -368,7 +404,15 @@ pub async fn handle_queue_delete(
     };
     check_owner(s, &state, 40)?;
     s.check(Access::Configure, "queue", m.queue.as_str(), CLASS, 40)?;
-    let count = backlog(s.gateway, &state).await?;
+    let (count, consumers) = counts(s.gateway, &state).await?;
+    if m.if_unused && consumers > 0 {
+        return Err(s.channel_error(
+            SoftCode::PreconditionFailed,
+            format!("queue '{}' in vhost '{}' in use", m.queue, vhost.name),
+            CLASS,
+            40,
+        ));
+    }
     if m.if_empty && count > 0 {
         return Err(s.channel_error(
             SoftCode::PreconditionFailed,
@@ -377,7 +421,6 @@ pub async fn handle_queue_delete(
             40,
         ));
     }
-    // if_unused: no consumer can exist before basic.consume is served.
     let _changes = vhost.changes.lock().await;
     delete_queue(s.gateway, &vhost, &state.record).await?;
     reply(
@@ -416,6 +459,8 @@ pub async fn delete_queue(
         topology.remove_bindings_to(&destination);
         sources
     };
+    // Its consumers are cancelled (basic.cancel to clients that asked for it).
+    gateway.feeds.stop(&record.topic);
     gateway
         .upstream
         .delete_queue(&record.topic, &record.group)

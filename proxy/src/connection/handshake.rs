@@ -16,6 +16,8 @@ use crate::Gateway;
 #[derive(Debug, Default, Clone, Copy)]
 pub struct ClientCapabilities {
     pub connection_blocked: bool,
+    /// The client understands a server-sent basic.cancel.
+    pub consumer_cancel_notify: bool,
 }
 
 /// Negotiated limits.
@@ -137,6 +139,7 @@ fn capabilities(client_properties: &FieldTable) -> ClientCapabilities {
     let on = |k: &str| matches!(caps.inner().get(k), Some(AMQPValue::Boolean(true)));
     ClientCapabilities {
         connection_blocked: on("connection.blocked"),
+        consumer_cancel_notify: on("consumer_cancel_notify"),
     }
 }
 

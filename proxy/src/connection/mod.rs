@@ -21,10 +21,12 @@ use futures_util::{FutureExt, StreamExt};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
+use tokio::sync::mpsc;
 use tokio::time::{sleep_until, Instant};
 
 use crate::channel::{self, Channel, Pipeline, PublishDone, Session};
 use crate::codec::{Frame, FrameDecoder, FrameEncoder, PROTOCOL_HEADER};
+use crate::delivery::{ConnectionSink, FeedCommand, ToConnection};
 use crate::error::{ConnectionException, HardCode, ProtocolError};
 use crate::topology::{Permission, Vhost};
 use crate::Gateway;
@@ -72,6 +74,12 @@ pub struct Connection {
     closing_channels: HashSet<u16>,
     next_epoch: u64,
     pipeline: Pipeline,
+    /// Deliveries from the feeds of the queues this connection consumes.
+    sink: ConnectionSink,
+    deliveries: mpsc::UnboundedReceiver<ToConnection>,
+    /// Channels closed since the last turn, whose consumers and unacked
+    /// messages are still to be released.
+    released: Vec<Channel>,
     /// Since when the pipeline has been full.
     full_since: Option<Instant>,
     blocked: bool,
@@ -91,7 +99,11 @@ impl Connection {
             heartbeat: 0,
         };
         let now = Instant::now();
+        let (sink, deliveries) = mpsc::unbounded_channel();
         Connection {
+            sink,
+            deliveries,
+            released: Vec::new(),
             name: format!("{}/{id}", gateway.instance_id),
             decoder: FrameDecoder {
                 frame_max: config.frame_max as usize,
@@ -191,12 +203,83 @@ impl Connection {
                 self.process_frames().await;
                 self.send_acks();
             }
+            Some(first) = self.deliveries.recv() => self.on_deliveries(first),
             _ = sleep_until(heartbeat) => self.on_clock(),
             _ = sleep_until(blocked_at.unwrap_or_else(far_future)), if blocked_at.is_some() && !self.blocked => {
                 self.block();
             }
         }
+        self.release_channels().await;
         Ok(())
+    }
+
+    /// Writes what the feeds sent, a batch per turn (one write for all).
+    fn on_deliveries(&mut self, first: ToConnection) {
+        /// Stop taking deliveries once this much output is waiting.
+        const OUT_BATCH: usize = 1 << 20;
+        let mut wake: Vec<Arc<crate::delivery::Feed>> = Vec::new();
+        let mut next = Some(first);
+        while let Some(item) = next.take() {
+            match item {
+                ToConnection::Deliver(d) => {
+                    let ch = self
+                        .channels
+                        .get_mut(&d.channel)
+                        .filter(|ch| ch.epoch == d.epoch);
+                    let no_ack_feed = ch
+                        .as_ref()
+                        .and_then(|ch| ch.consuming.consumers.get(&d.consumer_tag))
+                        .filter(|c| c.no_ack)
+                        .map(|c| c.feed.clone());
+                    channel::consume::deliver(ch, &mut self.out, self.tuning.frame_max, d);
+                    if let Some(feed) = no_ack_feed {
+                        if !wake.iter().any(|f| Arc::ptr_eq(f, &feed)) {
+                            wake.push(feed);
+                        }
+                    }
+                }
+                ToConnection::Cancelled {
+                    channel,
+                    epoch,
+                    consumer_tag,
+                } => {
+                    if let Some(ch) = self
+                        .channels
+                        .get_mut(&channel)
+                        .filter(|ch| ch.epoch == epoch)
+                    {
+                        channel::consume::cancelled(
+                            ch,
+                            &mut self.out,
+                            self.client.consumer_cancel_notify,
+                            consumer_tag,
+                        );
+                    }
+                }
+            }
+            if self.out.len() < OUT_BATCH {
+                next = self.deliveries.try_recv().ok();
+            }
+        }
+        // No-ack consumers got their credit back by being written.
+        for feed in wake {
+            feed.send(FeedCommand::Wake);
+        }
+    }
+
+    /// Requeues the unacked messages of closed channels and removes their consumers.
+    async fn release_channels(&mut self) {
+        if self.released.is_empty() {
+            return;
+        }
+        let Some(opened) = self.opened.as_ref() else {
+            self.released.clear();
+            return;
+        };
+        let (gateway, vhost) = (self.gateway.clone(), opened.vhost.clone());
+        for mut ch in std::mem::take(&mut self.released) {
+            channel::consume::release(&gateway, &vhost, &mut ch).await;
+        }
     }
 
     fn track_backpressure(&mut self, room: bool) {
@@ -472,7 +555,9 @@ impl Connection {
                     code = c.reply_code,
                     "Client closed a channel."
                 );
-                self.channels.remove(&id);
+                if let Some(ch) = self.channels.remove(&id) {
+                    self.released.push(ch);
+                }
                 self.out.method(
                     id,
                     AMQPClass::Channel(channel_method::AMQPMethod::CloseOk(
@@ -499,6 +584,7 @@ impl Connection {
                     out: &mut self.out,
                     frame_max: self.tuning.frame_max,
                     pipeline: &mut self.pipeline,
+                    sink: &self.sink,
                 };
                 channel::handle_method(ch, &mut session, method).await
             }
@@ -553,6 +639,7 @@ impl Connection {
             out: &mut self.out,
             frame_max: self.tuning.frame_max,
             pipeline: &mut self.pipeline,
+            sink: &self.sink,
         };
         f(ch, &mut session)
     }
@@ -562,7 +649,9 @@ impl Connection {
         match error {
             ProtocolError::Channel(id, e) => {
                 tracing::info!(channel = id, code = e.code.id(), text = %e.text, "Channel error; closing the channel.");
-                self.channels.remove(&id);
+                if let Some(ch) = self.channels.remove(&id) {
+                    self.released.push(ch);
+                }
                 self.closing_channels.insert(id);
                 self.out.method(
                     id,
@@ -659,6 +748,10 @@ impl Connection {
         self.send_acks();
         let _ = self.flush().await;
         let _ = self.writer.shutdown().await;
+        // Every channel goes: its unacked messages are requeued.
+        self.released
+            .extend(self.channels.drain().map(|(_, ch)| ch));
+        self.release_channels().await;
         if let Some(opened) = self.opened.take() {
             self.delete_exclusive_queues(&opened).await;
         }

@@ -71,6 +71,18 @@ pub fn rocketmq_to_properties(stored: Option<&str>) -> Result<AMQPProperties, Pr
     }
 }
 
+/// The property flags and list as AMQP encodes them in a content header,
+/// from what `properties_to_rocketmq` stored: no parsing needed to deliver.
+pub fn stored_properties_wire(stored: Option<&str>) -> Result<Vec<u8>, PropertiesError> {
+    match stored {
+        // No flags set: no properties.
+        None => Ok(vec![0, 0]),
+        Some(stored) => STANDARD_NO_PAD
+            .decode(stored)
+            .map_err(|e| PropertiesError::Corrupt(e.to_string())),
+    }
+}
+
 /// Escapes `%`, U+0001 and U+0002 so a name can be a RocketMQ property value.
 pub fn escape_value(text: &str) -> String {
     if !text.contains(['%', '\u{1}', '\u{2}']) {

@@ -44,6 +44,29 @@ impl InboundMessage {
     }
 }
 
+/// One message queue of a queue's topic: where its group has read to
+/// (committed) and where its log ends (max), both as offsets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Partition {
+    pub queue_id: i32,
+    pub committed: i64,
+    pub max: i64,
+}
+
+/// What one read of a message queue returned.
+#[derive(Debug, Clone, Default)]
+pub struct Pulled {
+    /// Messages at or after the offset asked for, in offset order.
+    pub messages: Vec<InboundMessage>,
+    /// Where the next read should start.
+    pub next_offset: i64,
+    /// The end of the message queue's log when the broker answered.
+    pub max_offset: i64,
+    /// The offset asked for is below the log's start (retention removed it)
+    /// or past its end.
+    pub offset_illegal: bool,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum UpstreamError {
     /// RocketMQ could not be reached or did not answer in time.
@@ -83,6 +106,34 @@ pub trait Upstream: Send + Sync + 'static {
         group: &'a str,
         max: u32,
     ) -> UpstreamFuture<'a, Vec<InboundMessage>>;
+
+    /// The topic's message queues with the group's read position on each.
+    fn partitions<'a>(
+        &'a self,
+        topic: &'a str,
+        group: &'a str,
+    ) -> UpstreamFuture<'a, Vec<Partition>>;
+
+    /// Up to `max` messages of one message queue from `offset` on. With
+    /// `wait`, an empty read is held by the broker for up to that long and
+    /// answered as soon as a message arrives (long polling).
+    fn pull<'a>(
+        &'a self,
+        topic: &'a str,
+        queue_id: i32,
+        offset: i64,
+        max: u32,
+        wait: Option<std::time::Duration>,
+    ) -> UpstreamFuture<'a, Pulled>;
+
+    /// Moves the group's read position on one message queue to `offset`.
+    fn commit<'a>(
+        &'a self,
+        topic: &'a str,
+        group: &'a str,
+        queue_id: i32,
+        offset: i64,
+    ) -> UpstreamFuture<'a, ()>;
 
     /// The largest message body the store accepts.
     fn max_message_size(&self) -> u64;

@@ -4,7 +4,7 @@
 
 use dashmap::DashMap;
 
-use super::{InboundMessage, OutboundMessage, Upstream, UpstreamFuture};
+use super::{InboundMessage, OutboundMessage, Partition, Pulled, Upstream, UpstreamFuture};
 
 #[derive(Debug, Default)]
 pub struct NullUpstream {
@@ -49,6 +49,50 @@ impl Upstream for NullUpstream {
     ) -> UpstreamFuture<'a, Vec<InboundMessage>> {
         // Nothing is stored: there is nothing to read back.
         Box::pin(std::future::ready(Ok(Vec::new())))
+    }
+
+    fn partitions<'a>(
+        &'a self,
+        topic: &'a str,
+        _group: &'a str,
+    ) -> UpstreamFuture<'a, Vec<Partition>> {
+        // Counted messages are all unread: the log "ends" at the count.
+        let max = self.stored.get(topic).map(|n| *n as i64).unwrap_or(0);
+        Box::pin(std::future::ready(Ok(vec![Partition {
+            queue_id: 0,
+            committed: 0,
+            max,
+        }])))
+    }
+
+    fn pull<'a>(
+        &'a self,
+        _topic: &'a str,
+        _queue_id: i32,
+        offset: i64,
+        _max: u32,
+        wait: Option<std::time::Duration>,
+    ) -> UpstreamFuture<'a, Pulled> {
+        // Nothing is stored, so a read finds nothing (after the long poll).
+        Box::pin(async move {
+            if let Some(wait) = wait {
+                tokio::time::sleep(wait).await;
+            }
+            Ok(Pulled {
+                next_offset: offset,
+                ..Pulled::default()
+            })
+        })
+    }
+
+    fn commit<'a>(
+        &'a self,
+        _topic: &'a str,
+        _group: &'a str,
+        _queue_id: i32,
+        _offset: i64,
+    ) -> UpstreamFuture<'a, ()> {
+        Box::pin(std::future::ready(Ok(())))
     }
 
     fn max_message_size(&self) -> u64 {

@@ -17,8 +17,10 @@ use cheetah_string::CheetahString;
 use dashmap::DashMap;
 use rocketmq_client_rust::{
     ClientRuntime, ClientRuntimeConfig, ConsumerAdmin, DefaultMQAdminExt, DefaultMQProducer,
-    DefaultMQPullConsumer, OffsetAdmin, RouteAdmin, SendStatus, TopicAdmin,
+    DefaultMQPullConsumer, MessageSelector, OffsetAdmin, PullOptions, PullStatus, RouteAdmin,
+    SendStatus, TopicAdmin,
 };
+use rocketmq_model::common::message::message_ext::MessageExt;
 use rocketmq_model::common::message::message_queue::MessageQueue;
 use rocketmq_model::common::message::message_single::Message;
 use rocketmq_model::common::message::MessageTrait;
@@ -26,7 +28,9 @@ use rocketmq_runtime::{RuntimeConfig, RuntimeOwner};
 use tokio::sync::{oneshot, Mutex, Semaphore};
 
 use super::batch::{Lane, Limits};
-use super::{InboundMessage, OutboundMessage, Upstream, UpstreamError, UpstreamFuture};
+use super::{
+    InboundMessage, OutboundMessage, Partition, Pulled, Upstream, UpstreamError, UpstreamFuture,
+};
 
 /// How to reach RocketMQ and how to lay queues out on it.
 #[derive(Debug, Clone)]
@@ -53,6 +57,8 @@ pub struct RocketMq {
     send_permits: Arc<Semaphore>,
     /// One send lane per queue topic (see `batch`).
     lanes: DashMap<String, Arc<Lane<Message>>>,
+    /// Each queue topic's message queues with their broker, looked up once.
+    routes: DashMap<String, Arc<Vec<(CheetahString, MessageQueue)>>>,
     // Owns the client's background tasks; dropped last.
     _client: Arc<ClientRuntime>,
     _owner: RuntimeOwner,
@@ -198,6 +204,7 @@ impl RocketMq {
             admin_lock: Mutex::new(()),
             send_permits,
             lanes: DashMap::new(),
+            routes: DashMap::new(),
             _client: client,
             _owner: owner,
         })
@@ -255,6 +262,53 @@ impl RocketMq {
             }
         }
         Ok(out)
+    }
+}
+
+impl RocketMq {
+    /// `queues_of`, remembered per topic (routes change only when the topic
+    /// is deleted and created again, and deletion forgets them).
+    async fn route(
+        &self,
+        topic: &str,
+    ) -> Result<Arc<Vec<(CheetahString, MessageQueue)>>, UpstreamError> {
+        if let Some(route) = self.routes.get(topic) {
+            return Ok(route.clone());
+        }
+        let route = Arc::new(self.queues_of(topic).await?);
+        if !route.is_empty() {
+            self.routes.insert(topic.to_owned(), route.clone());
+        }
+        Ok(route)
+    }
+
+    async fn message_queue(
+        &self,
+        topic: &str,
+        queue_id: i32,
+    ) -> Result<(CheetahString, MessageQueue), UpstreamError> {
+        self.route(topic)
+            .await?
+            .iter()
+            .find(|(_, mq)| mq.queue_id() == queue_id)
+            .cloned()
+            .ok_or_else(|| UpstreamError::Refused(format!("topic {topic} has no queue {queue_id}")))
+    }
+}
+
+/// A stored message as the gateway sees it: only the gateway's own properties.
+fn inbound(m: &MessageExt) -> InboundMessage {
+    let properties = m
+        .properties()
+        .iter()
+        .filter(|(k, _)| k.starts_with("AMQP_"))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    InboundMessage {
+        queue_id: m.queue_id(),
+        offset: m.queue_offset(),
+        body: m.body().unwrap_or_default(),
+        properties,
     }
 }
 
@@ -316,6 +370,7 @@ impl Upstream for RocketMq {
 
     fn delete_queue<'a>(&'a self, topic: &'a str, group: &'a str) -> UpstreamFuture<'a, ()> {
         self.lanes.remove(topic);
+        self.routes.remove(topic);
         Box::pin(async move {
             let _guard = self.admin_lock.lock().await;
             for addr in self.broker_addresses().await? {
@@ -411,22 +466,121 @@ impl Upstream for RocketMq {
                     .pull(&mq, "*", from, wanted)
                     .await
                     .map_err(|e| unavailable("pull", e))?;
-                for m in pulled.msg_found_list().unwrap_or_default() {
-                    let properties = m
-                        .properties()
+                out.extend(
+                    pulled
+                        .msg_found_list()
+                        .unwrap_or_default()
                         .iter()
-                        .filter(|(k, _)| k.starts_with("AMQP_"))
-                        .map(|(k, v)| (k.to_string(), v.to_string()))
-                        .collect();
-                    out.push(InboundMessage {
-                        queue_id: m.queue_id(),
-                        offset: m.queue_offset(),
-                        body: m.body().unwrap_or_default(),
-                        properties,
+                        .map(inbound),
+                );
+            }
+            Ok(out)
+        })
+    }
+
+    fn partitions<'a>(
+        &'a self,
+        topic: &'a str,
+        group: &'a str,
+    ) -> UpstreamFuture<'a, Vec<Partition>> {
+        Box::pin(async move {
+            let route = self.route(topic).await?;
+            let mut brokers: Vec<&CheetahString> = route.iter().map(|(addr, _)| addr).collect();
+            brokers.sort();
+            brokers.dedup();
+            let mut out = Vec::with_capacity(route.len());
+            for addr in brokers {
+                let stats = self
+                    .admin
+                    .examine_consume_stats(
+                        group.into(),
+                        Some(topic.into()),
+                        None,
+                        Some(addr.clone()),
+                        None,
+                    )
+                    .await
+                    .map_err(|e| unavailable("consume stats", e))?;
+                for (a, mq) in route.iter().filter(|(a, _)| a == addr) {
+                    let (committed, max) = match stats.offset_table.get(mq) {
+                        Some(w) => (w.get_consumer_offset().max(0), w.get_broker_offset().max(0)),
+                        None => {
+                            let max = self
+                                .admin
+                                .max_offset(
+                                    a.clone(),
+                                    mq.clone(),
+                                    self.settings.send_timeout.as_millis() as u64,
+                                )
+                                .await
+                                .map_err(|e| unavailable("max offset", e))?;
+                            (0, max.max(0))
+                        }
+                    };
+                    out.push(Partition {
+                        queue_id: mq.queue_id(),
+                        committed: committed.min(max),
+                        max,
                     });
                 }
             }
             Ok(out)
+        })
+    }
+
+    fn pull<'a>(
+        &'a self,
+        topic: &'a str,
+        queue_id: i32,
+        offset: i64,
+        max: u32,
+        wait: Option<Duration>,
+    ) -> UpstreamFuture<'a, Pulled> {
+        Box::pin(async move {
+            let (_, mq) = self.message_queue(topic, queue_id).await?;
+            let wanted = max.clamp(1, i32::MAX as u32) as i32;
+            let mut options = PullOptions::new(mq, MessageSelector::by_tag("*"), offset, wanted)
+                .map_err(|e| unavailable("pull", e))?;
+            if let Some(wait) = wait {
+                options = options
+                    .block_if_not_found(true)
+                    .broker_suspend_timeout(wait)
+                    .timeout(wait + self.settings.send_timeout);
+            } else {
+                options = options.timeout(self.settings.send_timeout);
+            }
+            let result = self
+                .reader
+                .pull_with_options(options)
+                .await
+                .map_err(|e| unavailable("pull", e))?;
+            Ok(Pulled {
+                messages: result
+                    .msg_found_list()
+                    .unwrap_or_default()
+                    .iter()
+                    .map(inbound)
+                    .collect(),
+                next_offset: result.next_begin_offset() as i64,
+                max_offset: result.max_offset() as i64,
+                offset_illegal: *result.pull_status() == PullStatus::OffsetIllegal,
+            })
+        })
+    }
+
+    fn commit<'a>(
+        &'a self,
+        topic: &'a str,
+        group: &'a str,
+        queue_id: i32,
+        offset: i64,
+    ) -> UpstreamFuture<'a, ()> {
+        Box::pin(async move {
+            let (addr, mq) = self.message_queue(topic, queue_id).await?;
+            self.admin
+                .update_consume_offset(addr, group.into(), mq, offset.max(0) as u64)
+                .await
+                .map_err(|e| unavailable("commit offset", e))
         })
     }
 

@@ -1,0 +1,555 @@
+//! basic.consume / cancel / get / ack / nack / reject / recover and the
+//! delivery side of the channel: delivery tags, unacknowledged messages and
+//! prefetch credit. Messages come from the queue's feed (delivery/feed.rs);
+//! settling them goes back to it.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use amq_protocol::protocol::{basic, AMQPClass};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+
+use super::{Channel, Session};
+use crate::codec::FrameEncoder;
+use crate::delivery::feed::{Got, SubscribeError};
+use crate::delivery::{ConsumerCredit, ConsumerSlot, Credit, Delivery, Feed, FeedCommand, Outcome};
+use crate::error::{upstream_failure, ConnectionException, HardCode, ProtocolError, SoftCode};
+use crate::mapping::properties::{
+    stored_properties_wire, unescape_value, EXCHANGE, PROPERTIES, ROUTING_KEY,
+};
+use crate::topology::{Access, QueueState, Vhost};
+use crate::upstream::InboundMessage;
+use crate::Gateway;
+
+const CLASS: u16 = 60;
+/// A no-ack consumer may have this many messages on their way to the socket.
+const NO_ACK_WINDOW: u32 = 1000;
+
+static NEXT_CONSUMER: AtomicU64 = AtomicU64::new(1);
+
+/// A message delivered and not yet settled.
+#[derive(Debug)]
+pub struct Unacked {
+    pub feed: Arc<Feed>,
+    pub queue_id: i32,
+    pub offset: i64,
+    pub credit: Arc<ConsumerCredit>,
+}
+
+/// A consumer of this channel.
+#[derive(Debug)]
+pub struct ChannelConsumer {
+    pub id: u64,
+    pub feed: Arc<Feed>,
+    pub no_ack: bool,
+    pub queue: String,
+}
+
+/// The consume side of one channel.
+#[derive(Debug)]
+pub struct Consuming {
+    next_tag: u64,
+    pub unacked: BTreeMap<u64, Unacked>,
+    pub consumers: HashMap<Arc<str>, ChannelConsumer>,
+    /// basic.qos global=true: shared by the channel's consumers (0 = none).
+    pub channel_credit: Arc<Credit>,
+    /// basic.qos global=false: for consumers created afterwards (0 = none).
+    pub consumer_prefetch: u32,
+    /// Messages taken by basic.get are not limited by prefetch.
+    get_credit: Arc<ConsumerCredit>,
+    /// The queue last declared on this channel ("" in consume/get means it).
+    pub last_queue: Option<String>,
+}
+
+impl Default for Consuming {
+    fn default() -> Self {
+        Consuming {
+            next_tag: 0,
+            unacked: BTreeMap::new(),
+            consumers: HashMap::new(),
+            channel_credit: Arc::new(Credit::new(0)),
+            consumer_prefetch: 0,
+            get_credit: ConsumerCredit::new(0, None),
+            last_queue: None,
+        }
+    }
+}
+
+impl Consuming {
+    fn tag(&mut self) -> u64 {
+        self.next_tag += 1;
+        self.next_tag
+    }
+}
+
+/// `amq.ctag-` and 22 random URL-safe characters, as RabbitMQ names them.
+fn server_generated_tag() -> String {
+    let bytes: [u8; 16] = rand::random();
+    format!("amq.ctag-{}", URL_SAFE_NO_PAD.encode(bytes))
+}
+
+/// The queue a consume/get names ("" = the channel's last declared queue).
+fn queue_for(
+    ch: &Channel,
+    s: &Session<'_>,
+    name: &str,
+    method: u16,
+) -> Result<QueueState, ProtocolError> {
+    let name = if name.is_empty() {
+        ch.consuming.last_queue.clone().ok_or_else(|| {
+            s.channel_error(
+                SoftCode::NotFound,
+                "no previously declared queue".to_owned(),
+                CLASS,
+                method,
+            )
+        })?
+    } else {
+        name.to_owned()
+    };
+    let state = super::queue::existing_queue(s, &name, method).map_err(|e| match e {
+        // existing_queue reports on queue class methods; this is basic.
+        ProtocolError::Channel(id, ex) => ProtocolError::Channel(id, ex.on_method(CLASS, method)),
+        other => other,
+    })?;
+    s.check(Access::Read, "queue", &name, CLASS, method)?;
+    Ok(state)
+}
+
+pub async fn handle_basic_consume(
+    ch: &mut Channel,
+    s: &mut Session<'_>,
+    m: basic::Consume,
+) -> Result<(), ProtocolError> {
+    let state = queue_for(ch, s, m.queue.as_str(), 20)?;
+    let tag: Arc<str> = if m.consumer_tag.as_str().is_empty() {
+        server_generated_tag().into()
+    } else {
+        m.consumer_tag.as_str().into()
+    };
+    if ch.consuming.consumers.contains_key(&tag) {
+        return Err(ConnectionException::new(
+            HardCode::NotAllowed,
+            format!("attempt to reuse consumer tag '{tag}'"),
+        )
+        .on_method(CLASS, 20)
+        .into());
+    }
+    for key in m.arguments.inner().keys() {
+        tracing::warn!(queue = %state.record.name, argument = %key, "Consumer argument not applied by this gateway (see docs/mapping.md).");
+    }
+    let credit = if m.no_ack {
+        ConsumerCredit::new(NO_ACK_WINDOW, None)
+    } else {
+        ConsumerCredit::new(
+            ch.consuming.consumer_prefetch,
+            Some(ch.consuming.channel_credit.clone()),
+        )
+    };
+    let id = NEXT_CONSUMER.fetch_add(1, Ordering::Relaxed);
+    let feed = s
+        .gateway
+        .feeds
+        .get_or_start(&s.gateway.upstream, s.vhost, &state.record);
+    let slot = ConsumerSlot {
+        id,
+        tag: tag.clone(),
+        channel: ch.id,
+        epoch: ch.epoch,
+        no_ack: m.no_ack,
+        exclusive: m.exclusive,
+        credit,
+        sink: s.sink.clone(),
+    };
+    // consume-ok is written before any delivery: deliveries reach the
+    // connection through its queue, handled after this method.
+    feed.subscribe(slot).await.map_err(|e| match e {
+        SubscribeError::ExclusiveUse => s.channel_error(
+            SoftCode::AccessRefused,
+            format!(
+                "queue '{}' in vhost '{}' in exclusive use",
+                state.record.name, s.vhost.name
+            ),
+            CLASS,
+            20,
+        ),
+        SubscribeError::Gone => s.channel_error(
+            SoftCode::NotFound,
+            format!(
+                "no queue '{}' in vhost '{}'",
+                state.record.name, s.vhost.name
+            ),
+            CLASS,
+            20,
+        ),
+    })?;
+    ch.consuming.consumers.insert(
+        tag.clone(),
+        ChannelConsumer {
+            id,
+            feed,
+            no_ack: m.no_ack,
+            queue: state.record.name.clone(),
+        },
+    );
+    tracing::debug!(channel = ch.id, %tag, queue = %state.record.name, no_ack = m.no_ack, "Consumer added.");
+    if !m.nowait {
+        s.out.method(
+            ch.id,
+            AMQPClass::Basic(basic::AMQPMethod::ConsumeOk(basic::ConsumeOk {
+                consumer_tag: tag.as_ref().into(),
+            })),
+        );
+    }
+    Ok(())
+}
+
+pub async fn handle_basic_cancel(
+    ch: &mut Channel,
+    s: &mut Session<'_>,
+    m: basic::Cancel,
+) -> Result<(), ProtocolError> {
+    let tag: Arc<str> = m.consumer_tag.as_str().into();
+    // Unacked messages stay with the channel, as in RabbitMQ: they can still
+    // be acked, and are requeued if the channel closes.
+    if let Some(consumer) = ch.consuming.consumers.remove(&tag) {
+        remove_consumer(s.gateway, s.vhost, consumer).await;
+    }
+    if !m.nowait {
+        s.out.method(
+            ch.id,
+            AMQPClass::Basic(basic::AMQPMethod::CancelOk(basic::CancelOk {
+                consumer_tag: m.consumer_tag,
+            })),
+        );
+    }
+    Ok(())
+}
+
+/// Unsubscribes a consumer; deletes an auto-delete queue left without any.
+pub async fn remove_consumer(
+    gateway: &Arc<Gateway>,
+    vhost: &Arc<Vhost>,
+    consumer: ChannelConsumer,
+) {
+    let remaining = consumer.feed.unsubscribe(consumer.id).await;
+    if remaining > 0 {
+        return;
+    }
+    let _changes = vhost.changes.lock().await;
+    let record = vhost
+        .read()
+        .queues
+        .get(&consumer.queue)
+        .filter(|q| q.record.auto_delete && q.record.topic == consumer.feed.topic)
+        .map(|q| q.record.clone());
+    if let Some(record) = record {
+        tracing::info!(vhost = %vhost.name, queue = %record.name, "Last consumer of an auto-delete queue went; deleting it.");
+        if let Err(error) = super::queue::delete_queue(gateway, vhost, &record).await {
+            tracing::error!(queue = %record.name, %error, "Auto-delete queue could not be deleted.");
+        }
+    }
+}
+
+pub async fn handle_basic_get(
+    ch: &mut Channel,
+    s: &mut Session<'_>,
+    m: basic::Get,
+) -> Result<(), ProtocolError> {
+    let state = queue_for(ch, s, m.queue.as_str(), 70)?;
+    let feed = s
+        .gateway
+        .feeds
+        .get_or_start(&s.gateway.upstream, s.vhost, &state.record);
+    let wait = Duration::from_millis(s.gateway.config.send_timeout_ms);
+    let got = tokio::time::timeout(wait, feed.get())
+        .await
+        .unwrap_or_else(|_| {
+            Err(crate::upstream::UpstreamError::Unavailable(
+                "basic.get timed out".into(),
+            ))
+        })
+        .map_err(|e| upstream_failure("basic.get", &e))?;
+    let Some(Got {
+        message,
+        redelivered,
+        remaining,
+    }) = got
+    else {
+        s.out.method(
+            ch.id,
+            AMQPClass::Basic(basic::AMQPMethod::GetEmpty(basic::GetEmpty {})),
+        );
+        return Ok(());
+    };
+    let tag = ch.consuming.tag();
+    let (exchange, routing_key) = origin(&message);
+    s.out.method(
+        ch.id,
+        AMQPClass::Basic(basic::AMQPMethod::GetOk(basic::GetOk {
+            delivery_tag: tag,
+            redelivered,
+            exchange: exchange.into(),
+            routing_key: routing_key.into(),
+            message_count: remaining,
+        })),
+    );
+    write_content(s.out, ch.id, &message, s.frame_max);
+    let (queue_id, offset) = (message.queue_id, message.offset);
+    if m.no_ack {
+        feed.settle(vec![(queue_id, offset)], Outcome::Ack);
+    } else {
+        ch.consuming.unacked.insert(
+            tag,
+            Unacked {
+                feed,
+                queue_id,
+                offset,
+                credit: ch.consuming.get_credit.clone(),
+            },
+        );
+    }
+    metrics::counter!(crate::metrics::DELIVERED).increment(1);
+    Ok(())
+}
+
+/// The exchange and routing key a message was published with.
+fn origin(message: &InboundMessage) -> (String, String) {
+    (
+        message
+            .property(EXCHANGE)
+            .map(unescape_value)
+            .unwrap_or_default(),
+        message
+            .property(ROUTING_KEY)
+            .map(unescape_value)
+            .unwrap_or_default(),
+    )
+}
+
+/// The content header (properties as stored) and body frames.
+fn write_content(out: &mut FrameEncoder, channel: u16, message: &InboundMessage, frame_max: usize) {
+    let wire = stored_properties_wire(message.property(PROPERTIES)).unwrap_or_else(|error| {
+        tracing::error!(%error, offset = message.offset, "Stored AMQP properties are unreadable; delivered without properties.");
+        vec![0, 0]
+    });
+    out.content_raw(channel, CLASS, &wire, &message.body, frame_max);
+}
+
+/// Writes one delivery from a feed, or hands it back if its consumer is gone.
+pub fn deliver(ch: Option<&mut Channel>, out: &mut FrameEncoder, frame_max: usize, d: Delivery) {
+    let Some((ch, consumer)) = ch.and_then(|ch| {
+        let no_ack = ch.consuming.consumers.get(&d.consumer_tag)?.no_ack;
+        Some((ch, no_ack))
+    }) else {
+        d.credit.release(1);
+        d.feed.settle(
+            vec![(d.message.queue_id, d.message.offset)],
+            Outcome::Unsent,
+        );
+        return;
+    };
+    let no_ack = consumer;
+    let tag = ch.consuming.tag();
+    let (exchange, routing_key) = origin(&d.message);
+    out.method(
+        ch.id,
+        AMQPClass::Basic(basic::AMQPMethod::Deliver(basic::Deliver {
+            consumer_tag: d.consumer_tag.as_ref().into(),
+            delivery_tag: tag,
+            redelivered: d.redelivered,
+            exchange: exchange.into(),
+            routing_key: routing_key.into(),
+        })),
+    );
+    write_content(out, ch.id, &d.message, frame_max);
+    metrics::counter!(crate::metrics::DELIVERED).increment(1);
+    if d.redelivered {
+        metrics::counter!(crate::metrics::REDELIVERED).increment(1);
+    }
+    if no_ack {
+        // Written: room for the next one (the feed is woken by the caller).
+        d.credit.release(1);
+    } else {
+        ch.consuming.unacked.insert(
+            tag,
+            Unacked {
+                feed: d.feed,
+                queue_id: d.message.queue_id,
+                offset: d.message.offset,
+                credit: d.credit,
+            },
+        );
+    }
+}
+
+/// The server cancelled a consumer (its queue was deleted).
+pub fn cancelled(ch: &mut Channel, out: &mut FrameEncoder, notify: bool, tag: Arc<str>) {
+    if ch.consuming.consumers.remove(&tag).is_some() && notify {
+        out.method(
+            ch.id,
+            AMQPClass::Basic(basic::AMQPMethod::Cancel(basic::Cancel {
+                consumer_tag: tag.as_ref().into(),
+                nowait: true,
+            })),
+        );
+    }
+}
+
+fn unknown_tag(ch: &Channel, tag: u64, method: u16) -> ProtocolError {
+    ProtocolError::Channel(
+        ch.id,
+        crate::error::ChannelException::new(
+            SoftCode::PreconditionFailed,
+            format!("unknown delivery tag {tag}"),
+        )
+        .on_method(CLASS, method),
+    )
+}
+
+/// Takes the entries a (tag, multiple) pair names; 406 for an unknown tag.
+fn take(
+    ch: &mut Channel,
+    tag: u64,
+    multiple: bool,
+    method: u16,
+) -> Result<Vec<Unacked>, ProtocolError> {
+    let unacked = &mut ch.consuming.unacked;
+    if multiple {
+        if tag != 0 && !unacked.contains_key(&tag) {
+            return Err(unknown_tag(ch, tag, method));
+        }
+        let rest = if tag == 0 {
+            BTreeMap::new()
+        } else {
+            unacked.split_off(&(tag + 1))
+        };
+        let taken = std::mem::replace(unacked, rest);
+        return Ok(taken.into_values().collect());
+    }
+    match unacked.remove(&tag) {
+        Some(entry) => Ok(vec![entry]),
+        None => Err(unknown_tag(ch, tag, method)),
+    }
+}
+
+/// Settles entries with their feeds (one command per feed) and gives credit back.
+pub fn settle(ch: &Channel, entries: Vec<Unacked>, outcome: Outcome) {
+    if entries.is_empty() {
+        return;
+    }
+    if outcome == Outcome::Ack {
+        metrics::counter!(crate::metrics::ACKED).increment(entries.len() as u64);
+    }
+    let mut by_feed: Vec<(Arc<Feed>, Vec<(i32, i64)>)> = Vec::new();
+    for e in entries {
+        e.credit.release(1);
+        match by_feed.iter_mut().find(|(f, _)| Arc::ptr_eq(f, &e.feed)) {
+            Some((_, items)) => items.push((e.queue_id, e.offset)),
+            None => by_feed.push((e.feed, vec![(e.queue_id, e.offset)])),
+        }
+    }
+    for (feed, items) in &by_feed {
+        feed.settle(items.clone(), outcome);
+    }
+    // Channel-wide credit freed here may let other queues' consumers go on.
+    if ch.consuming.channel_credit.limit() != 0 {
+        for consumer in ch.consuming.consumers.values() {
+            if !by_feed.iter().any(|(f, _)| Arc::ptr_eq(f, &consumer.feed)) {
+                consumer.feed.send(FeedCommand::Wake);
+            }
+        }
+    }
+}
+
+pub fn handle_basic_ack(ch: &mut Channel, m: basic::Ack) -> Result<(), ProtocolError> {
+    let entries = take(ch, m.delivery_tag, m.multiple, 80)?;
+    settle(ch, entries, Outcome::Ack);
+    Ok(())
+}
+
+pub fn handle_basic_nack(ch: &mut Channel, m: basic::Nack) -> Result<(), ProtocolError> {
+    let entries = take(ch, m.delivery_tag, m.multiple, 120)?;
+    let outcome = if m.requeue {
+        Outcome::Requeue
+    } else {
+        Outcome::Reject
+    };
+    settle(ch, entries, outcome);
+    Ok(())
+}
+
+pub fn handle_basic_reject(ch: &mut Channel, m: basic::Reject) -> Result<(), ProtocolError> {
+    let entries = take(ch, m.delivery_tag, false, 90)?;
+    let outcome = if m.requeue {
+        Outcome::Requeue
+    } else {
+        Outcome::Reject
+    };
+    settle(ch, entries, outcome);
+    Ok(())
+}
+
+/// basic.recover / recover-async: every unacked message is requeued.
+pub fn handle_basic_recover(
+    ch: &mut Channel,
+    s: &mut Session<'_>,
+    requeue: bool,
+    answer: bool,
+) -> Result<(), ProtocolError> {
+    if !requeue {
+        return Err(
+            ConnectionException::new(HardCode::NotImplemented, "requeue=false")
+                .on_method(CLASS, if answer { 110 } else { 100 })
+                .into(),
+        );
+    }
+    let entries = std::mem::take(&mut ch.consuming.unacked)
+        .into_values()
+        .collect();
+    settle(ch, entries, Outcome::Requeue);
+    if answer {
+        s.out.method(
+            ch.id,
+            AMQPClass::Basic(basic::AMQPMethod::RecoverOk(basic::RecoverOk {})),
+        );
+    }
+    Ok(())
+}
+
+pub fn handle_basic_qos(
+    ch: &mut Channel,
+    s: &mut Session<'_>,
+    m: basic::Qos,
+) -> Result<(), ProtocolError> {
+    // prefetch_size is not even parsed by amq-protocol (RabbitMQ ignores it too).
+    let count = u32::from(m.prefetch_count);
+    if m.global {
+        ch.consuming.channel_credit.set_limit(count);
+        for consumer in ch.consuming.consumers.values() {
+            consumer.feed.send(FeedCommand::Wake);
+        }
+    } else {
+        ch.consuming.consumer_prefetch = count;
+    }
+    s.out.method(
+        ch.id,
+        AMQPClass::Basic(basic::AMQPMethod::QosOk(basic::QosOk {})),
+    );
+    Ok(())
+}
+
+/// A channel is gone (closed by either side, or its connection ended): its
+/// unacked messages are requeued and its consumers removed.
+pub async fn release(gateway: &Arc<Gateway>, vhost: &Arc<Vhost>, ch: &mut Channel) {
+    let entries = std::mem::take(&mut ch.consuming.unacked)
+        .into_values()
+        .collect();
+    settle(ch, entries, Outcome::Requeue);
+    for (_, consumer) in ch.consuming.consumers.drain() {
+        remove_consumer(gateway, vhost, consumer).await;
+    }
+}

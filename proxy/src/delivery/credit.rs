@@ -1,0 +1,142 @@
+//! Prefetch as credit: a feed takes one unit per message it hands to a
+//! consumer and the connection gives it back when the message is settled.
+//! RabbitMQ 3.x semantics: basic.qos with global=false limits each consumer
+//! created afterwards; with global=true it limits the channel as a whole.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+
+/// A limit (0 = none) and how much of it is used.
+#[derive(Debug, Default)]
+pub struct Credit {
+    limit: AtomicU32,
+    used: AtomicU32,
+}
+
+impl Credit {
+    pub fn new(limit: u32) -> Credit {
+        Credit {
+            limit: AtomicU32::new(limit),
+            used: AtomicU32::new(0),
+        }
+    }
+
+    pub fn set_limit(&self, limit: u32) {
+        self.limit.store(limit, Ordering::Release);
+    }
+
+    pub fn limit(&self) -> u32 {
+        self.limit.load(Ordering::Acquire)
+    }
+
+    pub fn used(&self) -> u32 {
+        self.used.load(Ordering::Acquire)
+    }
+
+    pub fn has_room(&self) -> bool {
+        let limit = self.limit();
+        limit == 0 || self.used() < limit
+    }
+
+    /// Takes one unit if the limit allows.
+    pub fn try_take(&self) -> bool {
+        let mut used = self.used.load(Ordering::Acquire);
+        loop {
+            let limit = self.limit();
+            if limit != 0 && used >= limit {
+                return false;
+            }
+            match self.used.compare_exchange_weak(
+                used,
+                used + 1,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => return true,
+                Err(now) => used = now,
+            }
+        }
+    }
+
+    pub fn release(&self, n: u32) {
+        let _ = self
+            .used
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |u| {
+                Some(u.saturating_sub(n))
+            });
+    }
+}
+
+/// A consumer's own credit and, with global qos, its channel's.
+#[derive(Debug)]
+pub struct ConsumerCredit {
+    pub own: Credit,
+    pub channel: Option<Arc<Credit>>,
+}
+
+impl ConsumerCredit {
+    pub fn new(limit: u32, channel: Option<Arc<Credit>>) -> Arc<ConsumerCredit> {
+        Arc::new(ConsumerCredit {
+            own: Credit::new(limit),
+            channel,
+        })
+    }
+
+    pub fn has_room(&self) -> bool {
+        self.own.has_room() && self.channel.as_ref().is_none_or(|c| c.has_room())
+    }
+
+    pub fn try_take(&self) -> bool {
+        if !self.own.try_take() {
+            return false;
+        }
+        if let Some(channel) = &self.channel {
+            if !channel.try_take() {
+                self.own.release(1);
+                return false;
+            }
+        }
+        true
+    }
+
+    pub fn release(&self, n: u32) {
+        self.own.release(n);
+        if let Some(channel) = &self.channel {
+            channel.release(n);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_limit_is_never_exceeded_and_released_units_come_back() {
+        let channel = Arc::new(Credit::new(3));
+        let a = ConsumerCredit::new(2, Some(channel.clone()));
+        let b = ConsumerCredit::new(2, Some(channel.clone()));
+        assert!(a.try_take() && a.try_take());
+        assert!(!a.try_take(), "consumer limit 2");
+        assert!(b.try_take());
+        assert!(!b.try_take(), "channel limit 3 reached");
+        assert_eq!(
+            b.own.used(),
+            1,
+            "a refused take gives back the consumer unit"
+        );
+        a.release(1);
+        assert!(b.try_take());
+        assert_eq!(channel.used(), 3);
+    }
+
+    #[test]
+    fn zero_means_unlimited() {
+        let c = ConsumerCredit::new(0, None);
+        for _ in 0..10_000 {
+            assert!(c.try_take());
+        }
+        c.release(20_000);
+        assert_eq!(c.own.used(), 0);
+    }
+}

@@ -1,0 +1,268 @@
+//! Dead-lettering: a message rejected without requeue from a queue with
+//! `x-dead-letter-exchange` is published to that exchange, with the x-death
+//! headers RabbitMQ 3.10 writes, before the original is settled.
+
+use amq_protocol::protocol::BasicProperties;
+use amq_protocol::types::{AMQPValue, FieldArray, FieldTable, LongString};
+use futures_util::future::try_join_all;
+
+use crate::mapping::properties::{
+    escape_value, properties_to_rocketmq, rocketmq_to_properties, unescape_value, EXCHANGE,
+    PROPERTIES, ROUTING_KEY,
+};
+use crate::mapping::routing::route;
+use crate::topology::Vhost;
+use crate::upstream::{OutboundMessage, Upstream, UpstreamError};
+
+/// Where a queue's dead letters go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    pub exchange: String,
+    /// Replaces the message's routing key when set.
+    pub routing_key: Option<String>,
+}
+
+/// The queue's dead-letter exchange, if its arguments name one.
+pub fn target(vhost: &Vhost, queue: &str) -> Option<Target> {
+    let topology = vhost.read();
+    let arguments = &topology.queues.get(queue)?.arguments;
+    let text = |key: &str| match arguments.inner().get(key) {
+        Some(AMQPValue::LongString(s)) => Some(String::from_utf8_lossy(s.as_bytes()).into_owned()),
+        Some(AMQPValue::ShortString(s)) => Some(s.as_str().to_owned()),
+        _ => None,
+    };
+    Some(Target {
+        exchange: text("x-dead-letter-exchange")?,
+        routing_key: text("x-dead-letter-routing-key"),
+    })
+}
+
+/// The reasons RabbitMQ records in x-death.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reason {
+    Rejected,
+}
+
+impl Reason {
+    fn as_str(self) -> &'static str {
+        match self {
+            Reason::Rejected => "rejected",
+        }
+    }
+}
+
+fn long_string(text: &str) -> AMQPValue {
+    AMQPValue::LongString(LongString::from(text.as_bytes().to_vec()))
+}
+
+fn text_of(value: Option<&AMQPValue>) -> Option<String> {
+    match value? {
+        AMQPValue::LongString(s) => Some(String::from_utf8_lossy(s.as_bytes()).into_owned()),
+        AMQPValue::ShortString(s) => Some(s.as_str().to_owned()),
+        _ => None,
+    }
+}
+
+/// The message's properties after dying in `queue`: an x-death entry for
+/// (queue, reason) is added at the head or, if there is one, counted up and
+/// moved to the head; x-first-death-* are set on the first death.
+pub fn with_death(
+    properties: &BasicProperties,
+    queue: &str,
+    reason: Reason,
+    exchange: &str,
+    routing_key: &str,
+    now_secs: u64,
+) -> BasicProperties {
+    let mut headers = properties.headers().clone().unwrap_or_default();
+    let mut deaths: Vec<AMQPValue> = match headers.inner().get("x-death") {
+        Some(AMQPValue::FieldArray(a)) => a.as_slice().to_vec(),
+        _ => Vec::new(),
+    };
+    let same = |v: &AMQPValue| match v {
+        AMQPValue::FieldTable(t) => {
+            text_of(t.inner().get("queue")).as_deref() == Some(queue)
+                && text_of(t.inner().get("reason")).as_deref() == Some(reason.as_str())
+        }
+        _ => false,
+    };
+    let previous = deaths.iter().position(same).map(|i| deaths.remove(i));
+    let count = match &previous {
+        Some(AMQPValue::FieldTable(t)) => match t.inner().get("count") {
+            Some(AMQPValue::LongLongInt(n)) => *n + 1,
+            Some(AMQPValue::LongInt(n)) => i64::from(*n) + 1,
+            _ => 1,
+        },
+        _ => 1,
+    };
+    let mut death = FieldTable::default();
+    death.insert("count".into(), AMQPValue::LongLongInt(count));
+    death.insert("reason".into(), long_string(reason.as_str()));
+    death.insert("queue".into(), long_string(queue));
+    death.insert("time".into(), AMQPValue::Timestamp(now_secs));
+    death.insert("exchange".into(), long_string(exchange));
+    death.insert(
+        "routing-keys".into(),
+        AMQPValue::FieldArray(FieldArray::from(vec![long_string(routing_key)])),
+    );
+    if let Some(expiration) = properties.expiration() {
+        death.insert(
+            "original-expiration".into(),
+            long_string(expiration.as_str()),
+        );
+    }
+    deaths.insert(0, AMQPValue::FieldTable(death));
+    if !headers.contains_key("x-first-death-reason") {
+        headers.insert("x-first-death-reason".into(), long_string(reason.as_str()));
+        headers.insert("x-first-death-queue".into(), long_string(queue));
+        headers.insert("x-first-death-exchange".into(), long_string(exchange));
+    }
+    headers.insert(
+        "x-death".into(),
+        AMQPValue::FieldArray(FieldArray::from(deaths)),
+    );
+    properties.clone().with_headers(headers)
+}
+
+/// Reads the message at `offset` back, publishes it to the dead-letter
+/// exchange and resolves once every copy is stored.
+pub async fn send(
+    upstream: &dyn Upstream,
+    vhost: &Vhost,
+    topic: &str,
+    queue: &str,
+    queue_id: i32,
+    offset: i64,
+    target: &Target,
+) -> Result<(), UpstreamError> {
+    let pulled = upstream.pull(topic, queue_id, offset, 1, None).await?;
+    let Some(message) = pulled.messages.into_iter().find(|m| m.offset == offset) else {
+        tracing::error!(%topic, offset, "A rejected message is no longer in RocketMQ; it cannot be dead-lettered.");
+        return Ok(());
+    };
+    let properties = rocketmq_to_properties(message.property(PROPERTIES))
+        .map_err(|e| UpstreamError::Refused(e.to_string()))?;
+    let exchange = message
+        .property(EXCHANGE)
+        .map(unescape_value)
+        .unwrap_or_default();
+    let routing_key = message
+        .property(ROUTING_KEY)
+        .map(unescape_value)
+        .unwrap_or_default();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let properties = with_death(
+        &properties,
+        queue,
+        Reason::Rejected,
+        &exchange,
+        &routing_key,
+        now,
+    );
+    let new_key = target.routing_key.clone().unwrap_or(routing_key);
+    let topics: Vec<String> = {
+        let topology = vhost.read();
+        if !topology.exchanges.contains_key(&target.exchange) {
+            tracing::warn!(vhost = %vhost.name, %queue, exchange = %target.exchange, "Dead-letter exchange does not exist; the rejected message is dropped, as RabbitMQ drops it.");
+            return Ok(());
+        }
+        route(
+            &*topology,
+            &target.exchange,
+            &new_key,
+            properties.headers().as_ref(),
+        )
+        .iter()
+        .filter_map(|q| topology.queues.get(q).map(|q| q.record.topic.clone()))
+        .collect()
+    };
+    let stored =
+        properties_to_rocketmq(&properties).map_err(|e| UpstreamError::Refused(e.to_string()))?;
+    let mut props = vec![
+        (ROUTING_KEY, escape_value(&new_key)),
+        (EXCHANGE, escape_value(&target.exchange)),
+    ];
+    if let Some(stored) = stored {
+        props.push((PROPERTIES, stored));
+    }
+    let sends: Vec<_> = topics
+        .into_iter()
+        .map(|topic| {
+            upstream.send(OutboundMessage {
+                topic,
+                body: message.body.clone(),
+                properties: props.clone(),
+            })
+        })
+        .collect();
+    metrics::counter!(crate::metrics::DEAD_LETTERED).increment(1);
+    try_join_all(sends).await.map(drop)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use amq_protocol::types::ShortString;
+
+    fn deaths(p: &BasicProperties) -> Vec<FieldTable> {
+        match p.headers().as_ref().and_then(|h| h.inner().get("x-death")) {
+            Some(AMQPValue::FieldArray(a)) => a
+                .as_slice()
+                .iter()
+                .map(|v| match v {
+                    AMQPValue::FieldTable(t) => t.clone(),
+                    other => panic!("x-death entry is not a table: {other:?}"),
+                })
+                .collect(),
+            other => panic!("no x-death array: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn first_death_adds_an_entry_and_first_death_headers() {
+        let p = BasicProperties::default().with_expiration(ShortString::from("60000"));
+        let p = with_death(&p, "work", Reason::Rejected, "jobs", "job.a", 1_700_000_000);
+        let d = deaths(&p);
+        assert_eq!(d.len(), 1);
+        let e = d[0].inner();
+        assert_eq!(e.get("count"), Some(&AMQPValue::LongLongInt(1)));
+        assert_eq!(text_of(e.get("reason")).as_deref(), Some("rejected"));
+        assert_eq!(text_of(e.get("queue")).as_deref(), Some("work"));
+        assert_eq!(text_of(e.get("exchange")).as_deref(), Some("jobs"));
+        assert_eq!(e.get("time"), Some(&AMQPValue::Timestamp(1_700_000_000)));
+        assert_eq!(
+            text_of(e.get("original-expiration")).as_deref(),
+            Some("60000")
+        );
+        let h = p.headers().clone().unwrap();
+        assert_eq!(
+            text_of(h.inner().get("x-first-death-queue")).as_deref(),
+            Some("work")
+        );
+        assert_eq!(
+            text_of(h.inner().get("x-first-death-reason")).as_deref(),
+            Some("rejected")
+        );
+    }
+
+    #[test]
+    fn dying_again_in_the_same_queue_counts_up_and_moves_to_the_head() {
+        let p = BasicProperties::default();
+        let p = with_death(&p, "a", Reason::Rejected, "x", "k", 1);
+        let p = with_death(&p, "b", Reason::Rejected, "x", "k", 2);
+        let p = with_death(&p, "a", Reason::Rejected, "x", "k", 3);
+        let d = deaths(&p);
+        assert_eq!(d.len(), 2);
+        assert_eq!(text_of(d[0].inner().get("queue")).as_deref(), Some("a"));
+        assert_eq!(d[0].inner().get("count"), Some(&AMQPValue::LongLongInt(2)));
+        assert_eq!(text_of(d[1].inner().get("queue")).as_deref(), Some("b"));
+        let h = p.headers().clone().unwrap();
+        assert_eq!(
+            text_of(h.inner().get("x-first-death-queue")).as_deref(),
+            Some("a"),
+            "first death headers are not overwritten"
+        );
+    }
+}

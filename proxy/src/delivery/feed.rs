@@ -1,0 +1,746 @@
+//! One task per consumed queue: reads the queue's topic by offset, hands
+//! messages to consumers round-robin within their credit, serves basic.get,
+//! and commits the queue group's offset over what is settled.
+//!
+//! Per message queue of the topic it keeps (offsets only, bodies only while
+//! buffered): `next`, the next offset to read; `fresh`, read and not yet
+//! handed out; `redeliver`, settled back (nack/reject/recover with requeue,
+//! a closed channel) and to be read again; `outstanding`, handed out and not
+//! settled. The committed offset is the smallest of them: everything below it
+//! is settled, so a gateway that dies loses nothing that was not acknowledged.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::stream::FuturesUnordered;
+use futures_util::StreamExt;
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::{sleep_until, Instant};
+
+use super::{dead_letter, ConsumerSlot, Delivery, ToConnection};
+use crate::topology::Vhost;
+use crate::upstream::{InboundMessage, Partition, Pulled, Upstream, UpstreamError};
+
+/// How long the broker holds an empty read (it answers at once when a message arrives).
+const LONG_POLL: Duration = Duration::from_secs(5);
+/// Messages asked for per read.
+const PULL_BATCH: u32 = 64;
+/// Read ahead at most this many messages per message queue.
+const READ_AHEAD: usize = 512;
+/// Offsets are committed at most this often per message queue.
+const COMMIT_EVERY: Duration = Duration::from_millis(50);
+/// After a failed read or commit, wait this long before trying again.
+const RETRY_AFTER: Duration = Duration::from_millis(500);
+
+/// How a consumer settled handed-out messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Done with: never delivered again.
+    Ack,
+    /// Delivered again, with redelivered=true (nack/reject requeue, recover,
+    /// a closed channel).
+    Requeue,
+    /// Handed out but never written to the client (its consumer went away
+    /// in between): delivered again as if it had not been.
+    Unsent,
+    /// Rejected without requeue: dead-lettered if the queue has a
+    /// dead-letter exchange, otherwise dropped.
+    Reject,
+}
+
+/// A message taken by basic.get.
+#[derive(Debug)]
+pub struct Got {
+    pub message: InboundMessage,
+    pub redelivered: bool,
+    /// Ready messages left in the queue.
+    pub remaining: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SubscribeError {
+    /// Another consumer holds the queue exclusively, or an exclusive
+    /// consumer was asked for while others exist.
+    ExclusiveUse,
+    /// The queue was deleted.
+    Gone,
+}
+
+pub enum FeedCommand {
+    Subscribe(ConsumerSlot, oneshot::Sender<Result<(), SubscribeError>>),
+    /// Removes a consumer; answers how many remain.
+    Unsubscribe(u64, oneshot::Sender<usize>),
+    Settle(Vec<(i32, i64)>, Outcome),
+    /// Credit was given back somewhere: look again.
+    Wake,
+    Get(oneshot::Sender<Result<Option<Got>, UpstreamError>>),
+    /// Ready messages (given the log ends now) and consumers.
+    Count(Vec<Partition>, oneshot::Sender<(u64, u32)>),
+    /// Drops every ready message (given the log ends now); answers how many.
+    Purge(Vec<Partition>, oneshot::Sender<u64>),
+    /// The queue is deleted: cancel every consumer and end.
+    Stop,
+}
+
+/// The handle to a queue's feed task.
+#[derive(Debug)]
+pub struct Feed {
+    tx: mpsc::UnboundedSender<FeedCommand>,
+    pub topic: String,
+    pub queue: String,
+}
+
+impl Feed {
+    pub fn start(upstream: Arc<dyn Upstream>, vhost: Arc<Vhost>, queue: &meta::Queue) -> Arc<Feed> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let feed = Arc::new(Feed {
+            tx,
+            topic: queue.topic.clone(),
+            queue: queue.name.clone(),
+        });
+        let task = Task {
+            feed: feed.clone(),
+            upstream,
+            vhost,
+            topic: queue.topic.clone(),
+            group: queue.group.clone(),
+            rx,
+            parts: Vec::new(),
+            consumers: Vec::new(),
+            next_consumer: 0,
+            next_part: 0,
+            gets: VecDeque::new(),
+            probing: false,
+            pending: FuturesUnordered::new(),
+            commit_at: None,
+        };
+        tokio::spawn(task.run());
+        feed
+    }
+
+    /// Sends a command; a feed that ended ignores it.
+    pub fn send(&self, command: FeedCommand) {
+        let _ = self.tx.send(command);
+    }
+
+    pub async fn subscribe(&self, slot: ConsumerSlot) -> Result<(), SubscribeError> {
+        let (reply, answer) = oneshot::channel();
+        self.send(FeedCommand::Subscribe(slot, reply));
+        answer.await.unwrap_or(Err(SubscribeError::Gone))
+    }
+
+    /// Removes a consumer; how many consumers the queue still has here.
+    pub async fn unsubscribe(&self, id: u64) -> usize {
+        let (reply, answer) = oneshot::channel();
+        self.send(FeedCommand::Unsubscribe(id, reply));
+        answer.await.unwrap_or(0)
+    }
+
+    pub fn settle(&self, items: Vec<(i32, i64)>, outcome: Outcome) {
+        if !items.is_empty() {
+            self.send(FeedCommand::Settle(items, outcome));
+        }
+    }
+
+    pub async fn get(&self) -> Result<Option<Got>, UpstreamError> {
+        let (reply, answer) = oneshot::channel();
+        self.send(FeedCommand::Get(reply));
+        answer.await.unwrap_or(Ok(None))
+    }
+
+    pub async fn count(&self, partitions: Vec<Partition>) -> (u64, u32) {
+        let (reply, answer) = oneshot::channel();
+        self.send(FeedCommand::Count(partitions, reply));
+        answer.await.unwrap_or((0, 0))
+    }
+
+    pub async fn purge(&self, partitions: Vec<Partition>) -> u64 {
+        let (reply, answer) = oneshot::channel();
+        self.send(FeedCommand::Purge(partitions, reply));
+        answer.await.unwrap_or(0)
+    }
+}
+
+/// One message queue of the topic.
+#[derive(Debug, Default)]
+struct Part {
+    id: i32,
+    next: i64,
+    max: i64,
+    committed: i64,
+    fresh: VecDeque<InboundMessage>,
+    /// Read back for redelivery, with their redelivered flag.
+    again: VecDeque<(InboundMessage, bool)>,
+    redeliver: BTreeMap<i64, bool>,
+    outstanding: BTreeSet<i64>,
+    pulling_fresh: bool,
+    pulling_again: bool,
+    committing: bool,
+    retry_at: Option<Instant>,
+}
+
+impl Part {
+    fn ready(&self) -> usize {
+        self.fresh.len() + self.again.len() + self.redeliver.len()
+    }
+
+    /// Every offset below this one is settled.
+    fn settled_below(&self) -> i64 {
+        [
+            self.outstanding.first().copied(),
+            self.redeliver.keys().next().copied(),
+            self.again.front().map(|(m, _)| m.offset),
+            self.fresh.front().map(|m| m.offset),
+            Some(self.next),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+        .unwrap_or(self.next)
+    }
+
+    fn take(&mut self) -> Option<(InboundMessage, bool)> {
+        if let Some(again) = self.again.pop_front() {
+            return Some(again);
+        }
+        self.fresh.pop_front().map(|m| (m, false))
+    }
+
+    fn has_message(&self) -> bool {
+        !self.again.is_empty() || !self.fresh.is_empty()
+    }
+
+    fn unread(&self, max: i64) -> u64 {
+        (max.max(self.max) - self.next).max(0) as u64 + self.ready() as u64
+    }
+}
+
+enum Event {
+    Fresh(i32, Result<Pulled, UpstreamError>),
+    Again(i32, i64, Result<Pulled, UpstreamError>),
+    /// basic.get found nothing buffered and read each message queue once.
+    Probed(Vec<(i32, Result<Pulled, UpstreamError>)>),
+    Committed(i32, i64, Result<(), UpstreamError>),
+    DeadLettered(i32, i64, Result<(), UpstreamError>),
+}
+
+type EventFuture = Pin<Box<dyn Future<Output = Event> + Send>>;
+
+struct Task {
+    feed: Arc<Feed>,
+    upstream: Arc<dyn Upstream>,
+    vhost: Arc<Vhost>,
+    topic: String,
+    group: String,
+    rx: mpsc::UnboundedReceiver<FeedCommand>,
+    parts: Vec<Part>,
+    consumers: Vec<ConsumerSlot>,
+    next_consumer: usize,
+    next_part: usize,
+    gets: VecDeque<oneshot::Sender<Result<Option<Got>, UpstreamError>>>,
+    probing: bool,
+    pending: FuturesUnordered<EventFuture>,
+    commit_at: Option<Instant>,
+}
+
+impl Task {
+    async fn run(mut self) {
+        if !self.load().await {
+            return;
+        }
+        loop {
+            self.dispatch();
+            self.schedule();
+            let timer = self.next_timer();
+            tokio::select! {
+                command = self.rx.recv() => {
+                    let Some(command) = command else { return };
+                    if !self.command(command) {
+                        return;
+                    }
+                    // Take what else is queued before dispatching again.
+                    for _ in 0..256 {
+                        match self.rx.try_recv() {
+                            Ok(command) => if !self.command(command) { return },
+                            Err(_) => break,
+                        }
+                    }
+                }
+                Some(event) = self.pending.next(), if !self.pending.is_empty() => self.event(event),
+                _ = sleep_until(timer.unwrap_or_else(far)), if timer.is_some() => {}
+            }
+            self.commit();
+        }
+    }
+
+    /// Reads where the group stands; retries until RocketMQ answers or the queue goes.
+    async fn load(&mut self) -> bool {
+        loop {
+            match self.upstream.partitions(&self.topic, &self.group).await {
+                Ok(partitions) => {
+                    self.parts = partitions
+                        .into_iter()
+                        .map(|p| Part {
+                            id: p.queue_id,
+                            next: p.committed,
+                            max: p.max,
+                            committed: p.committed,
+                            ..Part::default()
+                        })
+                        .collect();
+                    tracing::debug!(topic = %self.topic, parts = self.parts.len(), "Feed started.");
+                    return true;
+                }
+                Err(error) => {
+                    tracing::warn!(topic = %self.topic, %error, "Cannot read the queue's position in RocketMQ; retrying.");
+                    let retry = tokio::time::sleep(RETRY_AFTER);
+                    tokio::pin!(retry);
+                    loop {
+                        tokio::select! {
+                            _ = &mut retry => break,
+                            command = self.rx.recv() => match command {
+                                None | Some(FeedCommand::Stop) => return false,
+                                Some(FeedCommand::Get(reply)) => {
+                                    let _ = reply.send(Err(error.clone()));
+                                }
+                                // Subscriptions wait for the feed to run.
+                                Some(other) => {
+                                    if !self.command(other) {
+                                        return false;
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn next_timer(&self) -> Option<Instant> {
+        let retry = self.parts.iter().filter_map(|p| p.retry_at).min();
+        match (retry, self.commit_at) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Handles one command; false ends the feed.
+    fn command(&mut self, command: FeedCommand) -> bool {
+        match command {
+            FeedCommand::Subscribe(slot, reply) => {
+                let locked = self.consumers.iter().any(|c| c.exclusive);
+                if locked || (slot.exclusive && !self.consumers.is_empty()) {
+                    let _ = reply.send(Err(SubscribeError::ExclusiveUse));
+                } else {
+                    self.consumers.push(slot);
+                    let _ = reply.send(Ok(()));
+                }
+            }
+            FeedCommand::Unsubscribe(id, reply) => {
+                self.consumers.retain(|c| c.id != id);
+                let _ = reply.send(self.consumers.len());
+            }
+            FeedCommand::Settle(items, outcome) => self.settle(items, outcome),
+            FeedCommand::Wake => {}
+            FeedCommand::Get(reply) => self.gets.push_back(reply),
+            FeedCommand::Count(partitions, reply) => {
+                let ready = self.ready_given(&partitions);
+                let _ = reply.send((ready, self.consumers.len() as u32));
+            }
+            FeedCommand::Purge(partitions, reply) => {
+                let ready = self.ready_given(&partitions);
+                for part in &mut self.parts {
+                    let max = partitions
+                        .iter()
+                        .find(|p| p.queue_id == part.id)
+                        .map_or(part.max, |p| p.max);
+                    part.fresh.clear();
+                    part.again.clear();
+                    part.redeliver.clear();
+                    part.max = part.max.max(max);
+                    part.next = part.next.max(part.max);
+                }
+                self.commit_soon();
+                let _ = reply.send(ready);
+            }
+            FeedCommand::Stop => {
+                for c in self.consumers.drain(..) {
+                    let _ = c.sink.send(ToConnection::Cancelled {
+                        channel: c.channel,
+                        epoch: c.epoch,
+                        consumer_tag: c.tag.clone(),
+                    });
+                }
+                for get in self.gets.drain(..) {
+                    let _ = get.send(Ok(None));
+                }
+                return false;
+            }
+        }
+        true
+    }
+
+    fn ready_given(&mut self, partitions: &[Partition]) -> u64 {
+        let mut ready = 0;
+        for part in &mut self.parts {
+            let max = partitions
+                .iter()
+                .find(|p| p.queue_id == part.id)
+                .map_or(part.max, |p| p.max);
+            ready += part.unread(max);
+        }
+        ready
+    }
+
+    fn settle(&mut self, items: Vec<(i32, i64)>, outcome: Outcome) {
+        let dead_letter_to = match outcome {
+            Outcome::Reject => dead_letter::target(&self.vhost, &self.feed.queue),
+            _ => None,
+        };
+        for (id, offset) in items {
+            let Some(part) = self.parts.iter_mut().find(|p| p.id == id) else {
+                continue;
+            };
+            match outcome {
+                Outcome::Ack => {
+                    part.outstanding.remove(&offset);
+                }
+                Outcome::Requeue | Outcome::Unsent => {
+                    if part.outstanding.remove(&offset) {
+                        part.redeliver.insert(offset, outcome == Outcome::Requeue);
+                    }
+                }
+                Outcome::Reject => match &dead_letter_to {
+                    // Stays outstanding until the dead-lettered copy is stored.
+                    Some(target) if part.outstanding.contains(&offset) => {
+                        let (upstream, vhost, topic, target) = (
+                            self.upstream.clone(),
+                            self.vhost.clone(),
+                            self.topic.clone(),
+                            target.clone(),
+                        );
+                        let queue = self.feed.queue.clone();
+                        self.pending.push(Box::pin(async move {
+                            let result = dead_letter::send(
+                                &*upstream, &vhost, &topic, &queue, id, offset, &target,
+                            )
+                            .await;
+                            Event::DeadLettered(id, offset, result)
+                        }));
+                    }
+                    _ => {
+                        part.outstanding.remove(&offset);
+                    }
+                },
+            }
+        }
+        self.commit_soon();
+    }
+
+    fn commit_soon(&mut self) {
+        if self.commit_at.is_none() {
+            self.commit_at = Some(Instant::now() + COMMIT_EVERY);
+        }
+    }
+
+    /// Hands ready messages to waiting gets, then to consumers with credit.
+    fn dispatch(&mut self) {
+        while !self.gets.is_empty() {
+            let Some((id, message, redelivered)) = self.take_ready() else {
+                break;
+            };
+            let remaining = self.parts.iter().map(|p| p.unread(p.max)).sum::<u64>();
+            let Some(reply) = self.gets.pop_front() else {
+                break;
+            };
+            let offset = message.offset;
+            if let Some(part) = self.parts.iter_mut().find(|p| p.id == id) {
+                part.outstanding.insert(offset);
+            }
+            let got = Got {
+                message,
+                redelivered,
+                remaining: remaining.min(u64::from(u32::MAX)) as u32,
+            };
+            if let Err(Ok(Some(got))) = reply.send(Ok(Some(got))) {
+                // The asking channel went away: put it back.
+                self.settle(vec![(id, got.message.offset)], Outcome::Unsent);
+            }
+        }
+        if self.consumers.is_empty() {
+            return;
+        }
+        loop {
+            if !self.parts.iter().any(Part::has_message) {
+                return;
+            }
+            let Some(index) = self.consumer_with_credit() else {
+                return;
+            };
+            let Some((id, message, redelivered)) = self.take_ready() else {
+                self.consumers[index].credit.release(1);
+                return;
+            };
+            let consumer = &self.consumers[index];
+            let offset = message.offset;
+            let delivery = Delivery {
+                channel: consumer.channel,
+                epoch: consumer.epoch,
+                consumer_tag: consumer.tag.clone(),
+                redelivered,
+                message,
+                feed: self.feed.clone(),
+                credit: consumer.credit.clone(),
+            };
+            let no_ack = consumer.no_ack;
+            if let Some(part) = self.parts.iter_mut().find(|p| p.id == id) {
+                if !no_ack {
+                    part.outstanding.insert(offset);
+                }
+            }
+            if let Err(returned) = consumer.sink.send(ToConnection::Deliver(delivery)) {
+                // Its connection is gone: drop the consumer, keep the message.
+                let ToConnection::Deliver(delivery) = returned.0 else {
+                    continue;
+                };
+                let consumer = self.consumers.remove(index);
+                tracing::debug!(tag = %consumer.tag, "Consumer's connection is gone; removed.");
+                if let Some(part) = self.parts.iter_mut().find(|p| p.id == id) {
+                    part.outstanding.remove(&offset);
+                    part.again.push_front((delivery.message, redelivered));
+                }
+            } else if no_ack {
+                self.commit_soon();
+            }
+        }
+    }
+
+    /// The next consumer in round-robin order that may take one more message
+    /// (its credit is taken).
+    fn consumer_with_credit(&mut self) -> Option<usize> {
+        let n = self.consumers.len();
+        for step in 0..n {
+            let index = (self.next_consumer + step) % n;
+            if self.consumers[index].credit.try_take() {
+                self.next_consumer = (index + 1) % n;
+                return Some(index);
+            }
+        }
+        None
+    }
+
+    /// A ready message, taking message queues in turn.
+    fn take_ready(&mut self) -> Option<(i32, InboundMessage, bool)> {
+        let n = self.parts.len();
+        for step in 0..n {
+            let index = (self.next_part + step) % n;
+            if let Some((message, redelivered)) = self.parts[index].take() {
+                self.next_part = (index + 1) % n;
+                return Some((self.parts[index].id, message, redelivered));
+            }
+        }
+        None
+    }
+
+    /// Starts the reads that are wanted and not yet running.
+    fn schedule(&mut self) {
+        let now = Instant::now();
+        let wanted = self.consumers.iter().any(|c| c.credit.has_room());
+        for part in &mut self.parts {
+            if part.retry_at.is_some_and(|t| t > now) {
+                continue;
+            }
+            part.retry_at = None;
+            if !part.redeliver.is_empty() && !part.pulling_again {
+                let Some((&from, _)) = part.redeliver.first_key_value() else {
+                    continue;
+                };
+                let last = part.redeliver.keys().next_back().copied().unwrap_or(from);
+                let span = ((last - from + 1) as u32).clamp(1, PULL_BATCH);
+                part.pulling_again = true;
+                let (upstream, topic, id) = (self.upstream.clone(), self.topic.clone(), part.id);
+                self.pending.push(Box::pin(async move {
+                    let result = upstream.pull(&topic, id, from, span, None).await;
+                    Event::Again(id, from, result)
+                }));
+            }
+            if wanted && !part.pulling_fresh && part.fresh.len() < READ_AHEAD {
+                part.pulling_fresh = true;
+                let (upstream, topic, id, from) = (
+                    self.upstream.clone(),
+                    self.topic.clone(),
+                    part.id,
+                    part.next,
+                );
+                self.pending.push(Box::pin(async move {
+                    let result = upstream
+                        .pull(&topic, id, from, PULL_BATCH, Some(LONG_POLL))
+                        .await;
+                    Event::Fresh(id, result)
+                }));
+            }
+        }
+        // A get with nothing buffered reads once, without waiting.
+        let nothing_ready = !self.parts.iter().any(Part::has_message);
+        let again_coming = self.parts.iter().any(|p| !p.redeliver.is_empty());
+        if !self.gets.is_empty() && nothing_ready && !again_coming && !self.probing {
+            self.probing = true;
+            let (upstream, topic) = (self.upstream.clone(), self.topic.clone());
+            let from: Vec<(i32, i64)> = self.parts.iter().map(|p| (p.id, p.next)).collect();
+            self.pending.push(Box::pin(async move {
+                let mut results = Vec::with_capacity(from.len());
+                for (id, offset) in from {
+                    results.push((
+                        id,
+                        upstream.pull(&topic, id, offset, PULL_BATCH, None).await,
+                    ));
+                }
+                Event::Probed(results)
+            }));
+        }
+    }
+
+    fn event(&mut self, event: Event) {
+        match event {
+            Event::Fresh(id, result) => {
+                if let Some(part) = self.parts.iter_mut().find(|p| p.id == id) {
+                    part.pulling_fresh = false;
+                    self.accept_fresh(id, result);
+                }
+            }
+            Event::Probed(results) => {
+                self.probing = false;
+                let mut failure = None;
+                for (id, result) in results {
+                    if let Err(e) = &result {
+                        failure = Some(e.clone());
+                    }
+                    self.accept_fresh(id, result);
+                }
+                if !self.parts.iter().any(Part::has_message) {
+                    // Nothing to give: every waiting get is answered empty (or failed).
+                    for get in self.gets.drain(..) {
+                        let _ = get.send(match &failure {
+                            Some(e) => Err(e.clone()),
+                            None => Ok(None),
+                        });
+                    }
+                }
+            }
+            Event::Again(id, from, result) => {
+                let Some(part) = self.parts.iter_mut().find(|p| p.id == id) else {
+                    return;
+                };
+                part.pulling_again = false;
+                match result {
+                    Ok(pulled) => {
+                        let mut found_from = false;
+                        for m in pulled.messages {
+                            if let Some(flag) = part.redeliver.remove(&m.offset) {
+                                found_from |= m.offset == from;
+                                part.again.push_back((m, flag));
+                            }
+                        }
+                        if !found_from && part.redeliver.remove(&from).is_some() {
+                            // Retention removed it from RocketMQ before it was redelivered.
+                            tracing::error!(topic = %self.topic, queue_id = id, offset = from, "A requeued message is no longer in RocketMQ; it cannot be redelivered.");
+                            metrics::counter!(crate::metrics::REDELIVERY_LOST).increment(1);
+                        }
+                    }
+                    Err(error) => {
+                        tracing::warn!(topic = %self.topic, %error, "Reading requeued messages failed; retrying.");
+                        part.retry_at = Some(Instant::now() + RETRY_AFTER);
+                    }
+                }
+            }
+            Event::Committed(id, offset, result) => {
+                let Some(part) = self.parts.iter_mut().find(|p| p.id == id) else {
+                    return;
+                };
+                part.committing = false;
+                match result {
+                    Ok(()) => part.committed = part.committed.max(offset),
+                    Err(error) => {
+                        tracing::warn!(topic = %self.topic, %error, "Committing the queue's offset failed; retrying.");
+                        self.commit_at = Some(Instant::now() + RETRY_AFTER);
+                    }
+                }
+                if part.settled_below() > part.committed {
+                    self.commit_soon();
+                }
+            }
+            Event::DeadLettered(id, offset, result) => {
+                let Some(part) = self.parts.iter_mut().find(|p| p.id == id) else {
+                    return;
+                };
+                if part.outstanding.remove(&offset) {
+                    if let Err(error) = result {
+                        tracing::warn!(topic = %self.topic, offset, %error, "Dead-lettering failed; the message is requeued instead.");
+                        part.redeliver.insert(offset, true);
+                    }
+                }
+                self.commit_soon();
+            }
+        }
+    }
+
+    fn accept_fresh(&mut self, id: i32, result: Result<Pulled, UpstreamError>) {
+        let Some(part) = self.parts.iter_mut().find(|p| p.id == id) else {
+            return;
+        };
+        match result {
+            Ok(pulled) => {
+                part.max = part.max.max(pulled.max_offset);
+                for m in pulled.messages {
+                    // A read that started before a purge or another read may
+                    // bring what is already had or dropped.
+                    if m.offset >= part.next {
+                        part.next = m.offset + 1;
+                        part.fresh.push_back(m);
+                    }
+                }
+                if pulled.offset_illegal && pulled.next_offset > part.next {
+                    tracing::warn!(topic = %self.topic, queue_id = id, from = part.next, to = pulled.next_offset, "Read position was outside RocketMQ's log; moved to where it starts.");
+                    part.next = pulled.next_offset;
+                }
+            }
+            Err(error) => {
+                tracing::warn!(topic = %self.topic, %error, "Reading the queue from RocketMQ failed; retrying.");
+                part.retry_at = Some(Instant::now() + RETRY_AFTER);
+            }
+        }
+    }
+
+    /// Commits what is settled, at most every COMMIT_EVERY per message queue.
+    fn commit(&mut self) {
+        if self.commit_at.is_none_or(|t| t > Instant::now()) {
+            return;
+        }
+        self.commit_at = None;
+        for part in &mut self.parts {
+            let target = part.settled_below();
+            if target <= part.committed || part.committing {
+                continue;
+            }
+            part.committing = true;
+            let (upstream, topic, group, id) = (
+                self.upstream.clone(),
+                self.topic.clone(),
+                self.group.clone(),
+                part.id,
+            );
+            self.pending.push(Box::pin(async move {
+                let result = upstream.commit(&topic, &group, id, target).await;
+                Event::Committed(id, target, result)
+            }));
+        }
+    }
+}
+
+fn far() -> Instant {
+    Instant::now() + Duration::from_secs(3600)
+}

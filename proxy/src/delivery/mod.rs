@@ -1,0 +1,106 @@
+//! The consume path: messages read from a queue's RocketMQ topic and handed
+//! to consumers, and the acknowledgements that move the queue's read position.
+//!
+//! ```text
+//!  RocketMQ topic ──pull by offset──► feed (one task per queue, feed.rs)
+//!                                       │ round-robin over consumers with credit
+//!                                       ▼
+//!                       connection task (ToConnection, unbounded: credit bounds it)
+//!                                       │ basic.deliver frames, batched per write
+//!                                       ▼
+//!                                    client ── ack / nack / reject ──► feed (Settle)
+//! ```
+//!
+//! A feed commits its queue group's offset only over the contiguous prefix
+//! of settled messages, so what was not acknowledged when a gateway dies is
+//! read again by the next one (docs/architecture.md, "Consume path").
+
+pub mod credit;
+pub mod dead_letter;
+pub mod feed;
+
+use std::sync::Arc;
+
+use dashmap::DashMap;
+use tokio::sync::mpsc;
+
+pub use credit::{ConsumerCredit, Credit};
+pub use feed::{Feed, FeedCommand, Outcome};
+
+use crate::topology::Vhost;
+use crate::upstream::{InboundMessage, Upstream};
+
+/// What a feed sends to a connection task.
+#[derive(Debug)]
+pub enum ToConnection {
+    Deliver(Delivery),
+    /// The queue went away: the consumer is cancelled by the server.
+    Cancelled {
+        channel: u16,
+        epoch: u64,
+        consumer_tag: Arc<str>,
+    },
+}
+
+/// One message for one consumer.
+#[derive(Debug)]
+pub struct Delivery {
+    pub channel: u16,
+    pub epoch: u64,
+    pub consumer_tag: Arc<str>,
+    pub redelivered: bool,
+    pub message: InboundMessage,
+    /// Where to settle it.
+    pub feed: Arc<Feed>,
+    /// The credit taken for it, given back when it is settled (or written, for no-ack).
+    pub credit: Arc<ConsumerCredit>,
+}
+
+pub type ConnectionSink = mpsc::UnboundedSender<ToConnection>;
+
+/// A consumer as a feed sees it.
+#[derive(Debug, Clone)]
+pub struct ConsumerSlot {
+    /// Unique within the gateway.
+    pub id: u64,
+    pub tag: Arc<str>,
+    pub channel: u16,
+    pub epoch: u64,
+    pub no_ack: bool,
+    pub exclusive: bool,
+    pub credit: Arc<ConsumerCredit>,
+    pub sink: ConnectionSink,
+}
+
+/// The running feeds of this gateway, one per queue topic.
+#[derive(Debug, Default)]
+pub struct Feeds {
+    feeds: DashMap<String, Arc<Feed>>,
+}
+
+impl Feeds {
+    /// The queue's feed, started on first use.
+    pub fn get_or_start(
+        &self,
+        upstream: &Arc<dyn Upstream>,
+        vhost: &Arc<Vhost>,
+        queue: &meta::Queue,
+    ) -> Arc<Feed> {
+        self.feeds
+            .entry(queue.topic.clone())
+            .or_insert_with(|| Feed::start(upstream.clone(), vhost.clone(), queue))
+            .clone()
+    }
+
+    /// The queue's feed if one runs here.
+    pub fn get(&self, topic: &str) -> Option<Arc<Feed>> {
+        self.feeds.get(topic).map(|f| f.clone())
+    }
+
+    /// The queue is being deleted: its feed cancels its consumers and ends.
+    pub fn stop(&self, topic: &str) {
+        if let Some((_, feed)) = self.feeds.remove(topic) {
+            feed.send(FeedCommand::Stop);
+        }
+    }
+}
