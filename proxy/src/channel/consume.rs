@@ -195,7 +195,7 @@ pub async fn handle_basic_consume(
             queue: state.record.name.clone(),
         },
     );
-    tracing::debug!(channel = ch.id, %tag, queue = %state.record.name, no_ack = m.no_ack, "Consumer added.");
+    tracing::debug!(channel = ch.id, %tag, queue = %state.record.name, no_ack = m.no_ack, exclusive = m.exclusive, "Consumer added.");
     if !m.nowait {
         s.out.method(
             ch.id,

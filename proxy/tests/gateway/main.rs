@@ -3,6 +3,7 @@
 //! One integration-test binary for the crate (link time on 2 cores).
 
 mod connection;
+mod consume;
 mod harness;
 mod publish;
 mod raw;
