@@ -11,20 +11,7 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/amqp-gw/target}"
 messages="${MESSAGES:-10000}"
 cargo build --locked -q -p benches --bin publish-probe
 probe="$CARGO_TARGET_DIR/debug/publish-probe"
-SMOKE_MESSAGES=0 "$root/deploy/up.sh" >/dev/null
-"$root/deploy/rabbitmq/start.sh" >/dev/null
-
-ticks() { # summed utime+stime of the given pids, in clock ticks
-  local t=0
-  for p in "$@"; do t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat"))); done
-  echo "$t"
-}
-hz=$(getconf CLK_TCK)
-gateway_pids=("$(cat "$root/data/gateway.pid")")
-rocketmq_pids=("$(cat "$root/data/rocketmq/broker.pid")" "$(cat "$root/data/rocketmq/namesrv.pid")")
-rabbit_pids=("$(cat "${RABBITMQ_DATA:-$root/data/rabbitmq}/rabbitmq.pid")")
-
-per_msg() { awk -v d="$1" -v hz="$hz" -v n="$2" 'BEGIN{printf "%.0f", d / hz * 1e6 / n}'; }
+source "$root/benches/common.sh"
 
 run() { # name url window "front pids" "store pids"
   local name=$1 url=$2 window=$3 front=$4 store=$5
@@ -34,9 +21,9 @@ run() { # name url window "front pids" "store pids"
   line=$("$probe" --url "$url" --messages "$n" --window "$window" --queue "bench.compare" 2>/dev/null)
   f1=$(ticks $front); s1=$(ticks $store)
   local rate p50 p99
-  rate=$(sed -E 's/.*msg_per_s=([0-9.]+).*/\1/' <<<"$line")
-  p50=$(sed -E 's/.*confirm_p50_ms=([0-9.]+).*/\1/' <<<"$line")
-  p99=$(sed -E 's/.*confirm_p99_ms=([0-9.]+).*/\1/' <<<"$line")
+  rate=$(field msg_per_s "$line")
+  p50=$(field confirm_p50_ms "$line")
+  p99=$(field confirm_p99_ms "$line")
   echo "$name|$window|$rate|$p50|$p99|$(per_msg $((f1 - f0)) "$n")|$(per_msg $((s1 - s0)) "$n")"
 }
 
@@ -44,8 +31,8 @@ echo "| target | window | msg/s | confirm p50 ms | confirm p99 ms | front CPU µ
 echo "|---|---|---|---|---|---|---|"
 declare -A rates
 for w in 1 100 1000; do
-  g=$(run gateway "amqp://guest:guest@127.0.0.1:5672/%2f" "$w" "${gateway_pids[*]}" "${rocketmq_pids[*]}")
-  r=$(run rabbitmq "amqp://guest:guest@127.0.0.1:5673/%2f" "$w" "${rabbit_pids[*]}" "")
+  g=$(run gateway "$gateway_url" "$w" "${gateway_pids[*]}" "${rocketmq_pids[*]}")
+  r=$(run rabbitmq "$rabbit_url" "$w" "${rabbit_pids[*]}" "")
   for row in "$g" "$r"; do
     IFS='|' read -r n win rate p50 p99 front store <<<"$row"
     echo "| $n | $win | $rate | $p50 | $p99 | $front | $store |"

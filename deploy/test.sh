@@ -30,3 +30,6 @@ echo "== smoke job on its own stack"
 env "${smoke_env[@]}" SMOKE_MESSAGES=0 "$root/deploy/up.sh"
 python=$("$root/deploy/python-env.sh")
 AMQP_URL="amqp://guest:guest@127.0.0.1:25672/%2F" "$python" "$root/conformance/smoke/topic_counts.py"
+
+echo "== pika worker-queue example (publisher + two workers, prefetch 1, manual acks)"
+AMQP_URL="amqp://guest:guest@127.0.0.1:25672/%2F" "$python" "$root/conformance/examples/worker_queue.py"

@@ -8,11 +8,8 @@ use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use lapin::options::{
-    BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions, QueuePurgeOptions,
-};
-use lapin::types::FieldTable;
-use lapin::{BasicProperties, Connection, ConnectionProperties};
+use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, QueuePurgeOptions};
+use lapin::BasicProperties;
 
 #[derive(Debug, Parser)]
 struct Args {
@@ -35,14 +32,7 @@ struct Args {
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse();
-    let conn = Connection::connect(&args.url, ConnectionProperties::default()).await?;
-    let ch = conn.create_channel().await?;
-    let durable = QueueDeclareOptions {
-        durable: true,
-        ..Default::default()
-    };
-    ch.queue_declare(args.queue.as_str().into(), durable, FieldTable::default())
-        .await?;
+    let (conn, ch) = benches::open_queue(&args.url, &args.queue).await?;
     ch.queue_purge(args.queue.as_str().into(), QueuePurgeOptions::default())
         .await?;
     ch.confirm_select(ConfirmSelectOptions::default()).await?;

@@ -436,6 +436,9 @@ fn take(
     }
 }
 
+/// A feed and the (message queue, offset) pairs settled with it.
+type FeedItems = (Arc<Feed>, Vec<(i32, i64)>);
+
 /// Settles entries with their feeds (one command per feed) and gives credit back.
 pub fn settle(ch: &Channel, entries: Vec<Unacked>, outcome: Outcome) {
     if entries.is_empty() {
@@ -444,7 +447,7 @@ pub fn settle(ch: &Channel, entries: Vec<Unacked>, outcome: Outcome) {
     if outcome == Outcome::Ack {
         metrics::counter!(crate::metrics::ACKED).increment(entries.len() as u64);
     }
-    let mut by_feed: Vec<(Arc<Feed>, Vec<(i32, i64)>)> = Vec::new();
+    let mut by_feed: Vec<FeedItems> = Vec::new();
     for e in entries {
         e.credit.release(1);
         match by_feed.iter_mut().find(|(f, _)| Arc::ptr_eq(f, &e.feed)) {
