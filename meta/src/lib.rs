@@ -6,9 +6,13 @@
 //! gateways share one store) and `password` hashes passwords the way RabbitMQ
 //! stores them so that imported users keep theirs.
 //!
+//! `lease` is runtime state, not topology: which gateway reads which of a
+//! queue's message queues (no revision bump).
+//!
 //! Every change bumps a revision in `meta_revision`; gateways use it to follow
 //! changes made by others.
 
+pub mod lease;
 pub mod model;
 pub mod password;
 pub mod store;

@@ -21,9 +21,10 @@ pub enum MetaError {
 pub type Result<T> = std::result::Result<T, MetaError>;
 
 /// Versioned schema migrations, applied in order, each once.
-const MIGRATIONS: &[(i64, &str)] = &[(
-    1,
-    r#"
+const MIGRATIONS: &[(i64, &str)] = &[
+    (
+        1,
+        r#"
     CREATE TABLE vhosts (name TEXT PRIMARY KEY, namespace TEXT NOT NULL UNIQUE);
     CREATE TABLE users (name TEXT PRIMARY KEY, password_hash TEXT NOT NULL, tags TEXT NOT NULL,
                         loopback_only INTEGER NOT NULL);
@@ -42,12 +43,22 @@ const MIGRATIONS: &[(i64, &str)] = &[(
     CREATE TABLE meta_revision (id INTEGER PRIMARY KEY CHECK (id = 1), revision INTEGER NOT NULL);
     INSERT INTO meta_revision (id, revision) VALUES (1, 0);
     "#,
-)];
+    ),
+    (
+        2,
+        r#"
+    CREATE TABLE queue_leases (topic TEXT NOT NULL, queue_id INTEGER NOT NULL, owner TEXT NOT NULL,
+                               expires_ms INTEGER NOT NULL, PRIMARY KEY (topic, queue_id));
+    CREATE TABLE queue_readers (topic TEXT NOT NULL, owner TEXT NOT NULL, expires_ms INTEGER NOT NULL,
+                                PRIMARY KEY (topic, owner));
+    "#,
+    ),
+];
 
 /// The meta store. Cheap to clone (a pool handle).
 #[derive(Clone, Debug)]
 pub struct Store {
-    pool: SqlitePool,
+    pub(crate) pool: SqlitePool,
 }
 
 impl Store {

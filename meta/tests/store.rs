@@ -78,3 +78,58 @@ async fn deleting_a_queue_removes_its_bindings_and_bumps_the_revision() {
     assert!(snap.revision >= before + 4);
     assert!(!store.delete_binding(&binding).await.unwrap());
 }
+
+#[tokio::test]
+async fn a_lease_is_held_by_one_owner_until_released_or_expired() {
+    let (_dir, store) = fresh().await;
+    let (t, now, ttl) = ("topic-a", 1_000_000, 5_000);
+    assert!(store.try_lease(t, 0, "a", now, ttl).await.unwrap());
+    assert!(
+        !store.try_lease(t, 0, "b", now + 1, ttl).await.unwrap(),
+        "held by a"
+    );
+    assert!(
+        store.try_lease(t, 0, "a", now + 2, ttl).await.unwrap(),
+        "a renews"
+    );
+    assert!(
+        store.try_lease(t, 1, "b", now, ttl).await.unwrap(),
+        "another queue id"
+    );
+    // a stops renewing: after the TTL, b may take it.
+    assert!(!store.try_lease(t, 0, "b", now + ttl, ttl).await.unwrap());
+    assert!(store
+        .try_lease(t, 0, "b", now + ttl + 3, ttl)
+        .await
+        .unwrap());
+    store.release_lease(t, 0, "a").await.unwrap();
+    assert!(
+        !store
+            .try_lease(t, 0, "a", now + ttl + 4, ttl)
+            .await
+            .unwrap(),
+        "a's release did not free b's lease"
+    );
+    store.release_lease(t, 0, "b").await.unwrap();
+    assert!(store
+        .try_lease(t, 0, "a", now + ttl + 5, ttl)
+        .await
+        .unwrap());
+
+    store.announce_reader(t, "b", now, ttl).await.unwrap();
+    store.announce_reader(t, "a", now, 10).await.unwrap();
+    assert_eq!(store.readers(t, now).await.unwrap(), ["a", "b"]);
+    assert_eq!(
+        store.readers(t, now + 11).await.unwrap(),
+        ["b"],
+        "a's announcement lapsed"
+    );
+    store.withdraw_reader(t, "b").await.unwrap();
+    assert!(store.readers(t, now).await.unwrap() == ["a"]);
+    store.forget_topic(t).await.unwrap();
+    assert!(store.readers(t, now).await.unwrap().is_empty());
+    assert!(
+        store.try_lease(t, 1, "c", now, ttl).await.unwrap(),
+        "leases forgotten"
+    );
+}

@@ -101,13 +101,18 @@ impl Gateway {
             ),
         };
         let instance_id = format!("{:016x}", rand::random::<u64>());
+        let feeds = delivery::Feeds::new(delivery::FeedContext {
+            upstream: upstream.clone(),
+            store: store.clone(),
+            owner: instance_id.clone(),
+        });
         tracing::info!(revision = snapshot.revision, vhosts = snapshot.vhosts.len(), queues = snapshot.queues.len(), %instance_id, "Gateway started.");
         let gateway = Arc::new(Gateway {
             config,
             topology,
             store,
             upstream,
-            feeds: delivery::Feeds::default(),
+            feeds,
             instance_id,
         });
         gateway.delete_orphaned_exclusive_queues(&snapshot).await;

@@ -150,10 +150,7 @@ pub async fn handle_basic_consume(
         )
     };
     let id = NEXT_CONSUMER.fetch_add(1, Ordering::Relaxed);
-    let feed = s
-        .gateway
-        .feeds
-        .get_or_start(&s.gateway.upstream, s.vhost, &state.record);
+    let feed = s.gateway.feeds.get_or_start(s.vhost, &state.record);
     let slot = ConsumerSlot {
         id,
         tag: tag.clone(),
@@ -260,10 +257,7 @@ pub async fn handle_basic_get(
     m: basic::Get,
 ) -> Result<(), ProtocolError> {
     let state = queue_for(ch, s, m.queue.as_str(), 70)?;
-    let feed = s
-        .gateway
-        .feeds
-        .get_or_start(&s.gateway.upstream, s.vhost, &state.record);
+    let feed = s.gateway.feeds.get_or_start(s.vhost, &state.record);
     let wait = Duration::from_millis(s.gateway.config.send_timeout_ms);
     let got = tokio::time::timeout(wait, feed.get())
         .await

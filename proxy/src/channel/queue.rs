@@ -461,6 +461,9 @@ pub async fn delete_queue(
     };
     // Its consumers are cancelled (basic.cancel to clients that asked for it).
     gateway.feeds.stop(&record.topic);
+    if let Err(error) = gateway.store.forget_topic(&record.topic).await {
+        tracing::warn!(queue = %record.name, %error, "Read leases of a deleted queue were not removed; they lapse on their own.");
+    }
     gateway
         .upstream
         .delete_queue(&record.topic, &record.group)

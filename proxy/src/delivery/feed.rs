@@ -8,6 +8,10 @@
 //! a closed channel) and to be read again; `outstanding`, handed out and not
 //! settled. The committed offset is the smallest of them: everything below it
 //! is settled, so a gateway that dies loses nothing that was not acknowledged.
+//!
+//! A feed reads only the message queues it holds a lease on (meta::lease):
+//! gateways with consumers of one queue split its message queues between
+//! them, and the share of a gateway that dies lapses to the others.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::future::Future;
@@ -20,7 +24,7 @@ use futures_util::StreamExt;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::{sleep_until, Instant};
 
-use super::{dead_letter, ConsumerSlot, Delivery, ToConnection};
+use super::{dead_letter, ConsumerSlot, Delivery, FeedContext, ToConnection};
 use crate::topology::Vhost;
 use crate::upstream::{InboundMessage, Partition, Pulled, Upstream, UpstreamError};
 
@@ -34,6 +38,10 @@ const READ_AHEAD: usize = 512;
 const COMMIT_EVERY: Duration = Duration::from_millis(50);
 /// After a failed read or commit, wait this long before trying again.
 const RETRY_AFTER: Duration = Duration::from_millis(500);
+/// Leases are renewed (and shares looked at again) this often...
+const LEASE_EVERY: Duration = Duration::from_secs(1);
+/// ...and lapse this long after their last renewal.
+const LEASE_TTL: Duration = Duration::from_secs(5);
 
 /// How a consumer settled handed-out messages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -94,7 +102,7 @@ pub struct Feed {
 }
 
 impl Feed {
-    pub fn start(upstream: Arc<dyn Upstream>, vhost: Arc<Vhost>, queue: &meta::Queue) -> Arc<Feed> {
+    pub fn start(context: FeedContext, vhost: Arc<Vhost>, queue: &meta::Queue) -> Arc<Feed> {
         let (tx, rx) = mpsc::unbounded_channel();
         let feed = Arc::new(Feed {
             tx,
@@ -103,7 +111,12 @@ impl Feed {
         });
         let task = Task {
             feed: feed.clone(),
-            upstream,
+            upstream: context.upstream,
+            store: context.store,
+            owner: context.owner,
+            leasing: false,
+            lease_at: Instant::now(),
+            leases_known: false,
             vhost,
             topic: queue.topic.clone(),
             group: queue.group.clone(),
@@ -180,6 +193,10 @@ struct Part {
     pulling_again: bool,
     committing: bool,
     retry_at: Option<Instant>,
+    /// This gateway holds the read lease: only then is it read and committed.
+    leased: bool,
+    /// Beyond this gateway's share: not read further, given back once settled.
+    releasing: bool,
 }
 
 impl Part {
@@ -216,6 +233,25 @@ impl Part {
     fn unread(&self, max: i64) -> u64 {
         (max.max(self.max) - self.next).max(0) as u64 + self.ready() as u64
     }
+
+    /// Nothing handed out or waiting, and all of it committed: the lease can go.
+    fn idle(&self) -> bool {
+        self.outstanding.is_empty()
+            && self.redeliver.is_empty()
+            && self.again.is_empty()
+            && self.settled_below() <= self.committed
+    }
+}
+
+/// What one lease round found.
+struct LeaseRound {
+    /// This gateway's share of the topic's message queues.
+    share: usize,
+    /// Held leases and whether they were renewed.
+    renewed: Vec<(i32, bool)>,
+    released: Vec<i32>,
+    /// Newly taken, with the group's position on each.
+    acquired: Vec<Partition>,
 }
 
 enum Event {
@@ -225,6 +261,7 @@ enum Event {
     Probed(Vec<(i32, Result<Pulled, UpstreamError>)>),
     Committed(i32, i64, Result<(), UpstreamError>),
     DeadLettered(i32, i64, Result<(), UpstreamError>),
+    Leased(Result<LeaseRound, String>),
 }
 
 type EventFuture = Pin<Box<dyn Future<Output = Event> + Send>>;
@@ -232,6 +269,13 @@ type EventFuture = Pin<Box<dyn Future<Output = Event> + Send>>;
 struct Task {
     feed: Arc<Feed>,
     upstream: Arc<dyn Upstream>,
+    store: meta::Store,
+    owner: String,
+    /// A lease round is running.
+    leasing: bool,
+    lease_at: Instant,
+    /// At least one lease round finished (gets know whether to wait).
+    leases_known: bool,
     vhost: Arc<Vhost>,
     topic: String,
     group: String,
@@ -252,6 +296,7 @@ impl Task {
             return;
         }
         loop {
+            self.lease();
             self.dispatch();
             self.schedule();
             let timer = self.next_timer();
@@ -322,9 +367,175 @@ impl Task {
 
     fn next_timer(&self) -> Option<Instant> {
         let retry = self.parts.iter().filter_map(|p| p.retry_at).min();
-        match (retry, self.commit_at) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
+        let lease = (!self.leasing).then_some(self.lease_at);
+        [retry, self.commit_at, lease].into_iter().flatten().min()
+    }
+
+    /// A first reader here should not wait for the next lease round.
+    fn lease_now_if_idle(&mut self) {
+        if !self.parts.iter().any(|p| p.leased) {
+            self.lease_at = Instant::now();
+        }
+    }
+
+    /// Whether this gateway should read the queue at all.
+    fn wants_to_read(&self) -> bool {
+        !self.consumers.is_empty()
+            || !self.gets.is_empty()
+            || self.parts.iter().any(|p| p.leased && !p.idle())
+    }
+
+    /// Starts a lease round when one is due: announce (or withdraw) this
+    /// gateway as a reader, renew held leases, give back surplus ones that
+    /// are settled, and take free ones up to this gateway's share.
+    fn lease(&mut self) {
+        if self.leasing || Instant::now() < self.lease_at {
+            return;
+        }
+        self.leasing = true;
+        self.lease_at = Instant::now() + LEASE_EVERY;
+        let want = self.wants_to_read();
+        let held: Vec<i32> = self
+            .parts
+            .iter()
+            .filter(|p| p.leased)
+            .map(|p| p.id)
+            .collect();
+        let surplus: Vec<i32> = self
+            .parts
+            .iter()
+            .filter(|p| p.leased && (p.releasing || !want) && p.idle())
+            .map(|p| p.id)
+            .collect();
+        let all: Vec<i32> = self.parts.iter().map(|p| p.id).collect();
+        let (store, upstream, owner, topic, group) = (
+            self.store.clone(),
+            self.upstream.clone(),
+            self.owner.clone(),
+            self.topic.clone(),
+            self.group.clone(),
+        );
+        self.pending.push(Box::pin(async move {
+            let round = async {
+                let now = now_ms();
+                let ttl = LEASE_TTL.as_millis() as i64;
+                let share = if want {
+                    store.announce_reader(&topic, &owner, now, ttl).await?;
+                    let readers = store.readers(&topic, now).await?;
+                    let index = readers.iter().position(|r| *r == owner).unwrap_or(0);
+                    meta::lease::share(all.len(), readers.len().max(1), index)
+                } else {
+                    store.withdraw_reader(&topic, &owner).await?;
+                    0
+                };
+                let mut round = LeaseRound {
+                    share,
+                    renewed: Vec::new(),
+                    released: Vec::new(),
+                    acquired: Vec::new(),
+                };
+                let mut kept = 0;
+                for id in &held {
+                    if surplus.contains(id) && (kept >= share || !want) {
+                        store.release_lease(&topic, *id, &owner).await?;
+                        round.released.push(*id);
+                        continue;
+                    }
+                    let renewed = store.try_lease(&topic, *id, &owner, now, ttl).await?;
+                    kept += usize::from(renewed);
+                    round.renewed.push((*id, renewed));
+                }
+                let mut taken = Vec::new();
+                for id in all.iter().filter(|id| !held.contains(id)) {
+                    if kept + taken.len() >= share {
+                        break;
+                    }
+                    if store.try_lease(&topic, *id, &owner, now, ttl).await? {
+                        taken.push(*id);
+                    }
+                }
+                Ok::<_, meta::MetaError>((round, taken))
+            }
+            .await;
+            let result = match round {
+                Err(e) => Err(e.to_string()),
+                Ok((mut round, taken)) if !taken.is_empty() => {
+                    // Where the group stands now on what was just taken.
+                    match upstream.partitions(&topic, &group).await {
+                        Ok(positions) => {
+                            round.acquired = positions
+                                .into_iter()
+                                .filter(|p| taken.contains(&p.queue_id))
+                                .collect();
+                            Ok(round)
+                        }
+                        Err(e) => {
+                            for id in taken {
+                                let _ = store.release_lease(&topic, id, &owner).await;
+                            }
+                            Err(e.to_string())
+                        }
+                    }
+                }
+                Ok((round, _)) => Ok(round),
+            };
+            Event::Leased(result)
+        }));
+    }
+
+    fn leased(&mut self, result: Result<LeaseRound, String>) {
+        self.leasing = false;
+        let round = match result {
+            Ok(round) => round,
+            Err(error) => {
+                tracing::warn!(topic = %self.topic, %error, "Renewing read leases failed; retrying (held leases lapse after their TTL).");
+                return;
+            }
+        };
+        self.leases_known = true;
+        for (id, renewed) in round.renewed {
+            let Some(part) = self.parts.iter_mut().find(|p| p.id == id) else {
+                continue;
+            };
+            if !renewed {
+                tracing::warn!(topic = %self.topic, queue_id = id, "Read lease lost to another gateway; what this one handed out will be delivered again there.");
+                part.leased = false;
+                part.fresh.clear();
+                part.again.clear();
+                part.redeliver.clear();
+            }
+        }
+        for id in round.released {
+            if let Some(part) = self.parts.iter_mut().find(|p| p.id == id) {
+                part.leased = false;
+                part.releasing = false;
+                tracing::debug!(topic = %self.topic, queue_id = id, "Read lease given back.");
+            }
+        }
+        for position in round.acquired {
+            if let Some(part) = self.parts.iter_mut().find(|p| p.id == position.queue_id) {
+                *part = Part {
+                    id: part.id,
+                    next: position.committed,
+                    max: position.max,
+                    committed: position.committed,
+                    leased: true,
+                    ..Part::default()
+                };
+                tracing::debug!(topic = %self.topic, queue_id = part.id, from = part.next, "Read lease taken.");
+            }
+        }
+        // Beyond the share: stop reading; the lease goes once settled.
+        let mut held = 0;
+        for part in self.parts.iter_mut().filter(|p| p.leased) {
+            held += 1;
+            if held > round.share && !part.releasing {
+                part.releasing = true;
+                if let Some(first) = part.fresh.front().map(|m| m.offset) {
+                    part.next = part.next.min(first);
+                }
+                part.fresh.clear();
+            }
         }
     }
 
@@ -338,15 +549,23 @@ impl Task {
                 } else {
                     self.consumers.push(slot);
                     let _ = reply.send(Ok(()));
+                    self.lease_now_if_idle();
                 }
             }
             FeedCommand::Unsubscribe(id, reply) => {
                 self.consumers.retain(|c| c.id != id);
                 let _ = reply.send(self.consumers.len());
+                if self.consumers.is_empty() {
+                    // Give the leases back soon, for other gateways' consumers.
+                    self.lease_at = Instant::now();
+                }
             }
             FeedCommand::Settle(items, outcome) => self.settle(items, outcome),
             FeedCommand::Wake => {}
-            FeedCommand::Get(reply) => self.gets.push_back(reply),
+            FeedCommand::Get(reply) => {
+                self.gets.push_back(reply);
+                self.lease_now_if_idle();
+            }
             FeedCommand::Count(partitions, reply) => {
                 let ready = self.ready_given(&partitions);
                 let _ = reply.send((ready, self.consumers.len() as u32));
@@ -358,6 +577,21 @@ impl Task {
                         .iter()
                         .find(|p| p.queue_id == part.id)
                         .map_or(part.max, |p| p.max);
+                    if !part.leased {
+                        // Not read here: its group moves straight to the end.
+                        let (upstream, topic, group, id) = (
+                            self.upstream.clone(),
+                            self.topic.clone(),
+                            self.group.clone(),
+                            part.id,
+                        );
+                        tokio::spawn(async move {
+                            if let Err(error) = upstream.commit(&topic, &group, id, max).await {
+                                tracing::warn!(%topic, %error, "Purging a message queue read by no one here failed.");
+                            }
+                        });
+                        continue;
+                    }
                     part.fresh.clear();
                     part.again.clear();
                     part.redeliver.clear();
@@ -384,14 +618,18 @@ impl Task {
         true
     }
 
+    /// Ready messages: exact on the message queues read here; on the others,
+    /// what their group has not committed (another gateway's unacked included).
     fn ready_given(&mut self, partitions: &[Partition]) -> u64 {
         let mut ready = 0;
         for part in &mut self.parts {
-            let max = partitions
-                .iter()
-                .find(|p| p.queue_id == part.id)
-                .map_or(part.max, |p| p.max);
-            ready += part.unread(max);
+            let position = partitions.iter().find(|p| p.queue_id == part.id);
+            ready += match (part.leased, position) {
+                (true, Some(p)) => part.unread(p.max),
+                (true, None) => part.unread(part.max),
+                (false, Some(p)) => (p.max - p.committed).max(0) as u64,
+                (false, None) => 0,
+            };
         }
         ready
     }
@@ -453,7 +691,12 @@ impl Task {
             let Some((id, message, redelivered)) = self.take_ready() else {
                 break;
             };
-            let remaining = self.parts.iter().map(|p| p.unread(p.max)).sum::<u64>();
+            let remaining = self
+                .parts
+                .iter()
+                .filter(|p| p.leased)
+                .map(|p| p.unread(p.max))
+                .sum::<u64>();
             let Some(reply) = self.gets.pop_front() else {
                 break;
             };
@@ -550,7 +793,7 @@ impl Task {
     fn schedule(&mut self) {
         let now = Instant::now();
         let wanted = self.consumers.iter().any(|c| c.credit.has_room());
-        for part in &mut self.parts {
+        for part in self.parts.iter_mut().filter(|p| p.leased) {
             if part.retry_at.is_some_and(|t| t > now) {
                 continue;
             }
@@ -568,7 +811,7 @@ impl Task {
                     Event::Again(id, from, result)
                 }));
             }
-            if wanted && !part.pulling_fresh && part.fresh.len() < READ_AHEAD {
+            if wanted && !part.releasing && !part.pulling_fresh && part.fresh.len() < READ_AHEAD {
                 part.pulling_fresh = true;
                 let (upstream, topic, id, from) = (
                     self.upstream.clone(),
@@ -584,13 +827,24 @@ impl Task {
                 }));
             }
         }
+        // Another gateway reads the whole queue: a get finds nothing here.
+        if self.leases_known && !self.parts.iter().any(|p| p.leased) {
+            for get in self.gets.drain(..) {
+                let _ = get.send(Ok(None));
+            }
+        }
         // A get with nothing buffered reads once, without waiting.
         let nothing_ready = !self.parts.iter().any(Part::has_message);
         let again_coming = self.parts.iter().any(|p| !p.redeliver.is_empty());
         if !self.gets.is_empty() && nothing_ready && !again_coming && !self.probing {
             self.probing = true;
             let (upstream, topic) = (self.upstream.clone(), self.topic.clone());
-            let from: Vec<(i32, i64)> = self.parts.iter().map(|p| (p.id, p.next)).collect();
+            let from: Vec<(i32, i64)> = self
+                .parts
+                .iter()
+                .filter(|p| p.leased && !p.releasing)
+                .map(|p| (p.id, p.next))
+                .collect();
             self.pending.push(Box::pin(async move {
                 let mut results = Vec::with_capacity(from.len());
                 for (id, offset) in from {
@@ -673,6 +927,7 @@ impl Task {
                     self.commit_soon();
                 }
             }
+            Event::Leased(result) => self.leased(result),
             Event::DeadLettered(id, offset, result) => {
                 let Some(part) = self.parts.iter_mut().find(|p| p.id == id) else {
                     return;
@@ -689,7 +944,12 @@ impl Task {
     }
 
     fn accept_fresh(&mut self, id: i32, result: Result<Pulled, UpstreamError>) {
-        let Some(part) = self.parts.iter_mut().find(|p| p.id == id) else {
+        // A read that finished after its lease went (or the share shrank) is dropped.
+        let Some(part) = self
+            .parts
+            .iter_mut()
+            .find(|p| p.id == id && p.leased && !p.releasing)
+        else {
             return;
         };
         match result {
@@ -721,7 +981,7 @@ impl Task {
             return;
         }
         self.commit_at = None;
-        for part in &mut self.parts {
+        for part in self.parts.iter_mut().filter(|p| p.leased) {
             let target = part.settled_below();
             if target <= part.committed || part.committing {
                 continue;
@@ -739,6 +999,12 @@ impl Task {
             }));
         }
     }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }
 
 fn far() -> Instant {

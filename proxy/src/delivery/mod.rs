@@ -72,23 +72,44 @@ pub struct ConsumerSlot {
     pub sink: ConnectionSink,
 }
 
+/// What every feed of a gateway shares.
+#[derive(Clone)]
+pub struct FeedContext {
+    pub upstream: Arc<dyn Upstream>,
+    /// Where read leases are kept (meta::lease).
+    pub store: meta::Store,
+    /// This gateway, as a lease owner.
+    pub owner: String,
+}
+
 /// The running feeds of this gateway, one per queue topic.
-#[derive(Debug, Default)]
 pub struct Feeds {
+    context: FeedContext,
     feeds: DashMap<String, Arc<Feed>>,
 }
 
+impl std::fmt::Debug for Feeds {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Feeds")
+            .field("owner", &self.context.owner)
+            .field("feeds", &self.feeds.len())
+            .finish()
+    }
+}
+
 impl Feeds {
+    pub fn new(context: FeedContext) -> Feeds {
+        Feeds {
+            context,
+            feeds: DashMap::new(),
+        }
+    }
+
     /// The queue's feed, started on first use.
-    pub fn get_or_start(
-        &self,
-        upstream: &Arc<dyn Upstream>,
-        vhost: &Arc<Vhost>,
-        queue: &meta::Queue,
-    ) -> Arc<Feed> {
+    pub fn get_or_start(&self, vhost: &Arc<Vhost>, queue: &meta::Queue) -> Arc<Feed> {
         self.feeds
             .entry(queue.topic.clone())
-            .or_insert_with(|| Feed::start(upstream.clone(), vhost.clone(), queue))
+            .or_insert_with(|| Feed::start(self.context.clone(), vhost.clone(), queue))
             .clone()
     }
 

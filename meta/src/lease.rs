@@ -1,0 +1,127 @@
+//! Read leases: which gateway reads which message queue of a queue's topic.
+//!
+//! A queue's messages must be read by one gateway at a time per message
+//! queue, or two gateways would deliver the same message. A gateway that
+//! wants to read a queue announces itself as a reader; the readers split the
+//! topic's message queues between them and each takes leases on its share.
+//! A lease lapses if not renewed within its time to live, so the share of a
+//! gateway that died goes to the others. Times are wall-clock milliseconds
+//! of the gateways (their clocks are assumed to agree within the TTL).
+
+use crate::store::{Result, Store};
+
+impl Store {
+    /// Takes or renews the lease on one message queue; false if another
+    /// owner holds an unexpired one.
+    pub async fn try_lease(
+        &self,
+        topic: &str,
+        queue_id: i32,
+        owner: &str,
+        now_ms: i64,
+        ttl_ms: i64,
+    ) -> Result<bool> {
+        let done = sqlx::query(
+            "INSERT INTO queue_leases (topic, queue_id, owner, expires_ms) VALUES (?, ?, ?, ?) \
+             ON CONFLICT (topic, queue_id) DO UPDATE SET owner = excluded.owner, expires_ms = excluded.expires_ms \
+             WHERE queue_leases.owner = excluded.owner OR queue_leases.expires_ms < ?",
+        )
+        .bind(topic)
+        .bind(queue_id)
+        .bind(owner)
+        .bind(now_ms + ttl_ms)
+        .bind(now_ms)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Gives a lease back (only if `owner` holds it).
+    pub async fn release_lease(&self, topic: &str, queue_id: i32, owner: &str) -> Result<()> {
+        sqlx::query("DELETE FROM queue_leases WHERE topic = ? AND queue_id = ? AND owner = ?")
+            .bind(topic)
+            .bind(queue_id)
+            .bind(owner)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Says `owner` wants to read the topic, until `now_ms + ttl_ms`.
+    pub async fn announce_reader(
+        &self,
+        topic: &str,
+        owner: &str,
+        now_ms: i64,
+        ttl_ms: i64,
+    ) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO queue_readers (topic, owner, expires_ms) VALUES (?, ?, ?) \
+             ON CONFLICT (topic, owner) DO UPDATE SET expires_ms = excluded.expires_ms",
+        )
+        .bind(topic)
+        .bind(owner)
+        .bind(now_ms + ttl_ms)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn withdraw_reader(&self, topic: &str, owner: &str) -> Result<()> {
+        sqlx::query("DELETE FROM queue_readers WHERE topic = ? AND owner = ?")
+            .bind(topic)
+            .bind(owner)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// The live readers of a topic, sorted (every gateway sees the same order).
+    pub async fn readers(&self, topic: &str, now_ms: i64) -> Result<Vec<String>> {
+        Ok(sqlx::query_scalar(
+            "SELECT owner FROM queue_readers WHERE topic = ? AND expires_ms >= ? ORDER BY owner",
+        )
+        .bind(topic)
+        .bind(now_ms)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// Forgets every lease and reader of a deleted queue's topic.
+    pub async fn forget_topic(&self, topic: &str) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        for table in ["queue_leases", "queue_readers"] {
+            sqlx::query(&format!("DELETE FROM {table} WHERE topic = ?"))
+                .bind(topic)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+}
+
+/// How many of `queues` message queues reader number `index` of `readers`
+/// should hold: an even split, the first ones taking the remainder.
+pub fn share(queues: usize, readers: usize, index: usize) -> usize {
+    if readers == 0 {
+        return queues;
+    }
+    queues / readers + usize::from(index < queues % readers)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::share;
+
+    #[test]
+    fn shares_cover_every_queue_exactly_once() {
+        for queues in 1..9 {
+            for readers in 1..6 {
+                let total: usize = (0..readers).map(|i| share(queues, readers, i)).sum();
+                assert_eq!(total, queues, "{queues} queues, {readers} readers");
+            }
+        }
+        assert_eq!(share(1, 2, 1), 0, "a second reader of one queue stands by");
+    }
+}
