@@ -803,3 +803,78 @@ async fn a_gateway_killed_while_consuming_loses_nothing() {
         "duplicates are bounded by what was unacked or not yet committed: {duplicates}"
     );
 }
+
+#[tokio::test]
+async fn consumers_on_two_gateways_share_a_queue_and_take_over_from_each_other() {
+    let dir = tempfile::tempdir().unwrap();
+    let meta = format!("sqlite:{}", dir.path().join("shared-meta.db").display());
+    let a = TestGateway::start_with(|c| {
+        c.meta_url = meta.clone();
+        c.queues_per_topic = 4;
+    })
+    .await;
+    let q = unique("shared");
+    let conn_a = a.connect().await;
+    let ch = conn_a.create_channel().await.unwrap();
+    ch.confirm_select(ConfirmSelectOptions::default())
+        .await
+        .unwrap();
+    ch.queue_declare(
+        q.as_str().into(),
+        QueueDeclareOptions {
+            durable: true,
+            ..Default::default()
+        },
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
+    // B reads the queue from the shared store when it starts (live changes
+    // between running gateways are the meta store issue's).
+    let b = TestGateway::start_with(|c| c.meta_url = meta.clone()).await;
+    let conn_b = b.connect().await;
+    let (cha, chb) = (
+        conn_a.create_channel().await.unwrap(),
+        conn_b.create_channel().await.unwrap(),
+    );
+    cha.basic_qos(10, BasicQosOptions::default()).await.unwrap();
+    chb.basic_qos(10, BasicQosOptions::default()).await.unwrap();
+    let mut ca = consume(&cha, &q, "on-a").await;
+    let mut cb = consume(&chb, &q, "on-b").await;
+    // Lease rounds run every second: A first takes all 4 message queues,
+    // then gives B its half.
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+
+    fill(&ch, &q, 400).await;
+    let mut seen: HashMap<String, u32> = HashMap::new();
+    let mut per = [0usize; 2];
+    while seen.len() < 400 {
+        tokio::select! {
+            Some(Ok(d)) = ca.next() => { per[0] += 1; *seen.entry(body(&d)).or_default() += 1; d.acker.ack(BasicAckOptions::default()).await.unwrap(); }
+            Some(Ok(d)) = cb.next() => { per[1] += 1; *seen.entry(body(&d)).or_default() += 1; d.acker.ack(BasicAckOptions::default()).await.unwrap(); }
+            _ = tokio::time::sleep(Duration::from_secs(10)) => break,
+        }
+    }
+    eprintln!("two gateways: {per:?} of 400");
+    assert_eq!(seen.len(), 400, "every message delivered");
+    assert!(
+        seen.values().all(|&n| n == 1),
+        "none delivered by both gateways"
+    );
+    assert!(
+        per[0] >= 100 && per[1] >= 100,
+        "both gateways' consumers share the queue: {per:?}"
+    );
+
+    // B's consumer goes: A takes B's share over and gets everything.
+    conn_b.close(200, "bye".into()).await.unwrap();
+    fill(&ch, &q, 100).await;
+    let mut after = 0;
+    while after < 100 {
+        let d = next(&mut ca, Duration::from_secs(10))
+            .await
+            .unwrap_or_else(|| panic!("A took over B's share: {after} of 100"));
+        d.acker.ack(BasicAckOptions::default()).await.unwrap();
+        after += 1;
+    }
+}
