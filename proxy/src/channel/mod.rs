@@ -227,6 +227,7 @@ async fn dispatch(
         AMQPClass::Channel(m) => match m {
             channel::AMQPMethod::Flow(f) => {
                 ch.flow_active = f.active;
+                consume::set_flow(ch, f.active);
                 s.out.method(
                     ch.id,
                     AMQPClass::Channel(channel::AMQPMethod::FlowOk(channel::FlowOk {

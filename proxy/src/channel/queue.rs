@@ -34,11 +34,11 @@ const EQUIVALENCE_ARGUMENTS: &[&str] = &[
 ];
 
 /// Arguments that are stored but whose behaviour is not implemented yet.
+/// (x-dead-letter-exchange / -routing-key are applied to rejected messages;
+/// expiry and overflow, their other causes, are in this list.)
 const UNAPPLIED_ARGUMENTS: &[&str] = &[
     "x-expires",
     "x-message-ttl",
-    "x-dead-letter-exchange",
-    "x-dead-letter-routing-key",
     "x-max-length",
     "x-max-length-bytes",
     "x-max-priority",

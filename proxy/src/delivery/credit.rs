@@ -3,7 +3,7 @@
 //! RabbitMQ 3.x semantics: basic.qos with global=false limits each consumer
 //! created afterwards; with global=true it limits the channel as a whole.
 
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 
 /// A limit (0 = none) and how much of it is used.
@@ -72,22 +72,31 @@ impl Credit {
 pub struct ConsumerCredit {
     pub own: Credit,
     pub channel: Option<Arc<Credit>>,
+    /// channel.flow active=false from the client pauses every consumer of the channel.
+    pub paused: Arc<AtomicBool>,
 }
 
 impl ConsumerCredit {
-    pub fn new(limit: u32, channel: Option<Arc<Credit>>) -> Arc<ConsumerCredit> {
+    pub fn new(
+        limit: u32,
+        channel: Option<Arc<Credit>>,
+        paused: Arc<AtomicBool>,
+    ) -> Arc<ConsumerCredit> {
         Arc::new(ConsumerCredit {
             own: Credit::new(limit),
             channel,
+            paused,
         })
     }
 
     pub fn has_room(&self) -> bool {
-        self.own.has_room() && self.channel.as_ref().is_none_or(|c| c.has_room())
+        !self.paused.load(Ordering::Acquire)
+            && self.own.has_room()
+            && self.channel.as_ref().is_none_or(|c| c.has_room())
     }
 
     pub fn try_take(&self) -> bool {
-        if !self.own.try_take() {
+        if self.paused.load(Ordering::Acquire) || !self.own.try_take() {
             return false;
         }
         if let Some(channel) = &self.channel {
@@ -114,8 +123,8 @@ mod tests {
     #[test]
     fn a_limit_is_never_exceeded_and_released_units_come_back() {
         let channel = Arc::new(Credit::new(3));
-        let a = ConsumerCredit::new(2, Some(channel.clone()));
-        let b = ConsumerCredit::new(2, Some(channel.clone()));
+        let a = ConsumerCredit::new(2, Some(channel.clone()), Default::default());
+        let b = ConsumerCredit::new(2, Some(channel.clone()), Default::default());
         assert!(a.try_take() && a.try_take());
         assert!(!a.try_take(), "consumer limit 2");
         assert!(b.try_take());
@@ -132,11 +141,20 @@ mod tests {
 
     #[test]
     fn zero_means_unlimited() {
-        let c = ConsumerCredit::new(0, None);
+        let c = ConsumerCredit::new(0, None, Default::default());
         for _ in 0..10_000 {
             assert!(c.try_take());
         }
         c.release(20_000);
         assert_eq!(c.own.used(), 0);
+    }
+
+    #[test]
+    fn a_paused_channel_takes_nothing() {
+        let paused = Arc::new(AtomicBool::new(true));
+        let c = ConsumerCredit::new(0, None, paused.clone());
+        assert!(!c.has_room() && !c.try_take());
+        paused.store(false, Ordering::Release);
+        assert!(c.try_take());
     }
 }

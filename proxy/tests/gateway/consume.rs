@@ -878,3 +878,28 @@ async fn consumers_on_two_gateways_share_a_queue_and_take_over_from_each_other()
         after += 1;
     }
 }
+
+#[tokio::test]
+async fn channel_flow_pauses_and_resumes_deliveries() {
+    let gw = TestGateway::start().await;
+    let conn = gw.connect().await;
+    let q = unique("flow");
+    let ch = queue_with_channel(&conn, &q, FieldTable::default()).await;
+    let cc = conn.create_channel().await.unwrap();
+    let mut c = consume(&cc, &q, "c").await;
+    cc.channel_flow(lapin::options::ChannelFlowOptions { active: false })
+        .await
+        .unwrap();
+    fill(&ch, &q, 3).await;
+    assert!(
+        next(&mut c, QUIET).await.is_none(),
+        "paused by channel.flow"
+    );
+    cc.channel_flow(lapin::options::ChannelFlowOptions { active: true })
+        .await
+        .unwrap();
+    for _ in 0..3 {
+        let d = next(&mut c, SOON).await.expect("resumed");
+        d.acker.ack(BasicAckOptions::default()).await.unwrap();
+    }
+}
