@@ -8,21 +8,26 @@
 //!  codec/        frames in and out (amq-protocol), frame_max, content assembly
 //!     │  frames
 //!  connection/   one task per TCP connection: handshake, heartbeats, channel
-//!     │          table, publish pipeline, backpressure (connection.blocked)
+//!     │          table, publish pipeline, backpressure (connection.blocked),
+//!     │          deliveries written in batches
 //!     │  methods
 //!  channel/      the channel state machine, one file per AMQP class
-//!     │          (exchange.rs, queue.rs, basic.rs, confirm.rs)
+//!     │          (exchange.rs, queue.rs, basic.rs, confirm.rs, consume.rs)
 //!     ├────────► mapping/   pure: names, routing (bindings), properties
 //!     │  topic + body + properties
 //!  upstream/     the only module importing rocketmq-client-rust
 //!     │
 //!  RocketMQ      one topic per AMQP queue (docs/architecture.md)
+//!     │  pull by offset
+//!  delivery/     one feed per consumed queue: hands messages to consumers
+//!                within their credit, commits what is settled; back to
+//!                connection/ as basic.deliver
 //! ```
 //!
 //! Dependencies point one way: codec -> connection -> channel -> mapping;
 //! upstream sees no AMQP types; mapping sees no tokio and no RocketMQ client.
 //! `topology` is the in-memory image of the meta store (crate `meta`) that
-//! routing reads. Deliveries to consumers (delivery/) come with the consume path.
+//! routing reads.
 
 #![recursion_limit = "512"]
 
