@@ -4,7 +4,7 @@
 //! settling them goes back to it.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,7 +15,9 @@ use base64::Engine;
 use super::{Channel, Session};
 use crate::codec::FrameEncoder;
 use crate::delivery::feed::{Got, SubscribeError};
-use crate::delivery::{ConsumerCredit, ConsumerSlot, Credit, Delivery, Feed, FeedCommand, Outcome};
+use crate::delivery::{
+    ConsumerCredit, ConsumerSlot, Credit, Delivery, Feed, FeedCommand, Gate, Outcome,
+};
 use crate::error::{upstream_failure, ConnectionException, HardCode, ProtocolError, SoftCode};
 use crate::mapping::properties::{
     stored_properties_wire, unescape_value, EXCHANGE, PROPERTIES, ROUTING_KEY,
@@ -62,8 +64,8 @@ pub struct Consuming {
     get_credit: Arc<ConsumerCredit>,
     /// The queue last declared on this channel ("" in consume/get means it).
     pub last_queue: Option<String>,
-    /// channel.flow active=false: no deliveries until it is true again.
-    pub paused: Arc<AtomicBool>,
+    /// channel.flow and the connection's write buffer.
+    pub gate: Gate,
 }
 
 impl Default for Consuming {
@@ -74,9 +76,9 @@ impl Default for Consuming {
             consumers: HashMap::new(),
             channel_credit: Arc::new(Credit::new(0)),
             consumer_prefetch: 0,
-            get_credit: ConsumerCredit::new(0, None, Default::default()),
+            get_credit: ConsumerCredit::new(0, None, Gate::default()),
             last_queue: None,
-            paused: Default::default(),
+            gate: Gate::default(),
         }
     }
 }
@@ -144,14 +146,17 @@ pub async fn handle_basic_consume(
     for key in m.arguments.inner().keys() {
         tracing::warn!(queue = %state.record.name, argument = %key, "Consumer argument not applied by this gateway (see docs/mapping.md).");
     }
-    let paused = ch.consuming.paused.clone();
+    let gate = Gate {
+        paused: ch.consuming.gate.paused.clone(),
+        in_transit: s.in_transit.clone(),
+    };
     let credit = if m.no_ack {
-        ConsumerCredit::new(NO_ACK_WINDOW, None, paused)
+        ConsumerCredit::new(NO_ACK_WINDOW, None, gate)
     } else {
         ConsumerCredit::new(
             ch.consuming.consumer_prefetch,
             Some(ch.consuming.channel_credit.clone()),
-            paused,
+            gate,
         )
     };
     let id = NEXT_CONSUMER.fetch_add(1, Ordering::Relaxed);
@@ -340,6 +345,11 @@ fn write_content(out: &mut FrameEncoder, channel: u16, message: &InboundMessage,
 
 /// Writes one delivery from a feed, or hands it back if its consumer is gone.
 pub fn deliver(ch: Option<&mut Channel>, out: &mut FrameEncoder, frame_max: usize, d: Delivery) {
+    // Out of the connection's buffer either way: written below or handed back.
+    d.credit
+        .gate
+        .in_transit
+        .fetch_sub(d.message.body.len(), Ordering::AcqRel);
     let Some((ch, consumer)) = ch.and_then(|ch| {
         let no_ack = ch.consuming.consumers.get(&d.consumer_tag)?.no_ack;
         Some((ch, no_ack))
@@ -524,7 +534,7 @@ pub fn handle_basic_recover(
 
 /// channel.flow from the client: pause or resume this channel's deliveries.
 pub fn set_flow(ch: &mut Channel, active: bool) {
-    ch.consuming.paused.store(!active, Ordering::Release);
+    ch.consuming.gate.paused.store(!active, Ordering::Release);
     if active {
         for consumer in ch.consuming.consumers.values() {
             consumer.feed.send(FeedCommand::Wake);

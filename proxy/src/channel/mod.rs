@@ -56,6 +56,8 @@ pub struct Session<'a> {
     pub pipeline: &'a mut Pipeline,
     /// Where this connection's feeds send deliveries.
     pub sink: &'a crate::delivery::ConnectionSink,
+    /// Body bytes on their way to this connection's socket.
+    pub in_transit: &'a Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl Session<'_> {

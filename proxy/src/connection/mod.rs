@@ -12,6 +12,7 @@ pub mod handshake;
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -77,6 +78,8 @@ pub struct Connection {
     /// Deliveries from the feeds of the queues this connection consumes.
     sink: ConnectionSink,
     deliveries: mpsc::UnboundedReceiver<ToConnection>,
+    /// Body bytes handed to this connection by feeds and not yet written.
+    in_transit: Arc<AtomicUsize>,
     /// Channels closed since the last turn, whose consumers and unacked
     /// messages are still to be released.
     released: Vec<Channel>,
@@ -103,6 +106,7 @@ impl Connection {
         Connection {
             sink,
             deliveries,
+            in_transit: Arc::default(),
             released: Vec::new(),
             name: format!("{}/{id}", gateway.instance_id),
             decoder: FrameDecoder {
@@ -218,6 +222,8 @@ impl Connection {
         /// Stop taking deliveries once this much output is waiting.
         const OUT_BATCH: usize = 1 << 20;
         let mut wake: Vec<Arc<crate::delivery::Feed>> = Vec::new();
+        let was_full =
+            self.in_transit.load(Ordering::Acquire) >= crate::delivery::credit::MAX_IN_TRANSIT;
         let mut next = Some(first);
         while let Some(item) = next.take() {
             match item {
@@ -259,6 +265,16 @@ impl Connection {
             }
             if self.out.len() < OUT_BATCH {
                 next = self.deliveries.try_recv().ok();
+            }
+        }
+        // Feeds held back by this connection's full buffer may go on.
+        if was_full {
+            for ch in self.channels.values() {
+                for c in ch.consuming.consumers.values() {
+                    if !wake.iter().any(|f| Arc::ptr_eq(f, &c.feed)) {
+                        wake.push(c.feed.clone());
+                    }
+                }
             }
         }
         // No-ack consumers got their credit back by being written.
@@ -585,6 +601,7 @@ impl Connection {
                     frame_max: self.tuning.frame_max,
                     pipeline: &mut self.pipeline,
                     sink: &self.sink,
+                    in_transit: &self.in_transit,
                 };
                 channel::handle_method(ch, &mut session, method).await
             }
@@ -640,6 +657,7 @@ impl Connection {
             frame_max: self.tuning.frame_max,
             pipeline: &mut self.pipeline,
             sink: &self.sink,
+            in_transit: &self.in_transit,
         };
         f(ch, &mut session)
     }
@@ -748,6 +766,14 @@ impl Connection {
         self.send_acks();
         let _ = self.flush().await;
         let _ = self.writer.shutdown().await;
+        // Deliveries that were on their way are handed back (a feed sending
+        // after this finds the connection gone and keeps the message).
+        self.deliveries.close();
+        while let Ok(item) = self.deliveries.try_recv() {
+            if let ToConnection::Deliver(d) = item {
+                channel::consume::deliver(None, &mut self.out, self.tuning.frame_max, d);
+            }
+        }
         // Every channel goes: its unacked messages are requeued.
         self.released
             .extend(self.channels.drain().map(|(_, ch)| ch));

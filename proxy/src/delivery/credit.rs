@@ -3,7 +3,7 @@
 //! RabbitMQ 3.x semantics: basic.qos with global=false limits each consumer
 //! created afterwards; with global=true it limits the channel as a whole.
 
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 /// A limit (0 = none) and how much of it is used.
@@ -67,36 +67,52 @@ impl Credit {
     }
 }
 
+/// Bytes of message bodies handed to a connection and not yet written to
+/// its socket. Bounds a connection's memory whatever its consumers' prefetch
+/// (prefetch 0 means unlimited unacked messages, not unlimited buffering).
+pub const MAX_IN_TRANSIT: usize = 4 << 20;
+
+/// What stops deliveries regardless of credit.
+#[derive(Debug, Clone, Default)]
+pub struct Gate {
+    /// channel.flow active=false from the client pauses every consumer of the channel.
+    pub paused: Arc<AtomicBool>,
+    /// Body bytes on their way to the connection's socket (shared by all its consumers).
+    pub in_transit: Arc<AtomicUsize>,
+}
+
+impl Gate {
+    pub fn open(&self) -> bool {
+        !self.paused.load(Ordering::Acquire)
+            && self.in_transit.load(Ordering::Acquire) < MAX_IN_TRANSIT
+    }
+}
+
 /// A consumer's own credit and, with global qos, its channel's.
 #[derive(Debug)]
 pub struct ConsumerCredit {
     pub own: Credit,
     pub channel: Option<Arc<Credit>>,
-    /// channel.flow active=false from the client pauses every consumer of the channel.
-    pub paused: Arc<AtomicBool>,
+    pub gate: Gate,
 }
 
 impl ConsumerCredit {
-    pub fn new(
-        limit: u32,
-        channel: Option<Arc<Credit>>,
-        paused: Arc<AtomicBool>,
-    ) -> Arc<ConsumerCredit> {
+    pub fn new(limit: u32, channel: Option<Arc<Credit>>, gate: Gate) -> Arc<ConsumerCredit> {
         Arc::new(ConsumerCredit {
             own: Credit::new(limit),
             channel,
-            paused,
+            gate,
         })
     }
 
     pub fn has_room(&self) -> bool {
-        !self.paused.load(Ordering::Acquire)
+        self.gate.open()
             && self.own.has_room()
             && self.channel.as_ref().is_none_or(|c| c.has_room())
     }
 
     pub fn try_take(&self) -> bool {
-        if self.paused.load(Ordering::Acquire) || !self.own.try_take() {
+        if !self.gate.open() || !self.own.try_take() {
             return false;
         }
         if let Some(channel) = &self.channel {
@@ -123,8 +139,8 @@ mod tests {
     #[test]
     fn a_limit_is_never_exceeded_and_released_units_come_back() {
         let channel = Arc::new(Credit::new(3));
-        let a = ConsumerCredit::new(2, Some(channel.clone()), Default::default());
-        let b = ConsumerCredit::new(2, Some(channel.clone()), Default::default());
+        let a = ConsumerCredit::new(2, Some(channel.clone()), Gate::default());
+        let b = ConsumerCredit::new(2, Some(channel.clone()), Gate::default());
         assert!(a.try_take() && a.try_take());
         assert!(!a.try_take(), "consumer limit 2");
         assert!(b.try_take());
@@ -141,7 +157,7 @@ mod tests {
 
     #[test]
     fn zero_means_unlimited() {
-        let c = ConsumerCredit::new(0, None, Default::default());
+        let c = ConsumerCredit::new(0, None, Gate::default());
         for _ in 0..10_000 {
             assert!(c.try_take());
         }
@@ -150,11 +166,17 @@ mod tests {
     }
 
     #[test]
-    fn a_paused_channel_takes_nothing() {
-        let paused = Arc::new(AtomicBool::new(true));
-        let c = ConsumerCredit::new(0, None, paused.clone());
+    fn a_paused_channel_or_a_full_connection_takes_nothing() {
+        let gate = Gate::default();
+        gate.paused.store(true, Ordering::Release);
+        let c = ConsumerCredit::new(0, None, gate.clone());
         assert!(!c.has_room() && !c.try_take());
-        paused.store(false, Ordering::Release);
+        gate.paused.store(false, Ordering::Release);
         assert!(c.try_take());
+        gate.in_transit.store(MAX_IN_TRANSIT, Ordering::Release);
+        assert!(
+            !c.try_take(),
+            "unlimited prefetch, but the connection's buffer is full"
+        );
     }
 }

@@ -740,6 +740,9 @@ impl Task {
                 credit: consumer.credit.clone(),
             };
             let no_ack = consumer.no_ack;
+            let size = delivery.message.body.len();
+            let in_transit = consumer.credit.gate.in_transit.clone();
+            in_transit.fetch_add(size, std::sync::atomic::Ordering::AcqRel);
             if let Some(part) = self.parts.iter_mut().find(|p| p.id == id) {
                 if !no_ack {
                     part.outstanding.insert(offset);
@@ -750,6 +753,7 @@ impl Task {
                 let ToConnection::Deliver(delivery) = returned.0 else {
                     continue;
                 };
+                in_transit.fetch_sub(size, std::sync::atomic::Ordering::AcqRel);
                 let consumer = self.consumers.remove(index);
                 tracing::debug!(tag = %consumer.tag, "Consumer's connection is gone; removed.");
                 if let Some(part) = self.parts.iter_mut().find(|p| p.id == id) {

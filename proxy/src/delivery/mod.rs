@@ -24,7 +24,7 @@ use std::sync::Arc;
 use dashmap::DashMap;
 use tokio::sync::mpsc;
 
-pub use credit::{ConsumerCredit, Credit};
+pub use credit::{ConsumerCredit, Credit, Gate};
 pub use feed::{Feed, FeedCommand, Outcome};
 
 use crate::topology::Vhost;
