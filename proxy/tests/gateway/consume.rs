@@ -903,3 +903,48 @@ async fn channel_flow_pauses_and_resumes_deliveries() {
         d.acker.ack(BasicAckOptions::default()).await.unwrap();
     }
 }
+
+#[tokio::test]
+async fn no_ack_consumer_with_a_server_named_tag_and_rejects_without_dlx_drop() {
+    let gw = TestGateway::start().await;
+    let conn = gw.connect().await;
+    let q = unique("noack");
+    let ch = queue_with_channel(&conn, &q, FieldTable::default()).await;
+    fill(&ch, &q, 50).await;
+    let cc = conn.create_channel().await.unwrap();
+    let mut c = cc
+        .basic_consume(
+            q.as_str().into(),
+            "".into(),
+            BasicConsumeOptions {
+                no_ack: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    assert!(c.tag().as_str().starts_with("amq.ctag-"), "{}", c.tag());
+    for i in 0..50 {
+        let d = next(&mut c, SOON).await.expect("no-ack delivery");
+        assert_eq!(body(&d), i.to_string(), "one queue keeps FIFO order");
+    }
+    cc.close(200, "done".into()).await.unwrap();
+    // No-ack deliveries are settled when sent: nothing comes back.
+    let again = conn.create_channel().await.unwrap();
+    let mut c = consume(&again, &q, "again").await;
+    assert!(next(&mut c, QUIET).await.is_none());
+
+    // Rejected without requeue and without a dead-letter exchange: dropped.
+    fill(&ch, &q, 1).await;
+    let d = next(&mut c, SOON).await.expect("delivery");
+    d.acker
+        .reject(BasicRejectOptions { requeue: false })
+        .await
+        .unwrap();
+    assert!(
+        next(&mut c, QUIET).await.is_none(),
+        "a dropped message came back"
+    );
+    assert_eq!(message_count_expecting(&ch, &q, Some(0)).await, 0);
+}
