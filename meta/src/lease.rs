@@ -87,6 +87,21 @@ impl Store {
         .await?)
     }
 
+    /// Who holds which message queue of a topic (expired leases included,
+    /// with their expiry), for operators and tests.
+    pub async fn lease_holders(&self, topic: &str) -> Result<Vec<(i32, String, i64)>> {
+        let rows: Vec<(i64, String, i64)> = sqlx::query_as(
+            "SELECT queue_id, owner, expires_ms FROM queue_leases WHERE topic = ? ORDER BY queue_id",
+        )
+        .bind(topic)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(id, owner, expires)| (id as i32, owner, expires))
+            .collect())
+    }
+
     /// Forgets every lease and reader of a deleted queue's topic.
     pub async fn forget_topic(&self, topic: &str) -> Result<()> {
         let mut tx = self.pool.begin().await?;

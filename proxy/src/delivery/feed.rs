@@ -117,6 +117,7 @@ impl Feed {
             leasing: false,
             lease_at: Instant::now(),
             leases_known: false,
+            withdrawn: false,
             vhost,
             topic: queue.topic.clone(),
             group: queue.group.clone(),
@@ -276,6 +277,9 @@ struct Task {
     lease_at: Instant,
     /// At least one lease round finished (gets know whether to wait).
     leases_known: bool,
+    /// The last round found nothing wanted and nothing held: no more rounds
+    /// until a consumer or get comes.
+    withdrawn: bool,
     vhost: Arc<Vhost>,
     topic: String,
     group: String,
@@ -367,14 +371,26 @@ impl Task {
 
     fn next_timer(&self) -> Option<Instant> {
         let retry = self.parts.iter().filter_map(|p| p.retry_at).min();
-        let lease = (!self.leasing).then_some(self.lease_at);
-        [retry, self.commit_at, lease].into_iter().flatten().min()
+        [retry, self.commit_at, self.lease_due()]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    /// When the next lease round should run; none while one runs, or while
+    /// this gateway neither reads the queue nor wants to (an idle feed costs
+    /// the meta store nothing).
+    fn lease_due(&self) -> Option<Instant> {
+        let idle = self.withdrawn && !self.wants_to_read() && !self.parts.iter().any(|p| p.leased);
+        (!self.leasing && !idle).then_some(self.lease_at)
     }
 
     /// A first reader here should not wait for the next lease round.
     fn lease_now_if_idle(&mut self) {
         if !self.parts.iter().any(|p| p.leased) {
             self.lease_at = Instant::now();
+            // What the last round found no longer tells whether a get may wait.
+            self.leases_known = false;
         }
     }
 
@@ -389,7 +405,7 @@ impl Task {
     /// gateway as a reader, renew held leases, give back surplus ones that
     /// are settled, and take free ones up to this gateway's share.
     fn lease(&mut self) {
-        if self.leasing || Instant::now() < self.lease_at {
+        if self.lease_due().is_none_or(|at| Instant::now() < at) {
             return;
         }
         self.leasing = true;
@@ -401,10 +417,11 @@ impl Task {
             .filter(|p| p.leased)
             .map(|p| p.id)
             .collect();
-        let surplus: Vec<i32> = self
+        // Settled leases that may go if they are (or turn out to be) beyond the share.
+        let idle: Vec<i32> = self
             .parts
             .iter()
-            .filter(|p| p.leased && (p.releasing || !want) && p.idle())
+            .filter(|p| p.leased && p.idle())
             .map(|p| p.id)
             .collect();
         let all: Vec<i32> = self.parts.iter().map(|p| p.id).collect();
@@ -435,8 +452,9 @@ impl Task {
                     acquired: Vec::new(),
                 };
                 let mut kept = 0;
-                for id in &held {
-                    if surplus.contains(id) && (kept >= share || !want) {
+                for (position, id) in held.iter().enumerate() {
+                    // The same fixed order as `leased` uses to pick the surplus.
+                    if position >= share && idle.contains(id) {
                         store.release_lease(&topic, *id, &owner).await?;
                         round.released.push(*id);
                         continue;
@@ -525,18 +543,21 @@ impl Task {
                 tracing::debug!(topic = %self.topic, queue_id = part.id, from = part.next, "Read lease taken.");
             }
         }
-        // Beyond the share: stop reading; the lease goes once settled.
+        // Beyond the share (in a fixed order): stop reading; the lease goes
+        // once settled. Within it: read.
         let mut held = 0;
         for part in self.parts.iter_mut().filter(|p| p.leased) {
             held += 1;
-            if held > round.share && !part.releasing {
-                part.releasing = true;
+            let surplus = held > round.share;
+            if surplus && !part.releasing {
                 if let Some(first) = part.fresh.front().map(|m| m.offset) {
                     part.next = part.next.min(first);
                 }
                 part.fresh.clear();
             }
+            part.releasing = surplus;
         }
+        self.withdrawn = round.share == 0 && held == 0;
     }
 
     /// Handles one command; false ends the feed.
@@ -840,7 +861,8 @@ impl Task {
         // A get with nothing buffered reads once, without waiting.
         let nothing_ready = !self.parts.iter().any(Part::has_message);
         let again_coming = self.parts.iter().any(|p| !p.redeliver.is_empty());
-        if !self.gets.is_empty() && nothing_ready && !again_coming && !self.probing {
+        let readable = self.parts.iter().any(|p| p.leased && !p.releasing);
+        if !self.gets.is_empty() && nothing_ready && !again_coming && !self.probing && readable {
             self.probing = true;
             let (upstream, topic) = (self.upstream.clone(), self.topic.clone());
             let from: Vec<(i32, i64)> = self

@@ -42,6 +42,19 @@ async fn fill(ch: &Channel, queue: &str, n: usize) {
     .await;
 }
 
+/// A fresh queue declared on `ch`, for a consumer that only watches the channel.
+async fn unique_queue_on(ch: &Channel) -> String {
+    let q = unique("watch");
+    ch.queue_declare(
+        q.as_str().into(),
+        QueueDeclareOptions::default(),
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
+    q
+}
+
 async fn consume(ch: &Channel, queue: &str, tag: &str) -> Consumer {
     ch.basic_consume(
         queue.into(),
@@ -59,6 +72,18 @@ async fn next(consumer: &mut Consumer, wait: Duration) -> Option<lapin::message:
         Ok(Some(Ok(d))) => Some(d),
         Ok(Some(Err(e))) => panic!("consumer error: {e}"),
         Ok(None) | Err(_) => None,
+    }
+}
+
+/// The reply code a channel was closed with, as its consumer reports it
+/// (a follow-up method could race with the close and see only a state error).
+async fn closed_with(consumer: &mut Consumer) -> Option<u16> {
+    loop {
+        match tokio::time::timeout(SOON, consumer.next()).await {
+            Ok(Some(Ok(_))) => continue,
+            Ok(Some(Err(e))) => return reply_code(&e),
+            Ok(None) | Err(_) => return None,
+        }
     }
 }
 
@@ -210,11 +235,7 @@ async fn ack_multiple_settles_everything_up_to_the_tag_and_nothing_comes_back() 
         cc.basic_ack(last.delivery_tag, BasicAckOptions::default())
             .await
             .unwrap();
-        let closed = cc
-            .basic_qos(1, BasicQosOptions::default())
-            .await
-            .expect_err("the double ack closes the channel");
-        assert_eq!(reply_code(&closed), Some(406));
+        assert_eq!(closed_with(&mut c).await, Some(406), "double ack");
         c2.close(200, "bye".into()).await.unwrap();
     }
     // A new consumer gets nothing: every ack was kept.
@@ -601,12 +622,9 @@ async fn exclusive_consumer_and_unknown_tags_are_refused() {
         .expect_err("a second consumer on an exclusively consumed queue");
     assert_eq!(reply_code(&refused), Some(403));
     // An unknown delivery tag: 406.
+    let mut watch = consume(&ch, &unique_queue_on(&ch).await, "watch").await;
     ch.basic_ack(42, BasicAckOptions::default()).await.unwrap();
-    let closed = ch
-        .basic_qos(1, BasicQosOptions::default())
-        .await
-        .expect_err("unknown tag closes the channel");
-    assert_eq!(reply_code(&closed), Some(406));
+    assert_eq!(closed_with(&mut watch).await, Some(406), "unknown tag");
     // Once the exclusive consumer is cancelled, others may consume.
     first
         .basic_cancel("only".into(), BasicCancelOptions::default())
@@ -842,10 +860,41 @@ async fn consumers_on_two_gateways_share_a_queue_and_take_over_from_each_other()
     let mut ca = consume(&cha, &q, "on-a").await;
     let mut cb = consume(&chb, &q, "on-b").await;
     // Lease rounds run every second: A first takes all 4 message queues,
-    // then gives B its half.
-    tokio::time::sleep(Duration::from_millis(3500)).await;
+    // then gives B its half. Wait until the store shows two each.
+    let topic = a.gateway.topology.vhost("/").unwrap().queue_topic(&q);
+    let mut holders = Vec::new();
+    for _ in 0..100 {
+        holders = a.gateway.store.lease_holders(&topic).await.unwrap();
+        let by_a = holders
+            .iter()
+            .filter(|h| h.1 == a.gateway.instance_id)
+            .count();
+        let by_b = holders
+            .iter()
+            .filter(|h| h.1 == b.gateway.instance_id)
+            .count();
+        if (by_a, by_b) == (2, 2) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    eprintln!("leases: {holders:?}");
 
-    fill(&ch, &q, 400).await;
+    // One at a time: the gateway batches what arrives while a send is in
+    // flight, and a batch goes to one message queue; single sends are spread
+    // round-robin over the four.
+    for i in 0..400 {
+        publish_all(
+            &ch,
+            [(
+                "",
+                q.as_str(),
+                i.to_string().as_bytes(),
+                BasicProperties::default(),
+            )],
+        )
+        .await;
+    }
     let mut seen: HashMap<String, u32> = HashMap::new();
     let mut per = [0usize; 2];
     while seen.len() < 400 {
@@ -947,4 +996,26 @@ async fn no_ack_consumer_with_a_server_named_tag_and_rejects_without_dlx_drop() 
         "a dropped message came back"
     );
     assert_eq!(message_count_expecting(&ch, &q, Some(0)).await, 0);
+}
+
+#[tokio::test]
+async fn get_after_the_last_consumer_left_takes_the_queue_again() {
+    let gw = TestGateway::start().await;
+    let conn = gw.connect().await;
+    let q = unique("getafter");
+    let ch = queue_with_channel(&conn, &q, FieldTable::default()).await;
+    let cc = conn.create_channel().await.unwrap();
+    let c = consume(&cc, &q, "c").await;
+    cc.basic_cancel(c.tag(), BasicCancelOptions::default())
+        .await
+        .unwrap();
+    // Let a lease round give the queue back.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    fill(&ch, &q, 1).await;
+    assert_eq!(message_count_expecting(&ch, &q, Some(1)).await, 1);
+    let got = ch
+        .basic_get(q.as_str().into(), BasicGetOptions { no_ack: true })
+        .await
+        .unwrap();
+    assert!(got.is_some(), "basic.get on an idle queue read by no one");
 }
