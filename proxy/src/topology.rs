@@ -61,6 +61,28 @@ impl VhostTopology {
         name.is_empty() || self.exchanges.contains_key(name)
     }
 
+    /// The RocketMQ topics of the queues a message published to `exchange`
+    /// with `routing_key` reaches ("" is the default exchange: the queue
+    /// named by the routing key).
+    pub fn destination_topics(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        headers: Option<&FieldTable>,
+    ) -> Vec<String> {
+        if exchange.is_empty() {
+            return self
+                .queues
+                .get(routing_key)
+                .map(|q| vec![q.record.topic.clone()])
+                .unwrap_or_default();
+        }
+        crate::mapping::routing::route(self, exchange, routing_key, headers)
+            .iter()
+            .filter_map(|q| self.queues.get(q).map(|q| q.record.topic.clone()))
+            .collect()
+    }
+
     /// Whether anything is bound to or from an exchange (for if-unused).
     pub fn exchange_in_use(&self, name: &str) -> bool {
         let from = self

@@ -15,7 +15,6 @@ use crate::error::{ConnectionException, HardCode, ProtocolError, SoftCode};
 use crate::mapping::properties::{
     escape_value, properties_to_rocketmq, EXCHANGE, PROPERTIES, ROUTING_KEY,
 };
-use crate::mapping::routing::route;
 use crate::topology::Access;
 use crate::upstream::OutboundMessage;
 
@@ -152,17 +151,7 @@ fn destinations(
     routing_key: &str,
     headers: Option<&amq_protocol::types::FieldTable>,
 ) -> Vec<String> {
-    let topology = s.vhost.read();
-    if exchange.is_empty() {
-        // The default exchange: the queue named by the routing key.
-        return topology
-            .queues
-            .get(routing_key)
-            .map(|q| vec![q.record.topic.clone()])
-            .unwrap_or_default();
-    }
-    route(&*topology, exchange, routing_key, headers)
-        .iter()
-        .filter_map(|q| topology.queues.get(q).map(|q| q.record.topic.clone()))
-        .collect()
+    s.vhost
+        .read()
+        .destination_topics(exchange, routing_key, headers)
 }

@@ -10,7 +10,6 @@ use crate::mapping::properties::{
     escape_value, properties_to_rocketmq, rocketmq_to_properties, unescape_value, EXCHANGE,
     PROPERTIES, ROUTING_KEY,
 };
-use crate::mapping::routing::route;
 use crate::topology::Vhost;
 use crate::upstream::{OutboundMessage, Upstream, UpstreamError};
 
@@ -164,19 +163,11 @@ pub async fn send(
     let new_key = target.routing_key.clone().unwrap_or(routing_key);
     let topics: Vec<String> = {
         let topology = vhost.read();
-        if !topology.exchanges.contains_key(&target.exchange) {
+        if !topology.has_exchange(&target.exchange) {
             tracing::warn!(vhost = %vhost.name, %queue, exchange = %target.exchange, "Dead-letter exchange does not exist; the rejected message is dropped, as RabbitMQ drops it.");
             return Ok(());
         }
-        route(
-            &*topology,
-            &target.exchange,
-            &new_key,
-            properties.headers().as_ref(),
-        )
-        .iter()
-        .filter_map(|q| topology.queues.get(q).map(|q| q.record.topic.clone()))
-        .collect()
+        topology.destination_topics(&target.exchange, &new_key, properties.headers().as_ref())
     };
     let stored =
         properties_to_rocketmq(&properties).map_err(|e| UpstreamError::Refused(e.to_string()))?;

@@ -1019,3 +1019,39 @@ async fn get_after_the_last_consumer_left_takes_the_queue_again() {
         .unwrap();
     assert!(got.is_some(), "basic.get on an idle queue read by no one");
 }
+
+#[tokio::test]
+async fn dead_lettering_through_the_default_exchange_reaches_the_named_queue() {
+    let gw = TestGateway::start().await;
+    let conn = gw.connect().await;
+    let (work, dlq) = (unique("work"), unique("dlq"));
+    let ch = queue_with_channel(&conn, &dlq, FieldTable::default()).await;
+    let mut args = FieldTable::default();
+    args.insert(
+        "x-dead-letter-exchange".into(),
+        AMQPValue::LongString("".into()),
+    );
+    args.insert(
+        "x-dead-letter-routing-key".into(),
+        AMQPValue::LongString(dlq.as_str().into()),
+    );
+    ch.queue_declare(work.as_str().into(), QueueDeclareOptions::default(), args)
+        .await
+        .unwrap();
+    fill(&ch, &work, 2).await;
+    let cc = conn.create_channel().await.unwrap();
+    let mut c = consume(&cc, &work, "w").await;
+    let _first = next(&mut c, SOON).await.expect("first");
+    let second = next(&mut c, SOON).await.expect("second");
+    // nack multiple without requeue: both die.
+    cc.basic_nack(
+        second.delivery_tag,
+        BasicNackOptions {
+            multiple: true,
+            requeue: false,
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(message_count_expecting(&ch, &dlq, Some(2)).await, 2);
+}
