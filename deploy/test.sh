@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test: the Rust unit and integration tests (against a real
-# RocketMQ the harness starts on its own ports) and the pika smoke job on a
-# stack of its own. Everything it starts, it stops.
+# RocketMQ and a real PostgreSQL the harnesses start on their own ports) and
+# the pika jobs on a stack of its own. Everything it starts, it stops.
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/amqp-gw/target}"
@@ -13,12 +13,13 @@ cleanup() {
     [ -d "$d" ] && ROCKETMQ_DATA="$d" "$root/deploy/rocketmq/stop.sh" >/dev/null 2>&1 || true
   done
   env "${smoke_env[@]}" "$root/deploy/down.sh" >/dev/null 2>&1 || true
+  PG_PORT=15432 "$root/deploy/postgres/stop.sh" >/dev/null 2>&1 || true
 }
 trap cleanup EXIT
 # Start from empty RocketMQ data: a store left by a killed run would make the
 # broker start in recovery mode and the run depend on what happened before.
 cleanup
-rm -rf "$CARGO_TARGET_DIR"/debug/test-rocketmq-* "$CARGO_TARGET_DIR/smoke-stack"
+rm -rf "$CARGO_TARGET_DIR"/debug/test-rocketmq-* "$CARGO_TARGET_DIR/smoke-stack" /var/tmp/amqp-gw-postgres-15432
 
 echo "== building"
 "$root/deploy/rocketmq/build.sh" >/dev/null

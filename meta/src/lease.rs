@@ -22,12 +22,12 @@ impl Store {
         ttl_ms: i64,
     ) -> Result<bool> {
         let done = sqlx::query(
-            "INSERT INTO queue_leases (topic, queue_id, owner, expires_ms) VALUES (?, ?, ?, ?) \
+            "INSERT INTO queue_leases (topic, queue_id, owner, expires_ms) VALUES ($1, $2, $3, $4) \
              ON CONFLICT (topic, queue_id) DO UPDATE SET owner = excluded.owner, expires_ms = excluded.expires_ms \
-             WHERE queue_leases.owner = excluded.owner OR queue_leases.expires_ms < ?",
+             WHERE queue_leases.owner = excluded.owner OR queue_leases.expires_ms < $5",
         )
         .bind(topic)
-        .bind(queue_id)
+        .bind(i64::from(queue_id))
         .bind(owner)
         .bind(now_ms + ttl_ms)
         .bind(now_ms)
@@ -38,9 +38,9 @@ impl Store {
 
     /// Gives a lease back (only if `owner` holds it).
     pub async fn release_lease(&self, topic: &str, queue_id: i32, owner: &str) -> Result<()> {
-        sqlx::query("DELETE FROM queue_leases WHERE topic = ? AND queue_id = ? AND owner = ?")
+        sqlx::query("DELETE FROM queue_leases WHERE topic = $1 AND queue_id = $2 AND owner = $3")
             .bind(topic)
-            .bind(queue_id)
+            .bind(i64::from(queue_id))
             .bind(owner)
             .execute(&self.pool)
             .await?;
@@ -56,7 +56,7 @@ impl Store {
         ttl_ms: i64,
     ) -> Result<()> {
         sqlx::query(
-            "INSERT INTO queue_readers (topic, owner, expires_ms) VALUES (?, ?, ?) \
+            "INSERT INTO queue_readers (topic, owner, expires_ms) VALUES ($1, $2, $3) \
              ON CONFLICT (topic, owner) DO UPDATE SET expires_ms = excluded.expires_ms",
         )
         .bind(topic)
@@ -68,7 +68,7 @@ impl Store {
     }
 
     pub async fn withdraw_reader(&self, topic: &str, owner: &str) -> Result<()> {
-        sqlx::query("DELETE FROM queue_readers WHERE topic = ? AND owner = ?")
+        sqlx::query("DELETE FROM queue_readers WHERE topic = $1 AND owner = $2")
             .bind(topic)
             .bind(owner)
             .execute(&self.pool)
@@ -79,7 +79,7 @@ impl Store {
     /// The live readers of a topic, sorted (every gateway sees the same order).
     pub async fn readers(&self, topic: &str, now_ms: i64) -> Result<Vec<String>> {
         Ok(sqlx::query_scalar(
-            "SELECT owner FROM queue_readers WHERE topic = ? AND expires_ms >= ? ORDER BY owner",
+            "SELECT owner FROM queue_readers WHERE topic = $1 AND expires_ms >= $2 ORDER BY owner",
         )
         .bind(topic)
         .bind(now_ms)
@@ -91,7 +91,7 @@ impl Store {
     /// with their expiry), for operators and tests.
     pub async fn lease_holders(&self, topic: &str) -> Result<Vec<(i32, String, i64)>> {
         let rows: Vec<(i64, String, i64)> = sqlx::query_as(
-            "SELECT queue_id, owner, expires_ms FROM queue_leases WHERE topic = ? ORDER BY queue_id",
+            "SELECT queue_id, owner, expires_ms FROM queue_leases WHERE topic = $1 ORDER BY queue_id",
         )
         .bind(topic)
         .fetch_all(&self.pool)
@@ -106,7 +106,7 @@ impl Store {
     pub async fn forget_topic(&self, topic: &str) -> Result<()> {
         let mut tx = self.pool.begin().await?;
         for table in ["queue_leases", "queue_readers"] {
-            sqlx::query(&format!("DELETE FROM {table} WHERE topic = ?"))
+            sqlx::query(&format!("DELETE FROM {table} WHERE topic = $1"))
                 .bind(topic)
                 .execute(&mut *tx)
                 .await?;

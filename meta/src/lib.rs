@@ -18,4 +18,4 @@ pub mod password;
 pub mod store;
 
 pub use model::{Binding, DestinationKind, Exchange, Permission, Queue, Snapshot, User, Vhost};
-pub use store::{MetaError, Store};
+pub use store::{Backend, Change, ChangeKind, MetaError, Store, NOTIFY_CHANNEL};

@@ -1,11 +1,15 @@
-//! The sqlx store. SQLite is the embedded default (one file in the data
-//! directory). Writes are single statements or short transactions, and every
-//! write bumps `meta_revision` so that gateways can tell what changed.
+//! The sqlx store, on one of two backends through sqlx's `Any` driver:
+//! SQLite (one file in the data directory, the embedded default) or
+//! PostgreSQL (shared by several gateways). The SQL is the common subset of
+//! both (`$n` parameters, `ON CONFLICT`, integers for booleans); only the
+//! schema's type names differ. Every write bumps `meta_revision` and records
+//! what it changed in `meta_changes`, in the same transaction, so that
+//! gateways can follow each other's changes (crate docs).
 
-use std::str::FromStr;
+use std::time::Duration;
 
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
-use sqlx::{Row, SqlitePool};
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::{AnyPool, Executor, Row};
 
 use crate::model::*;
 use crate::password::hash_password;
@@ -16,9 +20,17 @@ pub enum MetaError {
     Unavailable(#[from] sqlx::Error),
     #[error("meta store holds an invalid record: {0}")]
     Corrupt(String),
+    #[error("unsupported meta store URL {0:?} (sqlite:<path> or postgres://...)")]
+    Url(String),
 }
 
 pub type Result<T> = std::result::Result<T, MetaError>;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
 
 /// Versioned schema migrations, applied in order, each once.
 const MIGRATIONS: &[(i64, &str)] = &[
@@ -53,49 +65,170 @@ const MIGRATIONS: &[(i64, &str)] = &[
                                 PRIMARY KEY (topic, owner));
     "#,
     ),
+    (
+        3,
+        r#"
+    CREATE TABLE meta_changes (revision INTEGER PRIMARY KEY, kind TEXT NOT NULL, vhost TEXT NOT NULL,
+                               name TEXT NOT NULL);
+    "#,
+    ),
 ];
+
+/// The schema in a backend's type names (written in SQLite's).
+fn dialect(backend: Backend, sql: &str) -> String {
+    match backend {
+        Backend::Sqlite => sql.to_owned(),
+        Backend::Postgres => sql.replace("INTEGER", "BIGINT").replace("BLOB", "BYTEA"),
+    }
+}
+
+/// The PostgreSQL channel on which writers wake followers (a hint only).
+pub const NOTIFY_CHANNEL: &str = "amqp_gateway_meta";
 
 /// The meta store. Cheap to clone (a pool handle).
 #[derive(Clone, Debug)]
 pub struct Store {
-    pub(crate) pool: SqlitePool,
+    pub(crate) pool: AnyPool,
+    backend: Backend,
+    url: String,
+}
+
+/// What one write changed, as recorded in `meta_changes`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChangeKind {
+    Vhost,
+    User,
+    /// `name` is the user.
+    Permission,
+    Exchange,
+    Queue,
+    /// The bindings whose source is exchange `name`.
+    Bindings,
+}
+
+impl ChangeKind {
+    fn as_str(self) -> &'static str {
+        match self {
+            ChangeKind::Vhost => "vhost",
+            ChangeKind::User => "user",
+            ChangeKind::Permission => "permission",
+            ChangeKind::Exchange => "exchange",
+            ChangeKind::Queue => "queue",
+            ChangeKind::Bindings => "bindings",
+        }
+    }
+
+    fn parse(text: &str) -> Option<ChangeKind> {
+        Some(match text {
+            "vhost" => ChangeKind::Vhost,
+            "user" => ChangeKind::User,
+            "permission" => ChangeKind::Permission,
+            "exchange" => ChangeKind::Exchange,
+            "queue" => ChangeKind::Queue,
+            "bindings" => ChangeKind::Bindings,
+            _ => return None,
+        })
+    }
+}
+
+/// One entry of the revision log: which record to read again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    pub revision: i64,
+    pub kind: ChangeKind,
+    pub vhost: String,
+    pub name: String,
+}
+
+fn flag(b: bool) -> i64 {
+    i64::from(b)
+}
+
+fn get_flag(r: &AnyRow, i: usize) -> bool {
+    r.get::<i64, _>(i) != 0
 }
 
 impl Store {
-    /// Opens (creating if needed) the store at `url` (`sqlite:path` or
-    /// `sqlite::memory:`) and applies pending migrations.
+    /// Opens the store at `url` (`sqlite:<path>`, `sqlite::memory:` or
+    /// `postgres://user@host/db`) and applies pending migrations.
     pub async fn open(url: &str) -> Result<Store> {
-        let options = SqliteConnectOptions::from_str(url)?
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .busy_timeout(std::time::Duration::from_secs(5));
-        // In-memory databases exist per connection: keep exactly one.
-        let max = if url.contains(":memory:") { 1 } else { 4 };
-        let pool = SqlitePoolOptions::new()
+        sqlx::any::install_default_drivers();
+        let (backend, connect_url) = if let Some(rest) = url.strip_prefix("sqlite:") {
+            let sep = if rest.contains('?') { '&' } else { '?' };
+            let url = if rest.contains(":memory:") || rest.contains("mode=") {
+                url.to_owned()
+            } else {
+                format!("{url}{sep}mode=rwc")
+            };
+            (Backend::Sqlite, url)
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            (Backend::Postgres, url.to_owned())
+        } else {
+            return Err(MetaError::Url(url.to_owned()));
+        };
+        // In-memory SQLite exists per connection: keep exactly one.
+        let max = match backend {
+            Backend::Sqlite if url.contains(":memory:") => 1,
+            Backend::Sqlite => 4,
+            Backend::Postgres => 8,
+        };
+        let pool = AnyPoolOptions::new()
             .max_connections(max)
-            .connect_with(options)
+            .acquire_timeout(Duration::from_secs(5))
+            .after_connect(move |conn, _| {
+                Box::pin(async move {
+                    if backend == Backend::Sqlite {
+                        conn.execute("PRAGMA journal_mode = WAL; PRAGMA busy_timeout = 5000;")
+                            .await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect(&connect_url)
             .await?;
-        let store = Store { pool };
+        let store = Store {
+            pool,
+            backend,
+            url: url.to_owned(),
+        };
         store.migrate().await?;
         Ok(store)
     }
 
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// The URL it was opened with (followers open their own listener on it).
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
     async fn migrate(&self) -> Result<()> {
-        sqlx::query("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY)")
+        sqlx::query("CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY)")
             .execute(&self.pool)
             .await?;
         for (version, sql) in MIGRATIONS {
+            let mut tx = self.pool.begin().await?;
+            if self.backend == Backend::Postgres {
+                // Two gateways starting together migrate one after the other.
+                sqlx::query("LOCK TABLE schema_migrations IN EXCLUSIVE MODE")
+                    .execute(&mut *tx)
+                    .await?;
+            }
             let applied: Option<i64> =
-                sqlx::query_scalar("SELECT version FROM schema_migrations WHERE version = ?")
+                sqlx::query_scalar("SELECT version FROM schema_migrations WHERE version = $1")
                     .bind(version)
-                    .fetch_optional(&self.pool)
+                    .fetch_optional(&mut *tx)
                     .await?;
             if applied.is_some() {
+                tx.rollback().await?;
                 continue;
             }
-            let mut tx = self.pool.begin().await?;
-            sqlx::raw_sql(sql).execute(&mut *tx).await?;
-            sqlx::query("INSERT INTO schema_migrations (version) VALUES (?)")
+            sqlx::raw_sql(&dialect(self.backend, sql))
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query("INSERT INTO schema_migrations (version) VALUES ($1)")
                 .bind(version)
                 .execute(&mut *tx)
                 .await?;
@@ -149,30 +282,67 @@ impl Store {
         )
     }
 
-    async fn bump(&self, tx: &mut sqlx::SqliteConnection) -> Result<()> {
-        sqlx::query("UPDATE meta_revision SET revision = revision + 1 WHERE id = 1")
-            .execute(tx)
-            .await?;
+    /// Bumps the revision and records the change, inside the write's transaction.
+    async fn bump(
+        &self,
+        tx: &mut sqlx::AnyConnection,
+        kind: ChangeKind,
+        vhost: &str,
+        name: &str,
+    ) -> Result<()> {
+        let revision: i64 = sqlx::query_scalar(
+            "UPDATE meta_revision SET revision = revision + 1 WHERE id = 1 RETURNING revision",
+        )
+        .fetch_one(&mut *tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO meta_changes (revision, kind, vhost, name) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(revision)
+        .bind(kind.as_str())
+        .bind(vhost)
+        .bind(name)
+        .execute(&mut *tx)
+        .await?;
+        if self.backend == Backend::Postgres {
+            // Delivered at commit; followers read the log, this only wakes them.
+            sqlx::query("SELECT pg_notify($1, $2)")
+                .bind(NOTIFY_CHANNEL)
+                .bind(revision.to_string())
+                .execute(&mut *tx)
+                .await?;
+        }
         Ok(())
     }
 
-    /// Runs one write statement and bumps the revision in the same transaction.
+    /// Runs one write statement and records its change in the same transaction.
     async fn write<'q>(
         &self,
-        query: sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments<'q>>,
+        query: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>,
+        kind: ChangeKind,
+        vhost: &str,
+        name: &str,
     ) -> Result<u64> {
         let mut tx = self.pool.begin().await?;
         let done = query.execute(&mut *tx).await?;
-        self.bump(&mut tx).await?;
+        if done.rows_affected() > 0 {
+            self.bump(&mut tx, kind, vhost, name).await?;
+        }
         tx.commit().await?;
         Ok(done.rows_affected())
     }
 
     pub async fn put_vhost(&self, vhost: &Vhost) -> Result<()> {
         self.write(
-            sqlx::query("INSERT OR REPLACE INTO vhosts (name, namespace) VALUES (?, ?)")
-                .bind(&vhost.name)
-                .bind(&vhost.namespace),
+            sqlx::query(
+                "INSERT INTO vhosts (name, namespace) VALUES ($1, $2) \
+                 ON CONFLICT (name) DO UPDATE SET namespace = excluded.namespace",
+            )
+            .bind(&vhost.name)
+            .bind(&vhost.namespace),
+            ChangeKind::Vhost,
+            &vhost.name,
+            &vhost.name,
         )
         .await
         .map(drop)
@@ -180,11 +350,18 @@ impl Store {
 
     pub async fn put_user(&self, user: &User) -> Result<()> {
         self.write(
-            sqlx::query("INSERT OR REPLACE INTO users (name, password_hash, tags, loopback_only) VALUES (?, ?, ?, ?)")
-                .bind(&user.name)
-                .bind(&user.password_hash)
-                .bind(&user.tags)
-                .bind(user.loopback_only),
+            sqlx::query(
+                "INSERT INTO users (name, password_hash, tags, loopback_only) VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT (name) DO UPDATE SET password_hash = excluded.password_hash, tags = excluded.tags, \
+                 loopback_only = excluded.loopback_only",
+            )
+            .bind(&user.name)
+            .bind(&user.password_hash)
+            .bind(&user.tags)
+            .bind(flag(user.loopback_only)),
+            ChangeKind::User,
+            "",
+            &user.name,
         )
         .await
         .map(drop)
@@ -193,13 +370,18 @@ impl Store {
     pub async fn put_permission(&self, p: &Permission) -> Result<()> {
         self.write(
             sqlx::query(
-                "INSERT OR REPLACE INTO permissions (user_name, vhost, configure, write, read) VALUES (?, ?, ?, ?, ?)",
+                "INSERT INTO permissions (user_name, vhost, configure, write, read) VALUES ($1, $2, $3, $4, $5) \
+                 ON CONFLICT (user_name, vhost) DO UPDATE SET configure = excluded.configure, \
+                 write = excluded.write, read = excluded.read",
             )
             .bind(&p.user)
             .bind(&p.vhost)
             .bind(&p.configure)
             .bind(&p.write)
             .bind(&p.read),
+            ChangeKind::Permission,
+            &p.vhost,
+            &p.user,
         )
         .await
         .map(drop)
@@ -208,16 +390,21 @@ impl Store {
     pub async fn put_exchange(&self, e: &Exchange) -> Result<()> {
         self.write(
             sqlx::query(
-                "INSERT OR REPLACE INTO exchanges (vhost, name, kind, durable, auto_delete, internal, arguments) \
-                 VALUES (?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO exchanges (vhost, name, kind, durable, auto_delete, internal, arguments) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7) \
+                 ON CONFLICT (vhost, name) DO UPDATE SET kind = excluded.kind, durable = excluded.durable, \
+                 auto_delete = excluded.auto_delete, internal = excluded.internal, arguments = excluded.arguments",
             )
             .bind(&e.vhost)
             .bind(&e.name)
             .bind(&e.kind)
-            .bind(e.durable)
-            .bind(e.auto_delete)
-            .bind(e.internal)
+            .bind(flag(e.durable))
+            .bind(flag(e.auto_delete))
+            .bind(flag(e.internal))
             .bind(&e.arguments),
+            ChangeKind::Exchange,
+            &e.vhost,
+            &e.name,
         )
         .await
         .map(drop)
@@ -226,20 +413,20 @@ impl Store {
     /// Deletes an exchange and every binding from or to it.
     pub async fn delete_exchange(&self, vhost: &str, name: &str) -> Result<()> {
         let mut tx = self.pool.begin().await?;
-        sqlx::query("DELETE FROM exchanges WHERE vhost = ? AND name = ?")
+        sqlx::query("DELETE FROM exchanges WHERE vhost = $1 AND name = $2")
             .bind(vhost)
             .bind(name)
             .execute(&mut *tx)
             .await?;
         sqlx::query(
-            "DELETE FROM bindings WHERE vhost = ? AND (source = ? OR (destination = ? AND destination_kind = 'exchange'))",
+            "DELETE FROM bindings WHERE vhost = $1 AND (source = $2 OR (destination = $2 AND destination_kind = 'exchange'))",
         )
         .bind(vhost)
         .bind(name)
-        .bind(name)
         .execute(&mut *tx)
         .await?;
-        self.bump(&mut tx).await?;
+        self.bump(&mut tx, ChangeKind::Exchange, vhost, name)
+            .await?;
         tx.commit().await?;
         Ok(())
     }
@@ -247,17 +434,23 @@ impl Store {
     pub async fn put_queue(&self, q: &Queue) -> Result<()> {
         self.write(
             sqlx::query(
-                "INSERT OR REPLACE INTO queues (vhost, name, durable, auto_delete, exclusive_owner, arguments, topic, \
-                 consumer_group) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO queues (vhost, name, durable, auto_delete, exclusive_owner, arguments, topic, \
+                 consumer_group) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+                 ON CONFLICT (vhost, name) DO UPDATE SET durable = excluded.durable, \
+                 auto_delete = excluded.auto_delete, exclusive_owner = excluded.exclusive_owner, \
+                 arguments = excluded.arguments, topic = excluded.topic, consumer_group = excluded.consumer_group",
             )
             .bind(&q.vhost)
             .bind(&q.name)
-            .bind(q.durable)
-            .bind(q.auto_delete)
+            .bind(flag(q.durable))
+            .bind(flag(q.auto_delete))
             .bind(&q.exclusive_owner)
             .bind(&q.arguments)
             .bind(&q.topic)
             .bind(&q.group),
+            ChangeKind::Queue,
+            &q.vhost,
+            &q.name,
         )
         .await
         .map(drop)
@@ -266,17 +459,17 @@ impl Store {
     /// Deletes a queue and every binding to it.
     pub async fn delete_queue(&self, vhost: &str, name: &str) -> Result<()> {
         let mut tx = self.pool.begin().await?;
-        sqlx::query("DELETE FROM queues WHERE vhost = ? AND name = ?")
+        sqlx::query("DELETE FROM queues WHERE vhost = $1 AND name = $2")
             .bind(vhost)
             .bind(name)
             .execute(&mut *tx)
             .await?;
-        sqlx::query("DELETE FROM bindings WHERE vhost = ? AND destination = ? AND destination_kind = 'queue'")
+        sqlx::query("DELETE FROM bindings WHERE vhost = $1 AND destination = $2 AND destination_kind = 'queue'")
             .bind(vhost)
             .bind(name)
             .execute(&mut *tx)
             .await?;
-        self.bump(&mut tx).await?;
+        self.bump(&mut tx, ChangeKind::Queue, vhost, name).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -284,8 +477,8 @@ impl Store {
     pub async fn put_binding(&self, b: &Binding) -> Result<()> {
         self.write(
             sqlx::query(
-                "INSERT OR IGNORE INTO bindings (vhost, source, destination, destination_kind, routing_key, arguments) \
-                 VALUES (?, ?, ?, ?, ?, ?)",
+                "INSERT INTO bindings (vhost, source, destination, destination_kind, routing_key, arguments) \
+                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
             )
             .bind(&b.vhost)
             .bind(&b.source)
@@ -293,6 +486,9 @@ impl Store {
             .bind(b.destination_kind.as_str())
             .bind(&b.routing_key)
             .bind(&b.arguments),
+            ChangeKind::Bindings,
+            &b.vhost,
+            &b.source,
         )
         .await
         .map(drop)
@@ -302,8 +498,8 @@ impl Store {
     pub async fn delete_binding(&self, b: &Binding) -> Result<bool> {
         self.write(
             sqlx::query(
-                "DELETE FROM bindings WHERE vhost = ? AND source = ? AND destination = ? AND destination_kind = ? \
-                 AND routing_key = ? AND arguments = ?",
+                "DELETE FROM bindings WHERE vhost = $1 AND source = $2 AND destination = $3 AND destination_kind = $4 \
+                 AND routing_key = $5 AND arguments = $6",
             )
             .bind(&b.vhost)
             .bind(&b.source)
@@ -311,9 +507,101 @@ impl Store {
             .bind(b.destination_kind.as_str())
             .bind(&b.routing_key)
             .bind(&b.arguments),
+            ChangeKind::Bindings,
+            &b.vhost,
+            &b.source,
         )
         .await
         .map(|n| n > 0)
+    }
+
+    /// The changes made after `revision`, oldest first (at most `limit`).
+    pub async fn changes_after(&self, revision: i64, limit: i64) -> Result<Vec<Change>> {
+        let rows = sqlx::query(
+            "SELECT revision, kind, vhost, name FROM meta_changes WHERE revision > $1 ORDER BY revision LIMIT $2",
+        )
+        .bind(revision)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let kind: String = r.get(1);
+                Ok(Change {
+                    revision: r.get(0),
+                    kind: ChangeKind::parse(&kind)
+                        .ok_or_else(|| MetaError::Corrupt(format!("change kind {kind:?}")))?,
+                    vhost: r.get(2),
+                    name: r.get(3),
+                })
+            })
+            .collect()
+    }
+
+    pub async fn vhost(&self, name: &str) -> Result<Option<Vhost>> {
+        let row = sqlx::query("SELECT name, namespace FROM vhosts WHERE name = $1")
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.as_ref().map(vhost_of))
+    }
+
+    pub async fn user(&self, name: &str) -> Result<Option<User>> {
+        let row = sqlx::query(
+            "SELECT name, password_hash, tags, loopback_only FROM users WHERE name = $1",
+        )
+        .bind(name)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.as_ref().map(user_of))
+    }
+
+    pub async fn permission(&self, user: &str, vhost: &str) -> Result<Option<Permission>> {
+        let row = sqlx::query(
+            "SELECT user_name, vhost, configure, write, read FROM permissions WHERE user_name = $1 AND vhost = $2",
+        )
+        .bind(user)
+        .bind(vhost)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.as_ref().map(permission_of))
+    }
+
+    pub async fn exchange(&self, vhost: &str, name: &str) -> Result<Option<Exchange>> {
+        let row = sqlx::query(
+            "SELECT vhost, name, kind, durable, auto_delete, internal, arguments FROM exchanges \
+             WHERE vhost = $1 AND name = $2",
+        )
+        .bind(vhost)
+        .bind(name)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.as_ref().map(exchange_of))
+    }
+
+    pub async fn queue(&self, vhost: &str, name: &str) -> Result<Option<Queue>> {
+        let row = sqlx::query(
+            "SELECT vhost, name, durable, auto_delete, exclusive_owner, arguments, topic, consumer_group \
+             FROM queues WHERE vhost = $1 AND name = $2",
+        )
+        .bind(vhost)
+        .bind(name)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.as_ref().map(queue_of))
+    }
+
+    /// The bindings whose source is one exchange.
+    pub async fn bindings_from(&self, vhost: &str, source: &str) -> Result<Vec<Binding>> {
+        let rows = sqlx::query(
+            "SELECT vhost, source, destination, destination_kind, routing_key, arguments FROM bindings \
+             WHERE vhost = $1 AND source = $2",
+        )
+        .bind(vhost)
+        .bind(source)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(binding_of).collect()
     }
 
     /// Reads everything, consistently (one transaction).
@@ -326,34 +614,20 @@ impl Store {
             .fetch_all(&mut *tx)
             .await?
             .iter()
-            .map(|r| Vhost {
-                name: r.get(0),
-                namespace: r.get(1),
-            })
+            .map(vhost_of)
             .collect();
         let users = sqlx::query("SELECT name, password_hash, tags, loopback_only FROM users")
             .fetch_all(&mut *tx)
             .await?
             .iter()
-            .map(|r| User {
-                name: r.get(0),
-                password_hash: r.get(1),
-                tags: r.get(2),
-                loopback_only: r.get(3),
-            })
+            .map(user_of)
             .collect();
         let permissions =
             sqlx::query("SELECT user_name, vhost, configure, write, read FROM permissions")
                 .fetch_all(&mut *tx)
                 .await?
                 .iter()
-                .map(|r| Permission {
-                    user: r.get(0),
-                    vhost: r.get(1),
-                    configure: r.get(2),
-                    write: r.get(3),
-                    read: r.get(4),
-                })
+                .map(permission_of)
                 .collect();
         let exchanges = sqlx::query(
             "SELECT vhost, name, kind, durable, auto_delete, internal, arguments FROM exchanges",
@@ -361,15 +635,7 @@ impl Store {
         .fetch_all(&mut *tx)
         .await?
         .iter()
-        .map(|r| Exchange {
-            vhost: r.get(0),
-            name: r.get(1),
-            kind: r.get(2),
-            durable: r.get(3),
-            auto_delete: r.get(4),
-            internal: r.get(5),
-            arguments: r.get(6),
-        })
+        .map(exchange_of)
         .collect();
         let queues = sqlx::query(
             "SELECT vhost, name, durable, auto_delete, exclusive_owner, arguments, topic, consumer_group FROM queues",
@@ -377,36 +643,16 @@ impl Store {
         .fetch_all(&mut *tx)
         .await?
         .iter()
-        .map(|r| Queue {
-            vhost: r.get(0),
-            name: r.get(1),
-            durable: r.get(2),
-            auto_delete: r.get(3),
-            exclusive_owner: r.get(4),
-            arguments: r.get(5),
-            topic: r.get(6),
-            group: r.get(7),
-        })
+        .map(queue_of)
         .collect();
-        let mut bindings = Vec::new();
-        for r in sqlx::query(
+        let bindings = sqlx::query(
             "SELECT vhost, source, destination, destination_kind, routing_key, arguments FROM bindings",
         )
         .fetch_all(&mut *tx)
         .await?
-        {
-            let kind: String = r.get(3);
-            let destination_kind =
-                DestinationKind::parse(&kind).ok_or_else(|| MetaError::Corrupt(format!("destination kind {kind:?}")))?;
-            bindings.push(Binding {
-                vhost: r.get(0),
-                source: r.get(1),
-                destination: r.get(2),
-                destination_kind,
-                routing_key: r.get(4),
-                arguments: r.get(5),
-            });
-        }
+        .iter()
+        .map(binding_of)
+        .collect::<Result<Vec<_>>>()?;
         tx.commit().await?;
         Ok(Snapshot {
             revision,
@@ -418,4 +664,69 @@ impl Store {
             bindings,
         })
     }
+}
+
+fn vhost_of(r: &AnyRow) -> Vhost {
+    Vhost {
+        name: r.get(0),
+        namespace: r.get(1),
+    }
+}
+
+fn user_of(r: &AnyRow) -> User {
+    User {
+        name: r.get(0),
+        password_hash: r.get(1),
+        tags: r.get(2),
+        loopback_only: get_flag(r, 3),
+    }
+}
+
+fn permission_of(r: &AnyRow) -> Permission {
+    Permission {
+        user: r.get(0),
+        vhost: r.get(1),
+        configure: r.get(2),
+        write: r.get(3),
+        read: r.get(4),
+    }
+}
+
+fn exchange_of(r: &AnyRow) -> Exchange {
+    Exchange {
+        vhost: r.get(0),
+        name: r.get(1),
+        kind: r.get(2),
+        durable: get_flag(r, 3),
+        auto_delete: get_flag(r, 4),
+        internal: get_flag(r, 5),
+        arguments: r.get(6),
+    }
+}
+
+fn queue_of(r: &AnyRow) -> Queue {
+    Queue {
+        vhost: r.get(0),
+        name: r.get(1),
+        durable: get_flag(r, 2),
+        auto_delete: get_flag(r, 3),
+        exclusive_owner: r.get(4),
+        arguments: r.get(5),
+        topic: r.get(6),
+        group: r.get(7),
+    }
+}
+
+fn binding_of(r: &AnyRow) -> Result<Binding> {
+    let kind: String = r.get(3);
+    let destination_kind = DestinationKind::parse(&kind)
+        .ok_or_else(|| MetaError::Corrupt(format!("destination kind {kind:?}")))?;
+    Ok(Binding {
+        vhost: r.get(0),
+        source: r.get(1),
+        destination: r.get(2),
+        destination_kind,
+        routing_key: r.get(4),
+        arguments: r.get(5),
+    })
 }

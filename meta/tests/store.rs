@@ -1,18 +1,78 @@
-//! The SQLite store, on a real file.
+//! The store on both backends: SQLite on a real file, and a real PostgreSQL
+//! (Debian's, started by deploy/postgres/start.sh on port 15432, one fresh
+//! database per test). Every test runs against each.
 
-use meta::{password, Binding, DestinationKind, Exchange, Queue, Store};
+use std::sync::OnceLock;
 
-async fn fresh() -> (tempfile::TempDir, Store) {
+use meta::{password, Binding, ChangeKind, DestinationKind, Exchange, Queue, Store};
+use sqlx::Connection;
+
+/// The test PostgreSQL's server URL (without database), started once.
+fn postgres() -> &'static str {
+    static URL: OnceLock<String> = OnceLock::new();
+    URL.get_or_init(|| {
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/postgres/start.sh");
+        let out = std::process::Command::new("bash")
+            .arg(script)
+            .env("PG_PORT", "15432")
+            .output()
+            .expect("run deploy/postgres/start.sh");
+        assert!(
+            out.status.success(),
+            "PostgreSQL did not start: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        "postgres://postgres@127.0.0.1:15432".to_owned()
+    })
+}
+
+/// A URL of a new, empty PostgreSQL database.
+pub async fn fresh_postgres_url() -> String {
+    let server = postgres();
+    let name = format!("meta_test_{:x}", rand_u64());
+    let mut admin = sqlx::PgConnection::connect(&format!("{server}/postgres"))
+        .await
+        .unwrap();
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    format!("{server}/{name}")
+}
+
+fn rand_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos(),
+    );
+    h.finish()
+}
+
+/// One fresh, bootstrapped store per backend (the temp dir keeps SQLite's file).
+async fn stores() -> Vec<(Option<tempfile::TempDir>, Store)> {
     let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite:{}", dir.path().join("meta.db").display());
-    let store = Store::open(&url).await.unwrap();
-    store.bootstrap_defaults("v_default").await.unwrap();
-    (dir, store)
+    let sqlite = format!("sqlite:{}", dir.path().join("meta.db").display());
+    let mut out = Vec::new();
+    for (dir, url) in [(Some(dir), sqlite), (None, fresh_postgres_url().await)] {
+        let store = Store::open(&url).await.unwrap();
+        store.bootstrap_defaults("v_default").await.unwrap();
+        out.push((dir, store));
+    }
+    out
 }
 
 #[tokio::test]
 async fn bootstrap_creates_guest_and_default_vhost_once() {
-    let (dir, store) = fresh().await;
+    for (_dir, store) in stores().await {
+        bootstrap_once(store).await;
+    }
+}
+
+async fn bootstrap_once(store: Store) {
     store.bootstrap_defaults("v_default").await.unwrap();
     let snap = store.snapshot().await.unwrap();
     assert_eq!(snap.vhosts.len(), 1);
@@ -24,16 +84,21 @@ async fn bootstrap_creates_guest_and_default_vhost_once() {
         "guest"
     ));
     assert_eq!(snap.permissions.len(), 1);
+    let url = store.url().to_owned();
     drop(store);
-    // Reopening the same file keeps everything and migrates nothing twice.
-    let url = format!("sqlite:{}", dir.path().join("meta.db").display());
+    // Reopening the same store keeps everything and migrates nothing twice.
     let again = Store::open(&url).await.unwrap();
     assert_eq!(again.snapshot().await.unwrap().users.len(), 1);
 }
 
 #[tokio::test]
 async fn deleting_a_queue_removes_its_bindings_and_bumps_the_revision() {
-    let (_dir, store) = fresh().await;
+    for (_dir, store) in stores().await {
+        delete_queue_cascades(store).await;
+    }
+}
+
+async fn delete_queue_cascades(store: Store) {
     let before = store.revision().await.unwrap();
     store
         .put_exchange(&Exchange {
@@ -77,11 +142,37 @@ async fn deleting_a_queue_removes_its_bindings_and_bumps_the_revision() {
     assert!(snap.bindings.is_empty());
     assert!(snap.revision >= before + 4);
     assert!(!store.delete_binding(&binding).await.unwrap());
+    // The revision log says what to read again, in order.
+    let changes = store.changes_after(before, 100).await.unwrap();
+    let kinds: Vec<_> = changes.iter().map(|c| (c.kind, c.name.as_str())).collect();
+    assert_eq!(
+        kinds,
+        [
+            (ChangeKind::Exchange, "logs"),
+            (ChangeKind::Queue, "q1"),
+            (ChangeKind::Bindings, "logs"),
+            (ChangeKind::Queue, "q1"),
+        ],
+        "the second, identical put_binding changed nothing"
+    );
+    assert!(changes.windows(2).all(|w| w[0].revision < w[1].revision));
+    assert_eq!(changes.last().unwrap().revision, snap.revision);
+    assert!(store.queue("/", "q1").await.unwrap().is_none());
+    assert_eq!(
+        store.exchange("/", "logs").await.unwrap().unwrap().kind,
+        "topic"
+    );
+    assert!(store.bindings_from("/", "logs").await.unwrap().is_empty());
 }
 
 #[tokio::test]
 async fn a_lease_is_held_by_one_owner_until_released_or_expired() {
-    let (_dir, store) = fresh().await;
+    for (_dir, store) in stores().await {
+        leases(store).await;
+    }
+}
+
+async fn leases(store: Store) {
     let (t, now, ttl) = ("topic-a", 1_000_000, 5_000);
     assert!(store.try_lease(t, 0, "a", now, ttl).await.unwrap());
     assert!(
