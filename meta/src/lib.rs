@@ -16,6 +16,7 @@ pub mod lease;
 pub mod model;
 pub mod password;
 pub mod store;
+pub mod watch;
 
 pub use model::{Binding, DestinationKind, Exchange, Permission, Queue, Snapshot, User, Vhost};
 pub use store::{Backend, Change, ChangeKind, MetaError, Store, NOTIFY_CHANNEL};

@@ -37,6 +37,7 @@ pub mod config;
 pub mod connection;
 pub mod delivery;
 pub mod error;
+pub mod follow;
 pub mod mapping;
 pub mod metrics;
 pub mod server;
@@ -60,6 +61,9 @@ pub struct Gateway {
     pub feeds: delivery::Feeds,
     /// Distinguishes this process's connections from other gateways'.
     pub instance_id: String,
+    /// The meta store answered the follower's last look (false: serving
+    /// with the last topology, changes refused).
+    pub meta_healthy: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -119,7 +123,9 @@ impl Gateway {
             upstream,
             feeds,
             instance_id,
+            meta_healthy: std::sync::atomic::AtomicBool::new(true),
         });
+        tokio::spawn(follow::follow(Arc::downgrade(&gateway), snapshot.revision));
         gateway.delete_orphaned_exclusive_queues(&snapshot).await;
         Ok(gateway)
     }

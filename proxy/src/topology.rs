@@ -267,6 +267,13 @@ impl Topology {
             .insert(name.to_owned(), Arc::new(Vhost::new(name, namespace)));
     }
 
+    pub fn remove_vhost(&self, name: &str) -> Option<Arc<Vhost>> {
+        self.vhosts
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(name)
+    }
+
     pub fn vhost(&self, name: &str) -> Option<Arc<Vhost>> {
         self.vhosts
             .read()
@@ -280,6 +287,20 @@ impl Topology {
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .insert(user.name.clone(), user);
+    }
+
+    pub fn remove_user(&self, name: &str) {
+        self.users
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(name);
+    }
+
+    pub fn remove_permission(&self, user: &str, vhost: &str) {
+        self.permissions
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&(user.to_owned(), vhost.to_owned()));
     }
 
     pub fn user(&self, name: &str) -> Option<meta::User> {
@@ -364,6 +385,11 @@ pub fn add_binding(topology: &mut VhostTopology, b: &meta::Binding) -> Result<()
     if source.records.iter().any(|r| r == b) {
         return Ok(());
     }
+    push_binding(source, b)
+}
+
+/// Adds a binding known not to be there yet (bindings read from the store are unique).
+pub fn push_binding(source: &mut ExchangeState, b: &meta::Binding) -> Result<(), String> {
     let headers = if source.kind == ExchangeKind::Headers {
         Some(HeadersSpec::from_arguments(&decode_arguments(
             &b.arguments,

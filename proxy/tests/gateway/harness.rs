@@ -138,3 +138,55 @@ fn rand_u32() -> u32 {
     );
     h.finish() as u32
 }
+
+/// A new, empty database on the test PostgreSQL (deploy/postgres/start.sh on
+/// `port`, started once per port), as a meta store URL.
+pub fn postgres_database(port: u16) -> String {
+    static STARTED: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let server = format!("postgres://postgres@127.0.0.1:{port}");
+    {
+        let mut started = STARTED.lock().unwrap();
+        if !started.contains(&port) {
+            let out = Command::new("bash")
+                .arg(repo_root().join("deploy/postgres/start.sh"))
+                .env("PG_PORT", port.to_string())
+                .output()
+                .expect("run deploy/postgres/start.sh");
+            assert!(
+                out.status.success(),
+                "PostgreSQL did not start: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            started.push(port);
+        }
+    }
+    let name = format!("gw_test_{:08x}", rand_u32());
+    let status = Command::new("psql")
+        .arg(format!("{server}/postgres"))
+        .args(["-qc", &format!("CREATE DATABASE {name}")])
+        .status()
+        .expect("psql");
+    assert!(status.success(), "CREATE DATABASE {name}");
+    format!("{server}/{name}")
+}
+
+/// Stops the test PostgreSQL on `port` (for the store-outage test).
+pub fn stop_postgres(port: u16) {
+    let status = Command::new("bash")
+        .arg(repo_root().join("deploy/postgres/stop.sh"))
+        .env("PG_PORT", port.to_string())
+        .status()
+        .expect("run deploy/postgres/stop.sh");
+    assert!(status.success());
+}
+
+/// Starts it again.
+pub fn restart_postgres(port: u16) {
+    let status = Command::new("bash")
+        .arg(repo_root().join("deploy/postgres/start.sh"))
+        .env("PG_PORT", port.to_string())
+        .stdout(std::process::Stdio::null())
+        .status()
+        .expect("run deploy/postgres/start.sh");
+    assert!(status.success());
+}

@@ -5,6 +5,7 @@
 mod connection;
 mod consume;
 mod harness;
+mod meta;
 mod publish;
 mod raw;
 mod topology;

@@ -1,0 +1,168 @@
+//! Follows the meta store's revision log into this gateway's topology, so
+//! that what another gateway declares, binds or deletes routes here too.
+//!
+//! Each change names one record (or one exchange's bindings); the follower
+//! reads its current state and sets the in-memory image to it, so applying a
+//! change twice, or this gateway's own changes again, is harmless. Publishing
+//! never waits: each record is swapped in under the vhost's short write lock.
+//! If the store goes away the gateway keeps serving with the topology it
+//! has, says so (log and `Gateway::meta_healthy`), and catches up from its
+//! last revision when the store returns.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use meta::{Change, ChangeKind, MetaError};
+
+use crate::mapping::routing::Destination;
+use crate::topology::{decode_arguments, exchange_state, push_binding, QueueState};
+use crate::Gateway;
+
+/// Longest wait between looks at the log (a NOTIFY usually comes first).
+const POLL: Duration = Duration::from_millis(50);
+/// Changes read per query.
+const BATCH: i64 = 500;
+
+/// Runs until the gateway is dropped; `revision` is where its snapshot stood.
+pub async fn follow(gateway: std::sync::Weak<Gateway>, mut revision: i64) {
+    let mut wakeups = None;
+    loop {
+        let Some(gw) = gateway.upgrade() else { return };
+        if wakeups.is_none() {
+            wakeups = gw.store.wakeups().await.ok();
+        }
+        match catch_up(&gw, &mut revision).await {
+            Ok(()) => {
+                if !gw.meta_healthy.swap(true, Ordering::AcqRel) {
+                    tracing::warn!(revision, "Meta store is back; topology caught up.");
+                }
+            }
+            Err(error) => {
+                if gw.meta_healthy.swap(false, Ordering::AcqRel) {
+                    tracing::error!(%error, revision, "Meta store unreachable: serving with the last topology, refusing changes until it returns.");
+                }
+                wakeups = None;
+            }
+        }
+        drop(gw);
+        match wakeups.as_mut() {
+            Some(w) => w.wait(POLL).await,
+            None => tokio::time::sleep(POLL).await,
+        }
+    }
+}
+
+async fn catch_up(gw: &Arc<Gateway>, revision: &mut i64) -> Result<(), MetaError> {
+    loop {
+        let changes = gw.store.changes_after(*revision, BATCH).await?;
+        let n = changes.len();
+        for change in changes {
+            apply(gw, &change).await?;
+            *revision = change.revision;
+        }
+        if (n as i64) < BATCH {
+            return Ok(());
+        }
+    }
+}
+
+/// Sets the in-memory image of one record to what the store holds now.
+async fn apply(gw: &Arc<Gateway>, c: &Change) -> Result<(), MetaError> {
+    let topology = &gw.topology;
+    match c.kind {
+        ChangeKind::Vhost => match gw.store.vhost(&c.name).await? {
+            Some(v) if topology.vhost(&v.name).is_none() => {
+                topology.add_vhost(&v.name, &v.namespace)
+            }
+            Some(_) => {}
+            None => {
+                topology.remove_vhost(&c.name);
+            }
+        },
+        ChangeKind::User => match gw.store.user(&c.name).await? {
+            Some(u) => topology.put_user(u),
+            None => topology.remove_user(&c.name),
+        },
+        ChangeKind::Permission => match gw.store.permission(&c.name, &c.vhost).await? {
+            Some(p) => topology.put_permission(&p),
+            None => topology.remove_permission(&c.name, &c.vhost),
+        },
+        ChangeKind::Exchange => {
+            let record = gw.store.exchange(&c.vhost, &c.name).await?;
+            let Some(vhost) = topology.vhost(&c.vhost) else {
+                return Ok(());
+            };
+            let mut t = vhost.write();
+            match record {
+                Some(e) => match exchange_state(&e) {
+                    Ok(mut state) => {
+                        // Its bindings follow their own changes; keep them.
+                        if let Some(old) = t.exchanges.remove(&e.name) {
+                            state.bindings = old.bindings;
+                            state.records = old.records;
+                        }
+                        t.exchanges.insert(e.name.clone(), state);
+                    }
+                    Err(error) => {
+                        tracing::error!(vhost = %c.vhost, exchange = %c.name, %error, "Changed exchange skipped.")
+                    }
+                },
+                None => {
+                    t.exchanges.remove(&c.name);
+                    t.remove_bindings_to(&Destination::Exchange(c.name.clone()));
+                }
+            }
+        }
+        ChangeKind::Queue => {
+            let record = gw.store.queue(&c.vhost, &c.name).await?;
+            let Some(vhost) = topology.vhost(&c.vhost) else {
+                return Ok(());
+            };
+            let gone_topic = {
+                let mut t = vhost.write();
+                match record {
+                    Some(q) => {
+                        let arguments = decode_arguments(&q.arguments).unwrap_or_default();
+                        let old = t.queues.insert(
+                            q.name.clone(),
+                            QueueState {
+                                record: q.clone(),
+                                arguments,
+                            },
+                        );
+                        old.map(|o| o.record.topic)
+                            .filter(|topic| *topic != q.topic)
+                    }
+                    None => {
+                        let old = t.queues.remove(&c.name);
+                        t.remove_bindings_to(&Destination::Queue(c.name.clone()));
+                        old.map(|o| o.record.topic)
+                    }
+                }
+            };
+            // Deleted elsewhere: this gateway's consumers of it are cancelled.
+            if let Some(topic) = gone_topic {
+                gw.feeds.stop(&topic);
+            }
+        }
+        ChangeKind::Bindings => {
+            let bindings = gw.store.bindings_from(&c.vhost, &c.name).await?;
+            let Some(vhost) = topology.vhost(&c.vhost) else {
+                return Ok(());
+            };
+            let mut t = vhost.write();
+            let Some(source) = t.exchanges.get_mut(&c.name) else {
+                return Ok(());
+            };
+            source.bindings.clear();
+            source.records.clear();
+            for b in &bindings {
+                if let Err(error) = push_binding(source, b) {
+                    tracing::error!(vhost = %b.vhost, source = %b.source, %error, "Changed binding skipped.");
+                }
+            }
+        }
+    }
+    Ok(())
+}

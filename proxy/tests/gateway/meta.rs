@@ -1,0 +1,285 @@
+//! Several gateways on one PostgreSQL meta store: what is declared, bound or
+//! deleted through one is applied by the others from the revision log; a
+//! gateway that loses its store keeps serving and catches up.
+
+use std::time::{Duration, Instant};
+
+use lapin::options::{
+    ConfirmSelectOptions, ExchangeDeclareOptions, ExchangeDeleteOptions, QueueBindOptions,
+    QueueDeclareOptions,
+};
+use lapin::types::FieldTable;
+use lapin::ExchangeKind;
+
+use crate::harness::{postgres_database, restart_postgres, stop_postgres, unique, TestGateway};
+use crate::publish::{message_count_expecting, publish_all};
+use crate::reply_code;
+
+const PG_PORT: u16 = 15432;
+
+async fn pair() -> (TestGateway, TestGateway) {
+    let url = postgres_database(PG_PORT);
+    let a = TestGateway::start_with(|c| c.meta_url = url.clone()).await;
+    let b = TestGateway::start_with(|c| c.meta_url = url.clone()).await;
+    (a, b)
+}
+
+fn has_binding(gw: &TestGateway, exchange: &str, queue: &str, key: &str) -> bool {
+    let vhost = gw.gateway.topology.vhost("/").unwrap();
+    let t = vhost.read();
+    t.exchanges.get(exchange).is_some_and(|e| {
+        e.records
+            .iter()
+            .any(|r| r.destination == queue && r.routing_key == key)
+    })
+}
+
+#[tokio::test]
+async fn declared_and_bound_through_a_routes_through_b() {
+    let (a, b) = pair().await;
+    let (ca, cb) = (a.connect().await, b.connect().await);
+    let cha = ca.create_channel().await.unwrap();
+    let (ex, q) = (unique("ex"), unique("q"));
+    cha.exchange_declare(
+        ex.as_str().into(),
+        ExchangeKind::Topic,
+        ExchangeDeclareOptions::default(),
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
+    cha.queue_declare(
+        q.as_str().into(),
+        QueueDeclareOptions::default(),
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
+    cha.queue_bind(
+        q.as_str().into(),
+        ex.as_str().into(),
+        "orders.*".into(),
+        QueueBindOptions::default(),
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
+    let bound = Instant::now();
+    while !has_binding(&b, &ex, &q, "orders.*") {
+        assert!(
+            bound.elapsed() < Duration::from_secs(2),
+            "B never saw the binding"
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    eprintln!("bind through A seen by B after {:?}", bound.elapsed());
+    assert!(
+        bound.elapsed() < Duration::from_millis(100),
+        "within 100 ms"
+    );
+    // Published through B, stored in the queue declared through A.
+    let chb = cb.create_channel().await.unwrap();
+    chb.confirm_select(ConfirmSelectOptions::default())
+        .await
+        .unwrap();
+    publish_all(
+        &chb,
+        [(ex.as_str(), "orders.new", &b"x"[..], Default::default())],
+    )
+    .await;
+    assert_eq!(message_count_expecting(&cha, &q, Some(1)).await, 1);
+
+    // Deleted through A: B answers 404.
+    cha.exchange_delete(ex.as_str().into(), ExchangeDeleteOptions::default())
+        .await
+        .unwrap();
+    let deleted = Instant::now();
+    loop {
+        let gone = !b
+            .gateway
+            .topology
+            .vhost("/")
+            .unwrap()
+            .read()
+            .exchanges
+            .contains_key(&ex);
+        if gone {
+            break;
+        }
+        assert!(
+            deleted.elapsed() < Duration::from_secs(2),
+            "B still has the exchange"
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let chb = cb.create_channel().await.unwrap();
+    let err = chb
+        .exchange_declare(
+            ex.as_str().into(),
+            ExchangeKind::Topic,
+            ExchangeDeclareOptions {
+                passive: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .expect_err("deleted through A");
+    assert_eq!(reply_code(&err), Some(404));
+
+    // An exclusive queue of a connection to A is locked for B's connections.
+    let excl = unique("excl");
+    cha.queue_declare(
+        excl.as_str().into(),
+        QueueDeclareOptions {
+            exclusive: true,
+            ..Default::default()
+        },
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let chb = cb.create_channel().await.unwrap();
+    let err = chb
+        .queue_declare(
+            excl.as_str().into(),
+            QueueDeclareOptions {
+                passive: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .expect_err("exclusive to a connection on A");
+    assert_eq!(reply_code(&err), Some(405));
+}
+
+#[tokio::test]
+async fn propagation_delay_over_1000_changes() {
+    let (a, b) = pair().await;
+    let ca = a.connect().await;
+    let ch = ca.create_channel().await.unwrap();
+    let (ex, q) = (unique("ex"), unique("q"));
+    ch.exchange_declare(
+        ex.as_str().into(),
+        ExchangeKind::Direct,
+        ExchangeDeclareOptions::default(),
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
+    ch.queue_declare(
+        q.as_str().into(),
+        QueueDeclareOptions::default(),
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
+    let mut delays = Vec::with_capacity(1000);
+    for i in 0..1000 {
+        let key = format!("k{i}");
+        ch.queue_bind(
+            q.as_str().into(),
+            ex.as_str().into(),
+            key.as_str().into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+        let at = Instant::now();
+        while !has_binding(&b, &ex, &q, &key) {
+            assert!(
+                at.elapsed() < Duration::from_secs(5),
+                "change {i} never reached B"
+            );
+            tokio::time::sleep(Duration::from_micros(200)).await;
+        }
+        delays.push(at.elapsed());
+    }
+    delays.sort();
+    let (p50, p99) = (delays[499], delays[989]);
+    eprintln!(
+        "propagation over 1000 binds (bind-ok on A to B's topology): p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+        p50.as_secs_f64() * 1e3,
+        p99.as_secs_f64() * 1e3,
+        delays[999].as_secs_f64() * 1e3
+    );
+    assert!(p99 < Duration::from_millis(100), "p99 {p99:?}");
+}
+
+#[tokio::test]
+async fn a_gateway_that_loses_its_store_keeps_serving_and_catches_up() {
+    // Its own PostgreSQL, stopped and started by this test.
+    const PORT: u16 = 15433;
+    let url = postgres_database(PORT);
+    let a = TestGateway::start_with(|c| c.meta_url = url.clone()).await;
+    let conn = a.connect().await;
+    let ch = conn.create_channel().await.unwrap();
+    ch.confirm_select(ConfirmSelectOptions::default())
+        .await
+        .unwrap();
+    let q = unique("q");
+    ch.queue_declare(
+        q.as_str().into(),
+        QueueDeclareOptions::default(),
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
+
+    stop_postgres(PORT);
+    let down = Instant::now();
+    while a
+        .gateway
+        .meta_healthy
+        .load(std::sync::atomic::Ordering::Acquire)
+    {
+        assert!(
+            down.elapsed() < Duration::from_secs(10),
+            "the outage was not noticed"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Publishing keeps working with the last topology.
+    publish_all(&ch, [("", q.as_str(), &b"during"[..], Default::default())]).await;
+    // Changes are refused with a clear error.
+    let other = a.connect().await;
+    let refused = other
+        .create_channel()
+        .await
+        .unwrap()
+        .queue_declare(
+            unique("new").as_str().into(),
+            QueueDeclareOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .expect_err("no declare without the store");
+    assert_eq!(reply_code(&refused), Some(541), "{refused}");
+
+    restart_postgres(PORT);
+    let up = Instant::now();
+    while !a
+        .gateway
+        .meta_healthy
+        .load(std::sync::atomic::Ordering::Acquire)
+    {
+        assert!(up.elapsed() < Duration::from_secs(15), "never caught up");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let again = a.connect().await;
+    again
+        .create_channel()
+        .await
+        .unwrap()
+        .queue_declare(
+            unique("after").as_str().into(),
+            QueueDeclareOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .expect("declares work again");
+    assert_eq!(message_count_expecting(&ch, &q, Some(1)).await, 1);
+}
