@@ -102,6 +102,33 @@ impl Store {
             .collect())
     }
 
+    /// Says gateway `id` is alive until `now_ms + ttl_ms`.
+    pub async fn heartbeat(&self, id: &str, now_ms: i64, ttl_ms: i64) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO gateways (id, expires_ms) VALUES ($1, $2) \
+             ON CONFLICT (id) DO UPDATE SET expires_ms = excluded.expires_ms",
+        )
+        .bind(id)
+        .bind(now_ms + ttl_ms)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// The gateways whose heartbeat has not lapsed.
+    pub async fn live_gateways(&self, now_ms: i64) -> Result<Vec<String>> {
+        sqlx::query("DELETE FROM gateways WHERE expires_ms < $1")
+            .bind(now_ms - 60_000)
+            .execute(&self.pool)
+            .await?;
+        Ok(
+            sqlx::query_scalar("SELECT id FROM gateways WHERE expires_ms >= $1 ORDER BY id")
+                .bind(now_ms)
+                .fetch_all(&self.pool)
+                .await?,
+        )
+    }
+
     /// Forgets every lease and reader of a deleted queue's topic.
     pub async fn forget_topic(&self, topic: &str) -> Result<()> {
         let mut tx = self.pool.begin().await?;

@@ -72,6 +72,12 @@ const MIGRATIONS: &[(i64, &str)] = &[
                                name TEXT NOT NULL);
     "#,
     ),
+    (
+        4,
+        r#"
+    CREATE TABLE gateways (id TEXT PRIMARY KEY, expires_ms INTEGER NOT NULL);
+    "#,
+    ),
 ];
 
 /// The schema in a backend's type names (written in SQLite's).

@@ -13,6 +13,8 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::time::Instant;
+
 use meta::{Change, ChangeKind, MetaError};
 
 use crate::mapping::routing::Destination;
@@ -24,15 +26,37 @@ const POLL: Duration = Duration::from_millis(50);
 /// Changes read per query.
 const BATCH: i64 = 500;
 
+/// How often this gateway says it is alive, and looks for exclusive queues
+/// of gateways that are not.
+const HEARTBEAT_EVERY: Duration = Duration::from_secs(1);
+const ORPHANS_EVERY: Duration = Duration::from_secs(5);
+
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
 /// Runs until the gateway is dropped; `revision` is where its snapshot stood.
 pub async fn follow(gateway: std::sync::Weak<Gateway>, mut revision: i64) {
     let mut wakeups = None;
+    let mut heartbeat_at = Instant::now() + HEARTBEAT_EVERY;
+    let mut orphans_at = Instant::now() + ORPHANS_EVERY;
     loop {
         let Some(gw) = gateway.upgrade() else { return };
         if wakeups.is_none() {
             wakeups = gw.store.wakeups().await.ok();
         }
-        match catch_up(&gw, &mut revision).await {
+        let mut result = catch_up(&gw, &mut revision).await;
+        if result.is_ok() && Instant::now() >= heartbeat_at {
+            heartbeat_at = Instant::now() + HEARTBEAT_EVERY;
+            result = gw.heartbeat().await;
+        }
+        if result.is_ok() && Instant::now() >= orphans_at {
+            orphans_at = Instant::now() + ORPHANS_EVERY;
+            result = gw.delete_orphaned_exclusive_queues().await;
+        }
+        match result {
             Ok(()) => {
                 if !gw.meta_healthy.swap(true, Ordering::AcqRel) {
                     tracing::warn!(revision, "Meta store is back; topology caught up.");

@@ -51,6 +51,10 @@ pub use config::Config;
 use topology::Topology;
 use upstream::Upstream;
 
+/// A gateway that has not said it is alive for this long is gone: its
+/// connections' exclusive queues are deleted by the others.
+pub const GATEWAY_TTL_MS: i64 = 10_000;
+
 /// Everything connections share: configuration, topology, stores.
 pub struct Gateway {
     pub config: Config,
@@ -125,35 +129,62 @@ impl Gateway {
             instance_id,
             meta_healthy: std::sync::atomic::AtomicBool::new(true),
         });
+        gateway.heartbeat().await?;
+        gateway.delete_orphaned_exclusive_queues().await?;
         tokio::spawn(follow::follow(Arc::downgrade(&gateway), snapshot.revision));
-        gateway.delete_orphaned_exclusive_queues(&snapshot).await;
         Ok(gateway)
     }
 
-    /// Exclusive queues whose connection is gone are deleted, as RabbitMQ
-    /// deletes them with their connection. With the embedded store this
-    /// gateway is the only one, so every exclusive queue found at start
-    /// belonged to a connection of a previous run (a crash or kill -9).
-    /// Several gateways on one store will need owner liveness instead.
-    async fn delete_orphaned_exclusive_queues(&self, snapshot: &meta::Snapshot) {
-        for q in snapshot
-            .queues
-            .iter()
-            .filter(|q| q.exclusive_owner.is_some())
-        {
-            let Some(vhost) = self.topology.vhost(&q.vhost) else {
-                continue;
-            };
-            match channel::queue::delete_queue(self, &vhost, q).await {
+    /// Says this gateway is alive (its connections own exclusive queues).
+    pub async fn heartbeat(&self) -> Result<(), meta::MetaError> {
+        self.store
+            .heartbeat(&self.instance_id, follow::now_ms(), GATEWAY_TTL_MS)
+            .await
+    }
+
+    /// Exclusive queues whose gateway is gone (crashed, killed, lost) are
+    /// deleted, as RabbitMQ deletes them with their connection. Runs at
+    /// start and then periodically; queues of live gateways are left alone
+    /// (their connections delete them when they close).
+    pub async fn delete_orphaned_exclusive_queues(&self) -> Result<(), meta::MetaError> {
+        let live = self.store.live_gateways(follow::now_ms()).await?;
+        let owner_alive = |owner: &str| {
+            let gateway = owner.split('/').next().unwrap_or(owner);
+            gateway == self.instance_id || live.iter().any(|g| g == gateway)
+        };
+        let orphans: Vec<(Arc<topology::Vhost>, meta::Queue)> = self
+            .topology
+            .vhosts()
+            .into_iter()
+            .flat_map(|vhost| {
+                let queues: Vec<meta::Queue> = vhost
+                    .read()
+                    .queues
+                    .values()
+                    .filter(|q| {
+                        q.record
+                            .exclusive_owner
+                            .as_deref()
+                            .is_some_and(|o| !owner_alive(o))
+                    })
+                    .map(|q| q.record.clone())
+                    .collect();
+                queues.into_iter().map(move |q| (vhost.clone(), q))
+            })
+            .collect();
+        for (vhost, q) in orphans {
+            let _changes = vhost.changes.lock().await;
+            match channel::queue::delete_queue(self, &vhost, &q).await {
                 Ok(()) => {
-                    tracing::info!(vhost = %q.vhost, queue = %q.name, "Exclusive queue of a previous run deleted.")
+                    tracing::info!(vhost = %q.vhost, queue = %q.name, owner = ?q.exclusive_owner, "Exclusive queue of a gateway that is gone deleted.")
                 }
                 Err(error) => tracing::error!(
                     vhost = %q.vhost, queue = %q.name, %error,
-                    "Exclusive queue of a previous run could not be deleted."
+                    "Exclusive queue of a gateway that is gone could not be deleted."
                 ),
             }
         }
+        Ok(())
     }
 
     /// The largest body accepted: the configured limit, within RocketMQ's.

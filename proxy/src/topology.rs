@@ -267,6 +267,15 @@ impl Topology {
             .insert(name.to_owned(), Arc::new(Vhost::new(name, namespace)));
     }
 
+    pub fn vhosts(&self) -> Vec<Arc<Vhost>> {
+        self.vhosts
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect()
+    }
+
     pub fn remove_vhost(&self, name: &str) -> Option<Arc<Vhost>> {
         self.vhosts
             .write()

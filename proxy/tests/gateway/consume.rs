@@ -14,7 +14,7 @@ use lapin::options::{
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Channel, Consumer};
 
-use crate::harness::{unique, TestGateway};
+use crate::harness::{free_port, unique, GatewayProcess, TestGateway};
 use crate::publish::{message_count, message_count_expecting, publish_all};
 use crate::reply_code;
 
@@ -697,54 +697,6 @@ async fn deleting_a_queue_cancels_its_consumers_and_auto_delete_goes_with_the_la
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(gone, "auto-delete queue deleted with its last consumer");
-}
-
-/// A gateway in its own process, killable with -9.
-struct GatewayProcess {
-    child: std::process::Child,
-    port: u16,
-}
-
-impl GatewayProcess {
-    fn start(port: u16, meta: &std::path::Path) -> GatewayProcess {
-        let child = std::process::Command::new(env!("CARGO_BIN_EXE_amqp-gateway"))
-            .env("AMQP_GATEWAY_LISTEN", format!("127.0.0.1:{port}"))
-            .env(
-                "AMQP_GATEWAY_META_URL",
-                format!("sqlite:{}", meta.display()),
-            )
-            .env("AMQP_GATEWAY_NAME_SERVER", crate::harness::rocketmq())
-            .env("RUST_LOG", "warn")
-            .spawn()
-            .expect("start amqp-gateway");
-        GatewayProcess { child, port }
-    }
-
-    async fn connect(&self) -> lapin::Connection {
-        let uri = format!("amqp://guest:guest@127.0.0.1:{}/%2f", self.port);
-        for _ in 0..200 {
-            if let Ok(c) = lapin::Connection::connect(&uri, Default::default()).await {
-                return c;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("gateway process on {} does not answer", self.port);
-    }
-}
-
-impl Drop for GatewayProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 #[tokio::test]

@@ -190,3 +190,51 @@ pub fn restart_postgres(port: u16) {
         .expect("run deploy/postgres/start.sh");
     assert!(status.success());
 }
+
+/// A gateway in its own process, killable with -9.
+pub struct GatewayProcess {
+    pub child: std::process::Child,
+    pub port: u16,
+}
+
+impl GatewayProcess {
+    pub fn start(port: u16, meta: &std::path::Path) -> GatewayProcess {
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_amqp-gateway"))
+            .env("AMQP_GATEWAY_LISTEN", format!("127.0.0.1:{port}"))
+            .env(
+                "AMQP_GATEWAY_META_URL",
+                format!("sqlite:{}", meta.display()),
+            )
+            .env("AMQP_GATEWAY_NAME_SERVER", rocketmq())
+            .env("RUST_LOG", "warn")
+            .spawn()
+            .expect("start amqp-gateway");
+        GatewayProcess { child, port }
+    }
+
+    pub async fn connect(&self) -> lapin::Connection {
+        let uri = format!("amqp://guest:guest@127.0.0.1:{}/%2f", self.port);
+        for _ in 0..200 {
+            if let Ok(c) = lapin::Connection::connect(&uri, Default::default()).await {
+                return c;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        panic!("gateway process on {} does not answer", self.port);
+    }
+}
+
+impl Drop for GatewayProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}

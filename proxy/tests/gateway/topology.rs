@@ -552,11 +552,12 @@ async fn internal_exchanges_refuse_publishes_and_auto_delete_ones_go_with_their_
 /// A gateway killed with exclusive queues open: the next start on the same
 /// store deletes them, as RabbitMQ deletes them with their connection.
 #[tokio::test]
-async fn exclusive_queues_of_a_killed_gateway_are_deleted_on_the_next_start() {
+async fn exclusive_queues_of_a_killed_gateway_are_deleted_by_the_others() {
     let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite:{}", dir.path().join("meta.db").display());
+    let meta = dir.path().join("meta.db");
+    let url = format!("sqlite:{}", meta.display());
     let (ex_q, durable_q) = (unique("excl"), unique("kept"));
-    let first = TestGateway::start_with(|c| c.meta_url = url.clone()).await;
+    let mut first = crate::harness::GatewayProcess::start(crate::harness::free_port(), &meta);
     let conn = first.connect().await;
     let ch = conn.create_channel().await.unwrap();
     ch.queue_declare(
@@ -579,21 +580,44 @@ async fn exclusive_queues_of_a_killed_gateway_are_deleted_on_the_next_start() {
     )
     .await
     .unwrap();
-    // No clean close: the first gateway's connection never ends.
-    std::mem::forget(conn);
     let second = TestGateway::start_with(|c| c.meta_url = url.clone()).await;
-    let conn = second.connect().await;
+    let conn2 = second.connect().await;
     let passive = QueueDeclareOptions {
         passive: true,
         ..Default::default()
     };
-    let ch = conn.create_channel().await.unwrap();
-    let gone = ch
+    // While the first gateway lives, its connection's queue is locked, not gone.
+    let ch = conn2.create_channel().await.unwrap();
+    let locked = ch
         .queue_declare(ex_q.as_str().into(), passive, FieldTable::default())
         .await
         .unwrap_err();
-    assert_eq!(reply_code(&gone), Some(404));
-    let ch = conn.create_channel().await.unwrap();
+    assert_eq!(reply_code(&locked), Some(405));
+    // Killed: its heartbeat lapses (10 s) and the second gateway deletes it.
+    first.child.kill().unwrap();
+    first.child.wait().unwrap();
+    let killed = std::time::Instant::now();
+    loop {
+        let ch = conn2.create_channel().await.unwrap();
+        match ch
+            .queue_declare(ex_q.as_str().into(), passive, FieldTable::default())
+            .await
+        {
+            Err(e) if reply_code(&e) == Some(404) => break,
+            _ => {
+                assert!(
+                    killed.elapsed() < std::time::Duration::from_secs(25),
+                    "never deleted"
+                );
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            }
+        }
+    }
+    eprintln!(
+        "exclusive queue of a killed gateway deleted after {:?}",
+        killed.elapsed()
+    );
+    let ch = conn2.create_channel().await.unwrap();
     ch.queue_declare(durable_q.as_str().into(), passive, FieldTable::default())
         .await
         .expect("non-exclusive queues stay");
