@@ -35,6 +35,7 @@ pub mod channel;
 pub mod codec;
 pub mod config;
 pub mod connection;
+pub mod definitions;
 pub mod delivery;
 pub mod error;
 pub mod follow;
@@ -86,6 +87,27 @@ pub enum StartError {
     Upstream(#[from] upstream::UpstreamError),
 }
 
+/// The message store named in `config`: RocketMQ, or "null" for benchmarks.
+pub async fn connect_upstream(config: &Config) -> Result<Arc<dyn Upstream>, StartError> {
+    Ok(match config.upstream.as_str() {
+        "null" => {
+            tracing::warn!("Upstream is \"null\": messages are confirmed and then discarded. For benchmarks only.");
+            Arc::new(upstream::null::NullUpstream::default())
+        }
+        _ => Arc::new(
+            upstream::rocketmq::RocketMq::connect(upstream::rocketmq::RocketMqSettings {
+                name_server: config.name_server.clone(),
+                producer_group: config.producer_group.clone(),
+                queues_per_topic: config.queues_per_topic,
+                send_timeout: Duration::from_millis(config.send_timeout_ms),
+                max_message_size: config.max_message_size,
+                max_in_flight: config.upstream_max_in_flight,
+            })
+            .await?,
+        ),
+    })
+}
+
 impl Gateway {
     /// Opens the meta store (creating guest/guest and "/" on first start),
     /// loads the topology and connects to the upstream named in `config`.
@@ -96,23 +118,7 @@ impl Gateway {
             .await?;
         let snapshot = store.snapshot().await?;
         let topology = Topology::from_snapshot(&snapshot);
-        let upstream: Arc<dyn Upstream> = match config.upstream.as_str() {
-            "null" => {
-                tracing::warn!("Upstream is \"null\": messages are confirmed and then discarded. For benchmarks only.");
-                Arc::new(upstream::null::NullUpstream::default())
-            }
-            _ => Arc::new(
-                upstream::rocketmq::RocketMq::connect(upstream::rocketmq::RocketMqSettings {
-                    name_server: config.name_server.clone(),
-                    producer_group: config.producer_group.clone(),
-                    queues_per_topic: config.queues_per_topic,
-                    send_timeout: Duration::from_millis(config.send_timeout_ms),
-                    max_message_size: config.max_message_size,
-                    max_in_flight: config.upstream_max_in_flight,
-                })
-                .await?,
-            ),
-        };
+        let upstream = connect_upstream(&config).await?;
         let instance_id = format!("{:016x}", rand::random::<u64>());
         let feeds = delivery::Feeds::new(delivery::FeedContext {
             upstream: upstream.clone(),

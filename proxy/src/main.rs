@@ -1,5 +1,5 @@
 #![recursion_limit = "512"]
-//! The gateway binary: `amqp-gateway [--config FILE]`.
+//! The gateway binary: `amqp-gateway [--config FILE] [serve | import FILE | export [--output FILE]]`.
 
 use std::path::PathBuf;
 
@@ -11,13 +11,35 @@ use tokio::net::TcpListener;
 #[command(version)]
 struct Args {
     /// TOML configuration file (see deploy/gateway.example.toml); AMQP_GATEWAY_* variables override it.
-    #[arg(long, short)]
+    #[arg(long, short, global = true)]
     config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum Command {
+    /// Serve AMQP clients (the default).
+    Serve,
+    /// Create what a RabbitMQ definitions file describes (rabbitmqctl
+    /// export_definitions, GET /api/definitions) in the meta store and
+    /// RocketMQ; idempotent. Prints what was created and what could not be mapped.
+    Import {
+        /// The definitions JSON file.
+        file: PathBuf,
+    },
+    /// Write the meta store as RabbitMQ definitions JSON.
+    Export {
+        /// Where to write (standard output if absent).
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+    },
 }
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
@@ -43,6 +65,34 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             std::fs::create_dir_all(dir)?;
         }
     }
+    match args.command.unwrap_or(Command::Serve) {
+        Command::Serve => serve(config).await,
+        Command::Import { file } => {
+            let defs: proxy::definitions::Definitions =
+                serde_json::from_slice(&std::fs::read(&file)?)?;
+            let store = meta::Store::open(&config.meta_url).await?;
+            store
+                .bootstrap_defaults(&proxy::mapping::names::vhost_namespace("/"))
+                .await?;
+            let upstream = proxy::connect_upstream(&config).await?;
+            let report = proxy::definitions::import(&store, &*upstream, &defs).await?;
+            println!("{report}");
+            Ok(())
+        }
+        Command::Export { output } => {
+            let store = meta::Store::open(&config.meta_url).await?;
+            let defs = proxy::definitions::export(&store).await?;
+            let json = serde_json::to_string_pretty(&defs)?;
+            match output {
+                Some(path) => std::fs::write(path, json + "\n")?,
+                None => println!("{json}"),
+            }
+            Ok(())
+        }
+    }
+}
+
+async fn serve(config: proxy::Config) -> Result<(), Box<dyn std::error::Error>> {
     let listen = config.listen;
     let gateway = proxy::Gateway::start(config).await?;
     let listener = TcpListener::bind(listen).await?;
