@@ -199,12 +199,13 @@ pub struct GatewayProcess {
 
 impl GatewayProcess {
     pub fn start(port: u16, meta: &std::path::Path) -> GatewayProcess {
+        Self::start_url(port, &format!("sqlite:{}", meta.display()))
+    }
+
+    pub fn start_url(port: u16, meta_url: &str) -> GatewayProcess {
         let child = std::process::Command::new(env!("CARGO_BIN_EXE_amqp-gateway"))
             .env("AMQP_GATEWAY_LISTEN", format!("127.0.0.1:{port}"))
-            .env(
-                "AMQP_GATEWAY_META_URL",
-                format!("sqlite:{}", meta.display()),
-            )
+            .env("AMQP_GATEWAY_META_URL", meta_url)
             .env("AMQP_GATEWAY_NAME_SERVER", rocketmq())
             .env("RUST_LOG", "warn")
             .spawn()
