@@ -47,24 +47,49 @@ impl Store {
         Ok(())
     }
 
-    /// Says `owner` wants to read the topic, until `now_ms + ttl_ms`.
+    /// Says `owner` wants to read the topic, until `now_ms + ttl_ms`, for
+    /// `consumers` consumers (one of them exclusive or not).
     pub async fn announce_reader(
         &self,
         topic: &str,
         owner: &str,
         now_ms: i64,
         ttl_ms: i64,
+        consumers: i64,
+        exclusive: bool,
     ) -> Result<()> {
         sqlx::query(
-            "INSERT INTO queue_readers (topic, owner, expires_ms) VALUES ($1, $2, $3) \
-             ON CONFLICT (topic, owner) DO UPDATE SET expires_ms = excluded.expires_ms",
+            "INSERT INTO queue_readers (topic, owner, expires_ms, consumers, exclusive_consumer) \
+             VALUES ($1, $2, $3, $4, $5) \
+             ON CONFLICT (topic, owner) DO UPDATE SET expires_ms = excluded.expires_ms, \
+             consumers = excluded.consumers, exclusive_consumer = excluded.exclusive_consumer",
         )
         .bind(topic)
         .bind(owner)
         .bind(now_ms + ttl_ms)
+        .bind(consumers)
+        .bind(i64::from(exclusive))
         .execute(&self.pool)
         .await?;
         Ok(())
+    }
+
+    /// Live readers of a topic with their consumer counts and whether one
+    /// of their consumers is exclusive.
+    pub async fn reader_consumers(
+        &self,
+        topic: &str,
+        now_ms: i64,
+    ) -> Result<Vec<(String, i64, bool)>> {
+        let rows: Vec<(String, i64, i64)> = sqlx::query_as(
+            "SELECT owner, consumers, exclusive_consumer FROM queue_readers \
+             WHERE topic = $1 AND expires_ms >= $2 ORDER BY owner",
+        )
+        .bind(topic)
+        .bind(now_ms)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.into_iter().map(|(o, c, e)| (o, c, e != 0)).collect())
     }
 
     pub async fn withdraw_reader(&self, topic: &str, owner: &str) -> Result<()> {

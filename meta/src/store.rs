@@ -78,6 +78,13 @@ const MIGRATIONS: &[(i64, &str)] = &[
     CREATE TABLE gateways (id TEXT PRIMARY KEY, expires_ms INTEGER NOT NULL);
     "#,
     ),
+    (
+        5,
+        r#"
+    ALTER TABLE queue_readers ADD COLUMN consumers INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE queue_readers ADD COLUMN exclusive_consumer INTEGER NOT NULL DEFAULT 0;
+    "#,
+    ),
 ];
 
 /// The schema in a backend's type names (written in SQLite's).

@@ -207,9 +207,19 @@ async fn leases(store: Store) {
         .await
         .unwrap());
 
-    store.announce_reader(t, "b", now, ttl).await.unwrap();
-    store.announce_reader(t, "a", now, 10).await.unwrap();
+    store
+        .announce_reader(t, "b", now, ttl, 2, false)
+        .await
+        .unwrap();
+    store
+        .announce_reader(t, "a", now, 10, 1, true)
+        .await
+        .unwrap();
     assert_eq!(store.readers(t, now).await.unwrap(), ["a", "b"]);
+    assert_eq!(
+        store.reader_consumers(t, now).await.unwrap(),
+        [("a".to_owned(), 1, true), ("b".to_owned(), 2, false)]
+    );
     assert_eq!(
         store.readers(t, now + 11).await.unwrap(),
         ["b"],

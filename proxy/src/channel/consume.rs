@@ -159,6 +159,17 @@ pub async fn handle_basic_consume(
             gate,
         )
     };
+    if exclusive_elsewhere(s.gateway, &state.record, m.exclusive).await {
+        return Err(s.channel_error(
+            SoftCode::AccessRefused,
+            format!(
+                "queue '{}' in vhost '{}' in exclusive use",
+                state.record.name, s.vhost.name
+            ),
+            CLASS,
+            20,
+        ));
+    }
     let id = NEXT_CONSUMER.fetch_add(1, Ordering::Relaxed);
     let feed = s.gateway.feeds.get_or_start(s.vhost, &state.record);
     let slot = ConsumerSlot {
@@ -212,6 +223,30 @@ pub async fn handle_basic_consume(
         );
     }
     Ok(())
+}
+
+/// Whether a consumer through another gateway holds the queue exclusively,
+/// or an exclusive consumer is asked for while others consume there (as
+/// they last announced it in the meta store; this gateway's own consumers
+/// are checked by the feed).
+async fn exclusive_elsewhere(gateway: &Gateway, queue: &meta::Queue, exclusive: bool) -> bool {
+    let readers = match gateway
+        .store
+        .reader_consumers(&queue.topic, crate::follow::now_ms())
+        .await
+    {
+        Ok(readers) => readers,
+        Err(error) => {
+            tracing::warn!(%error, queue = %queue.name, "Consumers on other gateways unknown (meta store); exclusivity checked on this gateway only.");
+            return false;
+        }
+    };
+    let mut others = readers
+        .iter()
+        .filter(|(owner, n, _)| *owner != gateway.instance_id && *n > 0)
+        .peekable();
+    let any = others.peek().is_some();
+    others.any(|(_, _, excl)| *excl) || (exclusive && any)
 }
 
 pub async fn handle_basic_cancel(

@@ -411,6 +411,8 @@ impl Task {
         self.leasing = true;
         self.lease_at = Instant::now() + LEASE_EVERY;
         let want = self.wants_to_read();
+        let consumers = self.consumers.len() as i64;
+        let exclusive = self.consumers.iter().any(|c| c.exclusive);
         let held: Vec<i32> = self
             .parts
             .iter()
@@ -437,7 +439,9 @@ impl Task {
                 let now = now_ms();
                 let ttl = LEASE_TTL.as_millis() as i64;
                 let share = if want {
-                    store.announce_reader(&topic, &owner, now, ttl).await?;
+                    store
+                        .announce_reader(&topic, &owner, now, ttl, consumers, exclusive)
+                        .await?;
                     let readers = store.readers(&topic, now).await?;
                     let index = readers.iter().position(|r| *r == owner).unwrap_or(0);
                     meta::lease::share(all.len(), readers.len().max(1), index)
@@ -571,15 +575,16 @@ impl Task {
                     self.consumers.push(slot);
                     let _ = reply.send(Ok(()));
                     self.lease_now_if_idle();
+                    // Other gateways see the count (and exclusivity) soon.
+                    self.lease_at = self.lease_at.min(Instant::now());
                 }
             }
             FeedCommand::Unsubscribe(id, reply) => {
                 self.consumers.retain(|c| c.id != id);
                 let _ = reply.send(self.consumers.len());
-                if self.consumers.is_empty() {
-                    // Give the leases back soon, for other gateways' consumers.
-                    self.lease_at = Instant::now();
-                }
+                // Give the leases back soon if it was the last one, and
+                // tell other gateways the new count.
+                self.lease_at = Instant::now();
             }
             FeedCommand::Settle(items, outcome) => self.settle(items, outcome),
             FeedCommand::Wake => {}

@@ -474,3 +474,103 @@ async fn rabbitmq_definitions_import_then_export_is_equivalent_and_permissions_a
         lapin::Connection::connect(&uri("orders", "wrong", "shop"), Default::default()).await;
     assert!(wrong.is_err(), "a wrong password is refused");
 }
+
+#[tokio::test]
+async fn consumer_counts_and_exclusive_consumers_hold_across_gateways() {
+    let (a, b) = pair().await;
+    let (ca, cb) = (a.connect().await, b.connect().await);
+    let q = unique("cc");
+    let cha = ca.create_channel().await.unwrap();
+    cha.queue_declare(
+        q.as_str().into(),
+        QueueDeclareOptions::default(),
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
+    let consumer = cha
+        .basic_consume(
+            q.as_str().into(),
+            "only".into(),
+            lapin::options::BasicConsumeOptions {
+                exclusive: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    let passive = QueueDeclareOptions {
+        passive: true,
+        ..Default::default()
+    };
+    // B sees A's consumer within a lease round (about a second).
+    let seen = Instant::now();
+    loop {
+        let chb = cb.create_channel().await.unwrap();
+        let ok = chb
+            .queue_declare(q.as_str().into(), passive, FieldTable::default())
+            .await
+            .unwrap();
+        if ok.consumer_count() == 1 {
+            break;
+        }
+        assert!(
+            seen.elapsed() < Duration::from_secs(5),
+            "B never counted A's consumer"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let chb = cb.create_channel().await.unwrap();
+    let refused = chb
+        .basic_consume(
+            q.as_str().into(),
+            "second".into(),
+            Default::default(),
+            FieldTable::default(),
+        )
+        .await
+        .expect_err("A's consumer is exclusive");
+    assert_eq!(reply_code(&refused), Some(403));
+    // A's consumer goes: B may consume, and A counts B's consumer.
+    cha.basic_cancel(consumer.tag(), Default::default())
+        .await
+        .unwrap();
+    let cancelled = Instant::now();
+    let _b_consumer = loop {
+        let chb = cb.create_channel().await.unwrap();
+        match chb
+            .basic_consume(
+                q.as_str().into(),
+                "second".into(),
+                Default::default(),
+                FieldTable::default(),
+            )
+            .await
+        {
+            Ok(c) => break c,
+            Err(_) => {
+                assert!(
+                    cancelled.elapsed() < Duration::from_secs(5),
+                    "still refused"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    let counted = Instant::now();
+    loop {
+        let ok = cha
+            .queue_declare(q.as_str().into(), passive, FieldTable::default())
+            .await
+            .unwrap();
+        if ok.consumer_count() == 1 {
+            break;
+        }
+        assert!(
+            counted.elapsed() < Duration::from_secs(5),
+            "A never counted B's consumer"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
