@@ -412,6 +412,10 @@ async fn rabbitmq_definitions_import_then_export_is_equivalent_and_permissions_a
     ch.confirm_select(ConfirmSelectOptions::default())
         .await
         .unwrap();
+    // The imported names are fixed, and the test RocketMQ outlives one run.
+    ch.queue_purge("orders.created".into(), Default::default())
+        .await
+        .unwrap();
     publish_all(
         &ch,
         [(
