@@ -45,6 +45,10 @@ pub struct Config {
     pub queues_per_topic: i32,
     /// RocketMQ producer group of the gateway.
     pub producer_group: String,
+    /// Address of the plain-HTTP health endpoint (`GET /health`: 200 when
+    /// the meta store answers, 503 while the gateway serves without it);
+    /// empty to turn it off.
+    pub health_listen: String,
 }
 
 impl Default for Config {
@@ -65,6 +69,7 @@ impl Default for Config {
             send_timeout_ms: 3000,
             queues_per_topic: 1,
             producer_group: "amqp-gateway".to_owned(),
+            health_listen: String::new(),
         }
     }
 }
@@ -137,6 +142,7 @@ impl Config {
             &mut self.max_message_size,
         )?;
         set(&get, "AMQP_GATEWAY_MAX_IN_FLIGHT", &mut self.max_in_flight)?;
+        set(&get, "AMQP_GATEWAY_HEALTH_LISTEN", &mut self.health_listen)?;
         Ok(())
     }
 

@@ -39,6 +39,7 @@ pub mod definitions;
 pub mod delivery;
 pub mod error;
 pub mod follow;
+pub mod health;
 pub mod mapping;
 pub mod metrics;
 pub mod server;

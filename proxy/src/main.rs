@@ -95,6 +95,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
 async fn serve(config: proxy::Config) -> Result<(), Box<dyn std::error::Error>> {
     let listen = config.listen;
     let gateway = proxy::Gateway::start(config).await?;
+    proxy::health::start(&gateway).await?;
     let listener = TcpListener::bind(listen).await?;
     tracing::info!(address = %listener.local_addr()?, "Listening for AMQP clients.");
     proxy::server::serve(gateway, listener, shutdown_signal()).await;

@@ -20,6 +20,18 @@ use crate::reply_code;
 
 const PG_PORT: u16 = 15432;
 
+/// The raw answer to `GET /health`.
+async fn http_get(addr: std::net::SocketAddr) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(b"GET /health HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    out
+}
+
 async fn pair() -> (TestGateway, TestGateway) {
     let url = postgres_database(PG_PORT);
     let a = TestGateway::start_with(|c| c.meta_url = url.clone()).await;
@@ -223,7 +235,16 @@ async fn a_gateway_that_loses_its_store_keeps_serving_and_catches_up() {
     // Its own PostgreSQL, stopped and started by this test.
     const PORT: u16 = 15433;
     let url = postgres_database(PORT);
-    let a = TestGateway::start_with(|c| c.meta_url = url.clone()).await;
+    let a = TestGateway::start_with(|c| {
+        c.meta_url = url.clone();
+        c.health_listen = "127.0.0.1:0".into();
+    })
+    .await;
+    let health = proxy::health::start(&a.gateway)
+        .await
+        .unwrap()
+        .expect("health endpoint");
+    assert!(http_get(health).await.starts_with("HTTP/1.1 200"));
     let conn = a.connect().await;
     let ch = conn.create_channel().await.unwrap();
     ch.confirm_select(ConfirmSelectOptions::default())
@@ -251,6 +272,11 @@ async fn a_gateway_that_loses_its_store_keeps_serving_and_catches_up() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    let degraded = http_get(health).await;
+    assert!(
+        degraded.starts_with("HTTP/1.1 503") && degraded.contains("\"status\":\"degraded\""),
+        "{degraded}"
+    );
     // Publishing keeps working with the last topology.
     publish_all(&ch, [("", q.as_str(), &b"during"[..], Default::default())]).await;
     // Changes are refused with a clear error.
@@ -278,6 +304,7 @@ async fn a_gateway_that_loses_its_store_keeps_serving_and_catches_up() {
         assert!(up.elapsed() < Duration::from_secs(15), "never caught up");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    assert!(http_get(health).await.starts_with("HTTP/1.1 200"));
     let again = a.connect().await;
     again
         .create_channel()
