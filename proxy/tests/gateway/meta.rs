@@ -501,6 +501,38 @@ async fn rabbitmq_definitions_import_then_export_is_equivalent_and_permissions_a
         reply_code(&confirm.expect_err("write '^$' refuses publishing")),
         Some(403)
     );
+    // A permission changed in the store applies to new connections (live).
+    gw.gateway
+        .store
+        .put_permission(&meta::Permission {
+            user: "orders".into(),
+            vhost: "shop".into(),
+            configure: "^$".into(),
+            write: "^$".into(),
+            read: "^orders\\.dead$".into(),
+        })
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let narrowed =
+        lapin::Connection::connect(&uri("orders", "s3cret-orders", "shop"), Default::default())
+            .await
+            .unwrap();
+    let ch = narrowed.create_channel().await.unwrap();
+    let refused = ch
+        .basic_consume(
+            "orders.created".into(),
+            "c".into(),
+            Default::default(),
+            FieldTable::default(),
+        )
+        .await
+        .expect_err("read outside the pattern");
+    assert_eq!(reply_code(&refused), Some(403));
+    let ch = narrowed.create_channel().await.unwrap();
+    ch.basic_get("orders.dead".into(), Default::default())
+        .await
+        .expect("read inside the pattern");
     let wrong =
         lapin::Connection::connect(&uri("orders", "wrong", "shop"), Default::default()).await;
     assert!(wrong.is_err(), "a wrong password is refused");
