@@ -799,8 +799,7 @@ async fn consumers_on_two_gateways_share_a_queue_and_take_over_from_each_other()
     )
     .await
     .unwrap();
-    // B reads the queue from the shared store when it starts (live changes
-    // between running gateways are the meta store issue's).
+    // B shares A's store (an SQLite file here; PostgreSQL across hosts).
     let b = TestGateway::start_with(|c| c.meta_url = meta.clone()).await;
     let conn_b = b.connect().await;
     let (cha, chb) = (
