@@ -583,6 +583,9 @@ impl Connection {
                 Ok(())
             }
             method => {
+                if reads_queue_state(&method) {
+                    self.settle_pipeline().await;
+                }
                 let (Some(opened), Some(ch)) = (self.opened.as_ref(), self.channels.get_mut(&id))
                 else {
                     return Err(ConnectionException::new(
@@ -745,6 +748,16 @@ impl Connection {
         }
     }
 
+    /// Waits until every publish of this connection is stored (or failed):
+    /// RabbitMQ handles a channel's methods in order, so a basic.get or a
+    /// message count after a publish sees that message.
+    async fn settle_pipeline(&mut self) {
+        while let Some(done) = self.pipeline.next().await {
+            self.publish_done(done);
+        }
+        self.send_acks();
+    }
+
     fn send_acks(&mut self) {
         for ch in self.channels.values_mut() {
             if let Some(ack) = ch.confirms.as_mut().and_then(|c| c.take_ack()) {
@@ -804,6 +817,20 @@ impl Connection {
             }
         }
     }
+}
+
+/// Methods whose answer depends on what earlier publishes stored.
+fn reads_queue_state(method: &AMQPClass) -> bool {
+    use amq_protocol::protocol::{basic, queue};
+    matches!(
+        method,
+        AMQPClass::Basic(basic::AMQPMethod::Get(_))
+            | AMQPClass::Queue(
+                queue::AMQPMethod::Declare(_)
+                    | queue::AMQPMethod::Purge(_)
+                    | queue::AMQPMethod::Delete(_)
+            )
+    )
 }
 
 fn far_future() -> Instant {

@@ -128,6 +128,8 @@ impl Feed {
             next_part: 0,
             gets: VecDeque::new(),
             probing: false,
+            probe_again_at: None,
+            probe_retries: 0,
             pending: FuturesUnordered::new(),
             commit_at: None,
         };
@@ -246,6 +248,8 @@ impl Part {
 
 /// What one lease round found.
 struct LeaseRound {
+    /// Whether this gateway wanted to read when the round started.
+    wanted: bool,
     /// This gateway's share of the topic's message queues.
     share: usize,
     /// Held leases and whether they were renewed.
@@ -290,6 +294,9 @@ struct Task {
     next_part: usize,
     gets: VecDeque<oneshot::Sender<Result<Option<Got>, UpstreamError>>>,
     probing: bool,
+    /// A probe found nothing although this gateway stored more: look again then.
+    probe_again_at: Option<Instant>,
+    probe_retries: u32,
     pending: FuturesUnordered<EventFuture>,
     commit_at: Option<Instant>,
 }
@@ -371,7 +378,7 @@ impl Task {
 
     fn next_timer(&self) -> Option<Instant> {
         let retry = self.parts.iter().filter_map(|p| p.retry_at).min();
-        [retry, self.commit_at, self.lease_due()]
+        [retry, self.commit_at, self.lease_due(), self.probe_again_at]
             .into_iter()
             .flatten()
             .min()
@@ -450,6 +457,7 @@ impl Task {
                     0
                 };
                 let mut round = LeaseRound {
+                    wanted: want,
                     share,
                     renewed: Vec::new(),
                     released: Vec::new(),
@@ -514,7 +522,8 @@ impl Task {
                 return;
             }
         };
-        self.leases_known = true;
+        // Only a round that knew of the waiting gets tells them anything.
+        self.leases_known = round.wanted;
         for (id, renewed) in round.renewed {
             let Some(part) = self.parts.iter_mut().find(|p| p.id == id) else {
                 continue;
@@ -867,7 +876,15 @@ impl Task {
         let nothing_ready = !self.parts.iter().any(Part::has_message);
         let again_coming = self.parts.iter().any(|p| !p.redeliver.is_empty());
         let readable = self.parts.iter().any(|p| p.leased && !p.releasing);
-        if !self.gets.is_empty() && nothing_ready && !again_coming && !self.probing && readable {
+        let probe_due = self.probe_again_at.is_none_or(|t| t <= now);
+        if !self.gets.is_empty()
+            && nothing_ready
+            && !again_coming
+            && !self.probing
+            && readable
+            && probe_due
+        {
+            self.probe_again_at = None;
             self.probing = true;
             let (upstream, topic) = (self.upstream.clone(), self.topic.clone());
             let from: Vec<(i32, i64)> = self
@@ -906,6 +923,23 @@ impl Task {
                     }
                     self.accept_fresh(id, result);
                 }
+                // Stored by this gateway but not readable yet (RocketMQ indexes
+                // a moment after SEND_OK): look again shortly, for up to ~200 ms.
+                let written = self.upstream.written_end(&self.topic);
+                tracing::debug!(topic = %self.topic, ?written, next = ?self.parts.iter().map(|p| (p.id, p.next, p.leased)).collect::<Vec<_>>(), "Probe found nothing.");
+                let unread_stored = self.parts.iter().any(|p| {
+                    p.leased && written.iter().any(|(id, end)| *id == p.id && *end > p.next)
+                });
+                if failure.is_none()
+                    && !self.parts.iter().any(Part::has_message)
+                    && unread_stored
+                    && self.probe_retries < 100
+                {
+                    self.probe_retries += 1;
+                    self.probe_again_at = Some(Instant::now() + Duration::from_millis(2));
+                    return;
+                }
+                self.probe_retries = 0;
                 if !self.parts.iter().any(Part::has_message) {
                     // Nothing to give: every waiting get is answered empty (or failed).
                     for get in self.gets.drain(..) {

@@ -135,6 +135,14 @@ pub trait Upstream: Send + Sync + 'static {
         offset: i64,
     ) -> UpstreamFuture<'a, ()>;
 
+    /// Per message queue of the topic, where its log ends as far as this
+    /// gateway's own stored sends tell: a message confirmed by RocketMQ is
+    /// readable a moment later, and a read or count made in between must
+    /// not miss it.
+    fn written_end(&self, _topic: &str) -> Vec<(i32, i64)> {
+        Vec::new()
+    }
+
     /// The largest message body the store accepts.
     fn max_message_size(&self) -> u64;
 }

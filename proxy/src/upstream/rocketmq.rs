@@ -57,6 +57,8 @@ pub struct RocketMq {
     send_permits: Arc<Semaphore>,
     /// One send lane per queue topic (see `batch`).
     lanes: DashMap<String, Arc<Lane<Message>>>,
+    /// Per (topic, message queue): the end of the log as the last SEND_OK said.
+    written: Arc<DashMap<(String, i32), i64>>,
     /// Each queue topic's message queues with their broker, looked up once.
     routes: DashMap<String, Arc<Vec<(CheetahString, MessageQueue)>>>,
     // Owns the client's background tasks; dropped last.
@@ -101,6 +103,7 @@ async fn store(
     permits: Arc<Semaphore>,
     batch: Vec<Message>,
     timeout: Duration,
+    written: Arc<DashMap<(String, i32), i64>>,
 ) -> Result<(), UpstreamError> {
     // Bounded here, so that a burst waits in the gateway (where backpressure
     // sees it) instead of being refused by the client.
@@ -116,7 +119,18 @@ async fn store(
             many => producer.send_batch(many.to_vec()).await.map(Some),
         };
         match result {
-            Ok(Some(result)) if result.send_status == SendStatus::SendOk => return Ok(()),
+            Ok(Some(result)) if result.send_status == SendStatus::SendOk => {
+                // Where the message queue's log ends now: readable a moment
+                // later (the broker indexes asynchronously).
+                if let Some(mq) = &result.message_queue {
+                    let end = result.queue_offset as i64 + batch.len() as i64;
+                    let mut entry = written
+                        .entry((mq.topic().to_string(), mq.queue_id()))
+                        .or_insert(end);
+                    *entry = (*entry).max(end);
+                }
+                return Ok(());
+            }
             Ok(Some(result)) => {
                 return Err(UpstreamError::Refused(format!(
                     "send status {:?}",
@@ -204,6 +218,7 @@ impl RocketMq {
             admin_lock: Mutex::new(()),
             send_permits,
             lanes: DashMap::new(),
+            written: Arc::default(),
             routes: DashMap::new(),
             _client: client,
             _owner: owner,
@@ -327,13 +342,20 @@ impl Upstream for RocketMq {
         };
         let (answer, answered) = oneshot::channel();
         if lane.push(to_message(message), size, answer) {
-            let (producer, permits, timeout) = (
+            let (producer, permits, timeout, written) = (
                 self.producer.clone(),
                 self.send_permits.clone(),
                 self.settings.send_timeout,
+                self.written.clone(),
             );
             tokio::spawn(lane.drain(BATCH_LIMITS, move |batch| {
-                store(producer.clone(), permits.clone(), batch, timeout)
+                store(
+                    producer.clone(),
+                    permits.clone(),
+                    batch,
+                    timeout,
+                    written.clone(),
+                )
             }));
         }
         Box::pin(async move {
@@ -371,6 +393,7 @@ impl Upstream for RocketMq {
     fn delete_queue<'a>(&'a self, topic: &'a str, group: &'a str) -> UpstreamFuture<'a, ()> {
         self.lanes.remove(topic);
         self.routes.remove(topic);
+        self.written.retain(|(t, _), _| t != topic);
         Box::pin(async move {
             let _guard = self.admin_lock.lock().await;
             for addr in self.broker_addresses().await? {
@@ -517,6 +540,11 @@ impl Upstream for RocketMq {
                             (0, max.max(0))
                         }
                     };
+                    let max = max.max(
+                        self.written
+                            .get(&(topic.to_owned(), mq.queue_id()))
+                            .map_or(0, |e| *e),
+                    );
                     out.push(Partition {
                         queue_id: mq.queue_id(),
                         committed: committed.min(max),
@@ -582,6 +610,14 @@ impl Upstream for RocketMq {
                 .await
                 .map_err(|e| unavailable("commit offset", e))
         })
+    }
+
+    fn written_end(&self, topic: &str) -> Vec<(i32, i64)> {
+        self.written
+            .iter()
+            .filter(|e| e.key().0 == topic)
+            .map(|e| (e.key().1, *e.value()))
+            .collect()
     }
 
     fn max_message_size(&self) -> u64 {
