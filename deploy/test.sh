@@ -34,3 +34,6 @@ AMQP_URL="amqp://guest:guest@127.0.0.1:25672/%2F" "$python" "$root/conformance/s
 
 echo "== pika worker-queue example (publisher + two workers, prefetch 1, manual acks)"
 AMQP_URL="amqp://guest:guest@127.0.0.1:25672/%2F" "$python" "$root/conformance/examples/worker_queue.py"
+
+echo "== conformance, fast subset: py-amqp's own broker tests against the gateway"
+"$python" "$root/conformance/run.py" --fast --targets gateway --gateway-port 25672

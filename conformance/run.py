@@ -1,0 +1,154 @@
+"""Runs real AMQP client libraries' own integration tests, unmodified, against
+the gateway and against RabbitMQ 3.10, and prints a table.
+
+Each suite is fetched pinned at run time (a PyPI source package, cached under
+~/.cache/amqp-gw/suites) and never copied into this repository. Tests that
+need what only RabbitMQ's host has are listed as not applicable, with the
+reason; tests that pass on RabbitMQ and fail on the gateway are listed one by
+one, either as a known deviation (docs/mapping.md, with the reason) or as a
+regression, which makes the exit status 1.
+
+  python conformance/run.py                       # every suite, both targets
+  python conformance/run.py --fast --targets gateway   # CI's stable subset
+"""
+import argparse
+import os
+import re
+import subprocess
+import sys
+import tarfile
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+CACHE = Path(os.environ.get("AMQP_GW_SUITES", Path.home() / ".cache/amqp-gw/suites"))
+PYTEST = ["pytest==8.3.5", "pytest-rerunfailures==15.0"]  # the suites mark flaky tests for reruns
+
+SUITES = {
+    "py-amqp": {
+        "package": "amqp==5.3.1",
+        "tests": ["t/integration/test_rmq.py"],
+        "fast": True,
+        "not_applicable": [
+            (r"tls", "needs a TLS listener on 5671 with the suite's own certificates; "
+                     "neither target is configured with one"),
+        ],
+        "known": [],
+    },
+    "kombu (py-amqp transport)": {
+        "package": "kombu==5.5.4",
+        "tests": ["t/integration/test_py_amqp.py"],
+        "fast": False,
+        "not_applicable": [],
+        "known": [
+            (r"test_PyAMQPTimeToLive", "x-message-ttl / per-message expiration are stored, "
+                                       "not applied yet (docs/mapping.md)"),
+            (r"test_PyAMQPPriority", "x-max-priority / message priority are stored, "
+                                     "not applied yet (docs/mapping.md)"),
+        ],
+    },
+}
+
+
+def fetch(python, package):
+    """Downloads and unpacks the pinned source package; returns its directory."""
+    name, version = package.split("==")
+    CACHE.mkdir(parents=True, exist_ok=True)
+    for d in CACHE.iterdir():
+        if d.is_dir() and d.name.lower() == f"{name}-{version}".lower():
+            return d
+    subprocess.run([python, "-m", "pip", "download", "-q", "--no-binary", ":all:",
+                    "--no-deps", "-d", str(CACHE), package], check=True)
+    archive = next(p for p in CACHE.iterdir()
+                   if p.name.lower().startswith(f"{name}-{version}".lower())
+                   and p.name.endswith(".tar.gz"))
+    with tarfile.open(archive) as t:
+        t.extractall(CACHE, filter="data")
+    return fetch(python, package)
+
+
+def run_suite(python, suite, source, target, port, fast, out_dir):
+    """Runs one suite against one target; returns {test: (outcome, message)}."""
+    report = out_dir / f"{re.sub(r'[^a-z0-9]+', '-', suite.lower())}-{target}.xml"
+    env = dict(os.environ, RABBITMQ_HOST="127.0.0.1", RABBITMQ_5672_TCP=str(port))
+    args = [python, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:randomly",
+            f"--junitxml={report}", *SUITES[suite]["tests"]]
+    if fast:
+        args += ["-k", "not tls"]
+    subprocess.run(args, cwd=source, env=env, stdout=subprocess.DEVNULL,
+                   stderr=subprocess.DEVNULL, timeout=1800)
+    results = {}
+    for case in ET.parse(report).getroot().iter("testcase"):
+        test = f"{case.get('classname')}::{case.get('name')}"
+        outcome, message = "passed", ""
+        for tag in ("failure", "error", "skipped"):
+            el = case.find(tag)
+            if el is not None:
+                outcome = "skipped" if tag == "skipped" else "failed"
+                message = (el.get("message") or el.text or "").strip().splitlines()[0:1]
+                message = message[0][:160] if message else ""
+        results[test] = (outcome, message)
+    return results
+
+
+def first_match(rules, test):
+    return next((why for pattern, why in rules if re.search(pattern, test)), None)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--gateway-port", type=int, default=int(os.environ.get("GATEWAY_PORT", 5672)))
+    ap.add_argument("--rabbitmq-port", type=int, default=int(os.environ.get("RABBITMQ_PORT", 5673)))
+    ap.add_argument("--targets", default="rabbitmq,gateway")
+    ap.add_argument("--fast", action="store_true", help="only the suites marked fast (CI)")
+    ap.add_argument("--out", default=str(CACHE / "reports"))
+    args = ap.parse_args()
+    python = sys.executable
+    subprocess.run([python, "-m", "pip", "install", "-q", *PYTEST,
+                    *[s["package"] for s in SUITES.values()]], check=True)
+    out_dir = Path(args.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    targets = [t.strip() for t in args.targets.split(",")]
+    ports = {"gateway": args.gateway_port, "rabbitmq": args.rabbitmq_port}
+
+    rows, regressions, details = [], 0, []
+    for suite, spec in SUITES.items():
+        if args.fast and not spec["fast"]:
+            continue
+        source = fetch(python, spec["package"])
+        results = {t: run_suite(python, suite, source, t, ports[t], args.fast, out_dir)
+                   for t in targets}
+        tests = sorted(set().union(*[r.keys() for r in results.values()]))
+        na = {t: first_match(spec["not_applicable"], t) for t in tests}
+        counted = [t for t in tests if not na[t]]
+        passed = {tg: sum(results[tg].get(t, ("missing",))[0] == "passed" for t in counted)
+                  for tg in targets}
+        rows.append((suite, spec["package"], len(tests), len(tests) - len(counted), passed))
+        for t in counted:
+            on_gateway = results.get("gateway", {}).get(t, ("missing", ""))
+            reference = results["rabbitmq"][t][0] if "rabbitmq" in results else "passed"
+            if reference == "passed" and on_gateway[0] != "passed":
+                known = first_match(spec["known"], t)
+                if known:
+                    details.append(f"- {suite}: `{t}`: known deviation: {known}")
+                else:
+                    regressions += 1
+                    details.append(f"- {suite}: `{t}`: **fails on the gateway**: {on_gateway[1]}")
+        for t in tests:
+            if na[t]:
+                details.append(f"- {suite}: `{t}`: not applicable: {na[t]}")
+
+    head = "| suite | pinned | tests | not applicable | " + " | ".join(
+        f"passed on {t}" for t in targets) + " |"
+    print(head)
+    print("|" + "---|" * (4 + len(targets)))
+    for suite, package, n, na_count, passed in rows:
+        print(f"| {suite} | {package} | {n} | {na_count} | "
+              + " | ".join(str(passed[t]) for t in targets) + " |")
+    print()
+    print("\n".join(details) if details else "(every applicable test passed everywhere)")
+    print(f"\n{regressions} unexplained failure(s) on the gateway")
+    return 1 if regressions else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
