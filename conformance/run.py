@@ -62,7 +62,10 @@ def fetch(python, package):
                    if p.name.lower().startswith(f"{name}-{version}".lower())
                    and p.name.endswith(".tar.gz"))
     with tarfile.open(archive) as t:
-        t.extractall(CACHE, filter="data")
+        try:
+            t.extractall(CACHE, filter="data")
+        except TypeError:  # Python before 3.11.4 has no extraction filters
+            t.extractall(CACHE)
     return fetch(python, package)
 
 
@@ -103,17 +106,16 @@ def main():
     ap.add_argument("--out", default=str(CACHE / "reports"))
     args = ap.parse_args()
     python = sys.executable
+    chosen = {name: spec for name, spec in SUITES.items() if spec["fast"] or not args.fast}
     subprocess.run([python, "-m", "pip", "install", "-q", *PYTEST,
-                    *[s["package"] for s in SUITES.values()]], check=True)
+                    *[s["package"] for s in chosen.values()]], check=True)
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     targets = [t.strip() for t in args.targets.split(",")]
     ports = {"gateway": args.gateway_port, "rabbitmq": args.rabbitmq_port}
 
     rows, regressions, details = [], 0, []
-    for suite, spec in SUITES.items():
-        if args.fast and not spec["fast"]:
-            continue
+    for suite, spec in chosen.items():
         source = fetch(python, spec["package"])
         results = {t: run_suite(python, suite, source, t, ports[t], args.fast, out_dir)
                    for t in targets}
