@@ -178,7 +178,14 @@ pub async fn handle_exchange_delete(
         let topology = vhost.read();
         if !topology.exchanges.contains_key(name) {
             drop(topology);
-            return Err(not_found(s, name, 20));
+            // RabbitMQ 3.10 answers delete-ok for an exchange that is not there.
+            if !m.nowait {
+                s.out.method(
+                    ch.id,
+                    AMQPClass::Exchange(exchange::AMQPMethod::DeleteOk(exchange::DeleteOk {})),
+                );
+            }
+            return Ok(());
         }
         if m.if_unused && topology.exchange_in_use(name) {
             drop(topology);

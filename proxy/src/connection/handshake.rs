@@ -38,6 +38,8 @@ pub fn start() -> AMQPClass {
         "connection.blocked",
         "authentication_failure_close",
         "exchange_exchange_bindings",
+        "consumer_cancel_notify",
+        "per_consumer_qos",
     ] {
         capabilities.insert(cap.into(), AMQPValue::Boolean(true));
     }

@@ -222,15 +222,25 @@ impl Part {
         .unwrap_or(self.next)
     }
 
+    /// The next message in queue order: requeued messages go back to their
+    /// place (lowest offset first, as RabbitMQ puts them back at the head),
+    /// so nothing later goes out while an earlier one is being read back.
     fn take(&mut self) -> Option<(InboundMessage, bool)> {
-        if let Some(again) = self.again.pop_front() {
-            return Some(again);
+        if !self.has_message() {
+            return None;
         }
-        self.fresh.pop_front().map(|m| (m, false))
+        match self.again.pop_front() {
+            Some(again) => Some(again),
+            None => self.fresh.pop_front().map(|m| (m, false)),
+        }
     }
 
     fn has_message(&self) -> bool {
-        !self.again.is_empty() || !self.fresh.is_empty()
+        let pending = self.redeliver.keys().next().copied();
+        match self.again.front() {
+            Some((m, _)) => pending.is_none_or(|p| m.offset < p),
+            None => pending.is_none() && !self.fresh.is_empty(),
+        }
     }
 
     fn unread(&self, max: i64) -> u64 {
@@ -793,7 +803,10 @@ impl Task {
                 tracing::debug!(tag = %consumer.tag, "Consumer's connection is gone; removed.");
                 if let Some(part) = self.parts.iter_mut().find(|p| p.id == id) {
                     part.outstanding.remove(&offset);
-                    part.again.push_front((delivery.message, redelivered));
+                    let at = part
+                        .again
+                        .partition_point(|(a, _)| a.offset < delivery.message.offset);
+                    part.again.insert(at, (delivery.message, redelivered));
                 }
             } else if no_ack {
                 self.commit_soon();
@@ -961,7 +974,8 @@ impl Task {
                         for m in pulled.messages {
                             if let Some(flag) = part.redeliver.remove(&m.offset) {
                                 found_from |= m.offset == from;
-                                part.again.push_back((m, flag));
+                                let at = part.again.partition_point(|(a, _)| a.offset < m.offset);
+                                part.again.insert(at, (m, flag));
                             }
                         }
                         if !found_from && part.redeliver.remove(&from).is_some() {
