@@ -10,9 +10,18 @@ regression, which makes the exit status 1.
 
   python conformance/run.py                       # every suite, both targets
   python conformance/run.py --fast --targets gateway   # CI's stable subset
+
+pika's acceptance tests exist only in its source repository: point
+PIKA_SOURCE at a snapshot (e.g. brought with the workplace's `fetch`). They
+connect to 127.0.0.1:5672 (hard-coded), so the runner forwards that port to
+each target in turn; it must be free (run the gateway on another port, e.g.
+AMQP_PORT=5674 deploy/up.sh, and pass --gateway-port 5674).
 """
 import argparse
+import asyncio
 import os
+import socket
+import threading
 import re
 import subprocess
 import sys
@@ -33,6 +42,19 @@ SUITES = {
                      "neither target is configured with one"),
         ],
         "known": [],
+    },
+    "pika blocking adapter (tests/acceptance/blocking_adapter_test.py)": {
+        "source_env": "PIKA_SOURCE",
+        "tests": ["tests/acceptance/blocking_adapter_test.py"],
+        "forward_5672": True,
+        "fast": False,
+        "not_applicable": [],
+        "known": [
+            (r"TestUpdateSecret", "connection.update-secret: no token authentication, "
+                                  "540 NOT_IMPLEMENTED (docs/mapping.md)"),
+            (r"TestTx(Commit|Rollback)", "transactions (tx.*) answer 540 NOT_IMPLEMENTED "
+                                         "(docs/mapping.md)"),
+        ],
     },
     "kombu (py-amqp transport)": {
         "package": "kombu==5.5.4",
@@ -69,6 +91,56 @@ def fetch(python, package):
     return fetch(python, package)
 
 
+class Forward:
+    """127.0.0.1:5672 -> 127.0.0.1:<port>, for suites that only know 5672."""
+
+    def __init__(self, port):
+        self.port = port
+        self.loop = asyncio.new_event_loop()
+        self.ready = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    async def _pipe(self, reader, writer):
+        try:
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+        except OSError:
+            pass
+        finally:
+            writer.close()
+
+    async def _handle(self, reader, writer):
+        try:
+            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.port)
+        except OSError:
+            writer.close()
+            return
+        await asyncio.gather(self._pipe(reader, up_writer), self._pipe(up_reader, writer))
+
+    def _run(self):
+        asyncio.set_event_loop(self.loop)
+        self.server = self.loop.run_until_complete(
+            asyncio.start_server(self._handle, "127.0.0.1", 5672))
+        self.ready.set()
+        self.loop.run_forever()
+
+    def __enter__(self):
+        self.thread.start()
+        self.ready.wait(5)
+        return self
+
+    def __exit__(self, *exc):
+        self.loop.call_soon_threadsafe(self.server.close)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5)
+
+
+def port_free(port):
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) != 0
+
+
 def run_suite(python, suite, source, target, port, fast, out_dir):
     """Runs one suite against one target; returns {test: (outcome, message)}."""
     report = out_dir / f"{re.sub(r'[^a-z0-9]+', '-', suite.lower())}-{target}.xml"
@@ -77,8 +149,13 @@ def run_suite(python, suite, source, target, port, fast, out_dir):
             f"--junitxml={report}", *SUITES[suite]["tests"]]
     if fast:
         args += ["-k", "not tls"]
-    subprocess.run(args, cwd=source, env=env, stdout=subprocess.DEVNULL,
-                   stderr=subprocess.DEVNULL, timeout=1800)
+    if SUITES[suite].get("forward_5672"):
+        with Forward(port):
+            subprocess.run(args, cwd=source, env=env, stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL, timeout=1800)
+    else:
+        subprocess.run(args, cwd=source, env=env, stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL, timeout=1800)
     results = {}
     for case in ET.parse(report).getroot().iter("testcase"):
         test = f"{case.get('classname')}::{case.get('name')}"
@@ -108,15 +185,26 @@ def main():
     python = sys.executable
     chosen = {name: spec for name, spec in SUITES.items() if spec["fast"] or not args.fast}
     subprocess.run([python, "-m", "pip", "install", "-q", *PYTEST,
-                    *[s["package"] for s in chosen.values()]], check=True)
+                    *[s["package"] for s in chosen.values() if "package" in s]], check=True)
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     targets = [t.strip() for t in args.targets.split(",")]
     ports = {"gateway": args.gateway_port, "rabbitmq": args.rabbitmq_port}
 
     rows, regressions, details = [], 0, []
+    not_run = []
     for suite, spec in chosen.items():
-        source = fetch(python, spec["package"])
+        if "source_env" in spec:
+            source = os.environ.get(spec["source_env"])
+            if not source or not Path(source).is_dir():
+                not_run.append(f"- {suite}: not run: set {spec['source_env']} to a source snapshot")
+                continue
+            if spec.get("forward_5672") and not port_free(5672):
+                not_run.append(f"- {suite}: not run: 127.0.0.1:5672 is in use, and its tests "
+                               "connect there (move the gateway to another port)")
+                continue
+        else:
+            source = fetch(python, spec["package"])
         results = {t: run_suite(python, suite, source, t, ports[t], args.fast, out_dir)
                    for t in targets}
         tests = sorted(set().union(*[r.keys() for r in results.values()]))
@@ -124,7 +212,8 @@ def main():
         counted = [t for t in tests if not na[t]]
         passed = {tg: sum(results[tg].get(t, ("missing",))[0] == "passed" for t in counted)
                   for tg in targets}
-        rows.append((suite, spec["package"], len(tests), len(tests) - len(counted), passed))
+        pinned = spec.get("package") or f"snapshot {Path(source).name}"
+        rows.append((suite, pinned, len(tests), len(tests) - len(counted), passed))
         for t in counted:
             on_gateway = results.get("gateway", {}).get(t, ("missing", ""))
             reference = results["rabbitmq"][t][0] if "rabbitmq" in results else "passed"
@@ -147,7 +236,8 @@ def main():
         print(f"| {suite} | {package} | {n} | {na_count} | "
               + " | ".join(str(passed[t]) for t in targets) + " |")
     print()
-    print("\n".join(details) if details else "(every applicable test passed everywhere)")
+    print("\n".join(not_run + details) if not_run or details
+          else "(every applicable test passed everywhere)")
     print(f"\n{regressions} unexplained failure(s) on the gateway")
     return 1 if regressions else 0
 
