@@ -414,17 +414,7 @@ pub async fn import(
         store.put_queue(&record).await?;
         report.created.push(what.clone());
         for key in q.arguments.keys() {
-            if [
-                "x-message-ttl",
-                "x-expires",
-                "x-max-length",
-                "x-max-length-bytes",
-                "x-overflow",
-                "x-max-priority",
-                "x-single-active-consumer",
-            ]
-            .contains(&key.as_str())
-            {
+            if crate::channel::queue::UNAPPLIED_ARGUMENTS.contains(&key.as_str()) {
                 report.skipped.push((
                     format!("argument {key} of {what}"),
                     "stored, not applied yet (docs/mapping.md)".into(),

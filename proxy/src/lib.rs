@@ -53,6 +53,14 @@ pub use config::Config;
 use topology::Topology;
 use upstream::Upstream;
 
+/// What other gateways announced about one queue's consumers.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ConsumersElsewhere {
+    pub count: i64,
+    /// One of them holds the queue exclusively.
+    pub exclusive: bool,
+}
+
 /// A gateway that has not said it is alive for this long is gone: its
 /// connections' exclusive queues are deleted by the others.
 pub const GATEWAY_TTL_MS: i64 = 10_000;
@@ -140,6 +148,27 @@ impl Gateway {
         gateway.delete_orphaned_exclusive_queues().await?;
         tokio::spawn(follow::follow(Arc::downgrade(&gateway), snapshot.revision));
         Ok(gateway)
+    }
+
+    /// Consumers of a queue topic through other gateways, as they last
+    /// announced them in the meta store (at most about a second old). With
+    /// the store unreachable: none known, logged.
+    pub async fn consumers_elsewhere(&self, topic: &str) -> ConsumersElsewhere {
+        match self.store.reader_consumers(topic, follow::now_ms()).await {
+            Ok(readers) => readers
+                .iter()
+                .filter(|(owner, n, _)| *owner != self.instance_id && *n > 0)
+                .fold(ConsumersElsewhere::default(), |acc, (_, n, excl)| {
+                    ConsumersElsewhere {
+                        count: acc.count + n,
+                        exclusive: acc.exclusive || *excl,
+                    }
+                }),
+            Err(error) => {
+                tracing::warn!(%error, %topic, "Consumers on other gateways unknown (meta store); only this gateway's are counted.");
+                ConsumersElsewhere::default()
+            }
+        }
     }
 
     /// Says this gateway is alive (its connections own exclusive queues).

@@ -230,23 +230,8 @@ pub async fn handle_basic_consume(
 /// they last announced it in the meta store; this gateway's own consumers
 /// are checked by the feed).
 async fn exclusive_elsewhere(gateway: &Gateway, queue: &meta::Queue, exclusive: bool) -> bool {
-    let readers = match gateway
-        .store
-        .reader_consumers(&queue.topic, crate::follow::now_ms())
-        .await
-    {
-        Ok(readers) => readers,
-        Err(error) => {
-            tracing::warn!(%error, queue = %queue.name, "Consumers on other gateways unknown (meta store); exclusivity checked on this gateway only.");
-            return false;
-        }
-    };
-    let mut others = readers
-        .iter()
-        .filter(|(owner, n, _)| *owner != gateway.instance_id && *n > 0)
-        .peekable();
-    let any = others.peek().is_some();
-    others.any(|(_, _, excl)| *excl) || (exclusive && any)
+    let others = gateway.consumers_elsewhere(&queue.topic).await;
+    others.exclusive || (exclusive && others.count > 0)
 }
 
 pub async fn handle_basic_cancel(
@@ -379,13 +364,19 @@ fn write_content(out: &mut FrameEncoder, channel: u16, message: &InboundMessage,
 }
 
 /// Writes one delivery from a feed, or hands it back if its consumer is gone.
-pub fn deliver(ch: Option<&mut Channel>, out: &mut FrameEncoder, frame_max: usize, d: Delivery) {
+/// Returns the feed of a no-ack delivery: writing it freed credit there.
+pub fn deliver(
+    ch: Option<&mut Channel>,
+    out: &mut FrameEncoder,
+    frame_max: usize,
+    d: Delivery,
+) -> Option<Arc<Feed>> {
     // Out of the connection's buffer either way: written below or handed back.
     d.credit
         .gate
         .in_transit
         .fetch_sub(d.message.body.len(), Ordering::AcqRel);
-    let Some((ch, consumer)) = ch.and_then(|ch| {
+    let Some((ch, no_ack)) = ch.and_then(|ch| {
         let no_ack = ch.consuming.consumers.get(&d.consumer_tag)?.no_ack;
         Some((ch, no_ack))
     }) else {
@@ -394,9 +385,8 @@ pub fn deliver(ch: Option<&mut Channel>, out: &mut FrameEncoder, frame_max: usiz
             vec![(d.message.queue_id, d.message.offset)],
             Outcome::Unsent,
         );
-        return;
+        return None;
     };
-    let no_ack = consumer;
     let tag = ch.consuming.tag();
     let (exchange, routing_key) = origin(&d.message);
     out.method(
@@ -415,19 +405,20 @@ pub fn deliver(ch: Option<&mut Channel>, out: &mut FrameEncoder, frame_max: usiz
         metrics::counter!(crate::metrics::REDELIVERED).increment(1);
     }
     if no_ack {
-        // Written: room for the next one (the feed is woken by the caller).
+        // Written: room for the next one (the caller wakes the feed).
         d.credit.release(1);
-    } else {
-        ch.consuming.unacked.insert(
-            tag,
-            Unacked {
-                feed: d.feed,
-                queue_id: d.message.queue_id,
-                offset: d.message.offset,
-                credit: d.credit,
-            },
-        );
+        return Some(d.feed);
     }
+    ch.consuming.unacked.insert(
+        tag,
+        Unacked {
+            feed: d.feed,
+            queue_id: d.message.queue_id,
+            offset: d.message.offset,
+            credit: d.credit,
+        },
+    );
+    None
 }
 
 /// The server cancelled a consumer (its queue was deleted).
@@ -469,7 +460,7 @@ fn take(
         let rest = if tag == 0 {
             BTreeMap::new()
         } else {
-            unacked.split_off(&(tag + 1))
+            unacked.split_off(&tag.saturating_add(1))
         };
         let taken = std::mem::replace(unacked, rest);
         return Ok(taken.into_values().collect());
@@ -499,13 +490,17 @@ pub fn settle(ch: &Channel, entries: Vec<Unacked>, outcome: Outcome) {
             None => by_feed.push((e.feed, vec![(e.queue_id, e.offset)])),
         }
     }
-    for (feed, items) in &by_feed {
-        feed.settle(items.clone(), outcome);
-    }
+    let settled: Vec<Arc<Feed>> = by_feed
+        .into_iter()
+        .map(|(feed, items)| {
+            feed.settle(items, outcome);
+            feed
+        })
+        .collect();
     // Channel-wide credit freed here may let other queues' consumers go on.
     if ch.consuming.channel_credit.limit() != 0 {
         for consumer in ch.consuming.consumers.values() {
-            if !by_feed.iter().any(|(f, _)| Arc::ptr_eq(f, &consumer.feed)) {
+            if !settled.iter().any(|f| Arc::ptr_eq(f, &consumer.feed)) {
                 consumer.feed.send(FeedCommand::Wake);
             }
         }

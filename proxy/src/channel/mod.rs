@@ -121,8 +121,6 @@ pub struct Channel {
     pub epoch: u64,
     pub content: ContentAssembler,
     pub confirms: Option<confirm::Confirms>,
-    /// channel.flow from the client: whether it accepts deliveries.
-    pub flow_active: bool,
     pub consuming: consume::Consuming,
 }
 
@@ -133,7 +131,6 @@ impl Channel {
             epoch,
             content: ContentAssembler::default(),
             confirms: None,
-            flow_active: true,
             consuming: consume::Consuming::default(),
         }
     }
@@ -228,7 +225,6 @@ async fn dispatch(
         },
         AMQPClass::Channel(m) => match m {
             channel::AMQPMethod::Flow(f) => {
-                ch.flow_active = f.active;
                 consume::set_flow(ch, f.active);
                 s.out.method(
                     ch.id,

@@ -36,7 +36,7 @@ const EQUIVALENCE_ARGUMENTS: &[&str] = &[
 /// Arguments that are stored but whose behaviour is not implemented yet.
 /// (x-dead-letter-exchange / -routing-key are applied to rejected messages;
 /// expiry and overflow, their other causes, are in this list.)
-const UNAPPLIED_ARGUMENTS: &[&str] = &[
+pub const UNAPPLIED_ARGUMENTS: &[&str] = &[
     "x-expires",
     "x-message-ttl",
     "x-max-length",
@@ -279,22 +279,7 @@ async fn counts(gateway: &crate::Gateway, state: &QueueState) -> Result<(u32, u3
             0,
         ),
     };
-    // Consumers through other gateways, as they last announced them (≤1 s old).
-    let others: i64 = match gateway
-        .store
-        .reader_consumers(topic, crate::follow::now_ms())
-        .await
-    {
-        Ok(readers) => readers
-            .iter()
-            .filter(|(owner, _, _)| *owner != gateway.instance_id)
-            .map(|(_, n, _)| *n)
-            .sum(),
-        Err(error) => {
-            tracing::warn!(%error, "Consumers on other gateways unknown (meta store); counting this gateway's only.");
-            0
-        }
-    };
+    let others = gateway.consumers_elsewhere(topic).await.count;
     let consumers = consumers.saturating_add(others.clamp(0, i64::from(u32::MAX)) as u32);
     Ok((ready.min(u64::from(u32::MAX)) as u32, consumers))
 }

@@ -232,13 +232,9 @@ impl Connection {
                         .channels
                         .get_mut(&d.channel)
                         .filter(|ch| ch.epoch == d.epoch);
-                    let no_ack_feed = ch
-                        .as_ref()
-                        .and_then(|ch| ch.consuming.consumers.get(&d.consumer_tag))
-                        .filter(|c| c.no_ack)
-                        .map(|c| c.feed.clone());
-                    channel::consume::deliver(ch, &mut self.out, self.tuning.frame_max, d);
-                    if let Some(feed) = no_ack_feed {
+                    let written_no_ack =
+                        channel::consume::deliver(ch, &mut self.out, self.tuning.frame_max, d);
+                    if let Some(feed) = written_no_ack {
                         if !wake.iter().any(|f| Arc::ptr_eq(f, &feed)) {
                             wake.push(feed);
                         }

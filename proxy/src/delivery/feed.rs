@@ -453,7 +453,7 @@ impl Task {
         );
         self.pending.push(Box::pin(async move {
             let round = async {
-                let now = now_ms();
+                let now = crate::follow::now_ms();
                 let ttl = LEASE_TTL.as_millis() as i64;
                 let share = if want {
                     store
@@ -1078,12 +1078,6 @@ impl Task {
             }));
         }
     }
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }
 
 fn far() -> Instant {
