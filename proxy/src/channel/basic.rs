@@ -7,6 +7,9 @@
 
 use amq_protocol::frame::AMQPContentHeader;
 use amq_protocol::protocol::{basic, AMQPClass};
+use std::future::Future;
+use std::pin::Pin;
+
 use futures_util::future::try_join_all;
 
 use super::{Channel, PublishDone, Session};
@@ -16,7 +19,7 @@ use crate::mapping::properties::{
     escape_value, properties_to_rocketmq, EXCHANGE, PROPERTIES, ROUTING_KEY,
 };
 use crate::topology::Access;
-use crate::upstream::OutboundMessage;
+use crate::upstream::{OutboundMessage, UpstreamError};
 
 const CLASS: u16 = 60;
 const PUBLISH: u16 = 40;
@@ -67,12 +70,59 @@ pub fn handle_basic_publish(
     Ok(())
 }
 
-/// A complete message: route it and hand it to RocketMQ.
+/// A complete message: route it and hand it to RocketMQ (or hold it until
+/// tx.commit on a transactional channel).
 pub fn publish_content(
     ch: &mut Channel,
     s: &mut Session<'_>,
     content: Content,
 ) -> Result<(), ProtocolError> {
+    if let Some(tx) = ch.tx.as_mut() {
+        if !tx.hold(content) {
+            return Err(s.channel_error(
+                SoftCode::PreconditionFailed,
+                format!(
+                    "the transaction holds more than {} MiB of uncommitted messages; commit more often",
+                    super::tx::MAX_HELD_BYTES >> 20
+                ),
+                CLASS,
+                PUBLISH,
+            ));
+        }
+        return Ok(());
+    }
+    let send = route(ch, s, content)?;
+    let tag = ch.confirms.as_mut().map(|c| c.publish());
+    let Some(send) = send else {
+        // An unroutable message is confirmed at once, after its return.
+        if let (Some(tag), Some(confirms)) = (tag, ch.confirms.as_mut()) {
+            confirms.settle(tag, true);
+        }
+        return Ok(());
+    };
+    let (channel, epoch) = (ch.id, ch.epoch);
+    s.pipeline.push(Box::pin(async move {
+        PublishDone {
+            channel,
+            epoch,
+            tag,
+            result: send.await,
+        }
+    }));
+    metrics::counter!(crate::metrics::PUBLISHED).increment(1);
+    Ok(())
+}
+
+/// Resolves once every copy of one published message is stored.
+pub type Stored = Pin<Box<dyn Future<Output = Result<(), UpstreamError>> + Send>>;
+
+/// Routes a message now and starts storing one copy per destination queue;
+/// None if it reached no queue (a mandatory one is returned first).
+pub fn route(
+    ch: &mut Channel,
+    s: &mut Session<'_>,
+    content: Content,
+) -> Result<Option<Stored>, ProtocolError> {
     let Content {
         publish,
         properties,
@@ -98,12 +148,7 @@ pub fn publish_content(
             };
             s.out.content(ch.id, header, &body, s.frame_max);
         }
-        // An unroutable message is confirmed at once, after its return.
-        if let Some(confirms) = ch.confirms.as_mut() {
-            let tag = confirms.publish();
-            confirms.settle(tag, true);
-        }
-        return Ok(());
+        return Ok(None);
     }
     let stored = properties_to_rocketmq(&properties).map_err(|e| {
         ProtocolError::Channel(
@@ -129,19 +174,9 @@ pub fn publish_content(
             })
         })
         .collect();
-    let tag = ch.confirms.as_mut().map(|c| c.publish());
-    let (channel, epoch) = (ch.id, ch.epoch);
-    s.pipeline.push(Box::pin(async move {
-        let result = try_join_all(sends).await.map(drop);
-        PublishDone {
-            channel,
-            epoch,
-            tag,
-            result,
-        }
-    }));
-    metrics::counter!(crate::metrics::PUBLISHED).increment(1);
-    Ok(())
+    Ok(Some(Box::pin(async move {
+        try_join_all(sends).await.map(drop)
+    })))
 }
 
 /// The RocketMQ topics of the queues a message reaches.

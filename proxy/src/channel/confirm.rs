@@ -69,6 +69,14 @@ pub fn handle_confirm_select(
     s: &mut Session<'_>,
     m: confirm::Select,
 ) -> Result<(), ProtocolError> {
+    if ch.tx.is_some() {
+        return Err(s.channel_error(
+            crate::error::SoftCode::PreconditionFailed,
+            "cannot switch from tx to confirm mode".into(),
+            85,
+            10,
+        ));
+    }
     if ch.confirms.is_none() {
         ch.confirms = Some(Confirms::default());
     }

@@ -451,7 +451,7 @@ fn take(
     tag: u64,
     multiple: bool,
     method: u16,
-) -> Result<Vec<Unacked>, ProtocolError> {
+) -> Result<BTreeMap<u64, Unacked>, ProtocolError> {
     let unacked = &mut ch.consuming.unacked;
     if multiple {
         if tag != 0 && !unacked.contains_key(&tag) {
@@ -462,12 +462,19 @@ fn take(
         } else {
             unacked.split_off(&tag.saturating_add(1))
         };
-        let taken = std::mem::replace(unacked, rest);
-        return Ok(taken.into_values().collect());
+        return Ok(std::mem::replace(unacked, rest));
     }
     match unacked.remove(&tag) {
-        Some(entry) => Ok(vec![entry]),
+        Some(entry) => Ok(BTreeMap::from([(tag, entry)])),
         None => Err(unknown_tag(ch, tag, method)),
+    }
+}
+
+/// Settles now, or at tx.commit on a transactional channel.
+fn settle_or_hold(ch: &mut Channel, entries: BTreeMap<u64, Unacked>, outcome: Outcome) {
+    match ch.tx.as_mut() {
+        Some(tx) => tx.hold_settlement(entries, outcome),
+        None => settle(ch, entries.into_values().collect(), outcome),
     }
 }
 
@@ -509,7 +516,7 @@ pub fn settle(ch: &Channel, entries: Vec<Unacked>, outcome: Outcome) {
 
 pub fn handle_basic_ack(ch: &mut Channel, m: basic::Ack) -> Result<(), ProtocolError> {
     let entries = take(ch, m.delivery_tag, m.multiple, 80)?;
-    settle(ch, entries, Outcome::Ack);
+    settle_or_hold(ch, entries, Outcome::Ack);
     Ok(())
 }
 
@@ -520,7 +527,7 @@ pub fn handle_basic_nack(ch: &mut Channel, m: basic::Nack) -> Result<(), Protoco
     } else {
         Outcome::Reject
     };
-    settle(ch, entries, outcome);
+    settle_or_hold(ch, entries, outcome);
     Ok(())
 }
 
@@ -531,7 +538,7 @@ pub fn handle_basic_reject(ch: &mut Channel, m: basic::Reject) -> Result<(), Pro
     } else {
         Outcome::Reject
     };
-    settle(ch, entries, outcome);
+    settle_or_hold(ch, entries, outcome);
     Ok(())
 }
 
@@ -597,6 +604,11 @@ pub fn handle_basic_qos(
 /// A channel is gone (closed by either side, or its connection ended): its
 /// unacked messages are requeued and its consumers removed.
 pub async fn release(gateway: &Arc<Gateway>, vhost: &Arc<Vhost>, ch: &mut Channel) {
+    // Acknowledgements of a transaction never committed do not count.
+    if let Some(mut tx) = ch.tx.take() {
+        let back: Vec<(u64, Unacked)> = tx.unsettled().collect();
+        ch.consuming.unacked.extend(back);
+    }
     let entries = std::mem::take(&mut ch.consuming.unacked)
         .into_values()
         .collect();

@@ -11,6 +11,7 @@ pub mod confirm;
 pub mod consume;
 pub mod exchange;
 pub mod queue;
+pub mod tx;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -122,6 +123,8 @@ pub struct Channel {
     pub content: ContentAssembler,
     pub confirms: Option<confirm::Confirms>,
     pub consuming: consume::Consuming,
+    /// tx.select was sent: what the open transaction holds.
+    pub tx: Option<tx::Transaction>,
 }
 
 impl Channel {
@@ -132,6 +135,7 @@ impl Channel {
             content: ContentAssembler::default(),
             confirms: None,
             consuming: consume::Consuming::default(),
+            tx: None,
         }
     }
 }
@@ -216,9 +220,9 @@ async fn dispatch(
             c::AMQPMethod::SelectOk(_) => Err(server_method("confirm")),
         },
         AMQPClass::Tx(m) => match m {
-            tx::AMQPMethod::Select(_) | tx::AMQPMethod::Commit(_) | tx::AMQPMethod::Rollback(_) => {
-                Err(not_yet("transactions (tx.select)"))
-            }
+            tx::AMQPMethod::Select(_) => self::tx::handle_tx_select(ch, s),
+            tx::AMQPMethod::Commit(_) => self::tx::handle_tx_commit(ch, s).await,
+            tx::AMQPMethod::Rollback(_) => self::tx::handle_tx_rollback(ch, s),
             tx::AMQPMethod::SelectOk(_)
             | tx::AMQPMethod::CommitOk(_)
             | tx::AMQPMethod::RollbackOk(_) => Err(server_method("tx")),
@@ -270,15 +274,6 @@ fn server_method(class: &str) -> ProtocolError {
     ConnectionException::new(
         HardCode::CommandInvalid,
         format!("{class} method that only a server may send"),
-    )
-    .into()
-}
-
-/// A method the gateway does not serve yet: a clear 540, never a silent no-op.
-fn not_yet(what: &str) -> ProtocolError {
-    ConnectionException::new(
-        HardCode::NotImplemented,
-        format!("{what} is not implemented by this gateway yet"),
     )
     .into()
 }

@@ -4,6 +4,7 @@
 
 mod connection;
 mod consume;
+mod features;
 mod harness;
 mod meta;
 mod publish;
