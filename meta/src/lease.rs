@@ -177,9 +177,43 @@ pub fn share(queues: usize, readers: usize, index: usize) -> usize {
     queues / readers + usize::from(index < queues % readers)
 }
 
+/// This reader's share given every live reader as (owner, consumers,
+/// exclusive): readers with consumers split the message queues; readers
+/// without (a basic.get, a gateway expiring messages) read only while no
+/// reader has consumers, so that messages never wait where no one consumes.
+pub fn share_among(queues: usize, readers: &[(String, i64, bool)], me: &str) -> usize {
+    let consuming = readers.iter().any(|(_, n, _)| *n > 0);
+    let eligible: Vec<&str> = readers
+        .iter()
+        .filter(|(_, n, _)| !consuming || *n > 0)
+        .map(|(owner, _, _)| owner.as_str())
+        .collect();
+    match eligible.iter().position(|o| *o == me) {
+        Some(index) => share(queues, eligible.len(), index),
+        None if eligible.is_empty() => queues,
+        None => 0,
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::share;
+    use super::{share, share_among};
+
+    #[test]
+    fn readers_with_consumers_come_before_readers_without() {
+        let r = |o: &str, n: i64| (o.to_owned(), n, false);
+        let idle = [r("a", 0), r("b", 0)];
+        assert_eq!(share_among(4, &idle, "a") + share_among(4, &idle, "b"), 4);
+        let mixed = [r("a", 0), r("b", 2), r("c", 1)];
+        assert_eq!(share_among(4, &mixed, "a"), 0, "no consumers: stands by");
+        assert_eq!(share_among(4, &mixed, "b"), 2);
+        assert_eq!(share_among(4, &mixed, "c"), 2);
+        assert_eq!(
+            share_among(3, &[], "a"),
+            3,
+            "not announced yet: reads alone"
+        );
+    }
 
     #[test]
     fn shares_cover_every_queue_exactly_once() {

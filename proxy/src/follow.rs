@@ -51,6 +51,7 @@ pub async fn follow(gateway: std::sync::Weak<Gateway>, mut revision: i64) {
         if result.is_ok() && Instant::now() >= heartbeat_at {
             heartbeat_at = Instant::now() + HEARTBEAT_EVERY;
             result = gw.heartbeat().await;
+            gw.start_expiring_feeds();
         }
         if result.is_ok() && Instant::now() >= orphans_at {
             orphans_at = Instant::now() + ORPHANS_EVERY;

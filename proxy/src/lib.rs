@@ -146,6 +146,7 @@ impl Gateway {
         });
         gateway.heartbeat().await?;
         gateway.delete_orphaned_exclusive_queues().await?;
+        gateway.start_expiring_feeds();
         tokio::spawn(follow::follow(Arc::downgrade(&gateway), snapshot.revision));
         Ok(gateway)
     }
@@ -223,10 +224,35 @@ impl Gateway {
         Ok(())
     }
 
+    /// Queues whose messages expire (x-message-ttl) or are dead-lettered get
+    /// a feed even without consumers, so that expired messages leave (to
+    /// their dead-letter exchange) when they reach the head, as in RabbitMQ.
+    /// Runs at start and with every heartbeat (queues declared elsewhere).
+    pub fn start_expiring_feeds(&self) {
+        for vhost in self.topology.vhosts() {
+            let queues: Vec<meta::Queue> = vhost
+                .read()
+                .queues
+                .values()
+                .filter(|q| self.feeds.get(&q.record.topic).is_none() && expires(&q.arguments))
+                .map(|q| q.record.clone())
+                .collect();
+            for queue in queues {
+                self.feeds.get_or_start(&vhost, &queue);
+            }
+        }
+    }
+
     /// The largest body accepted: the configured limit, within RocketMQ's.
     pub fn max_message_size(&self) -> u64 {
         self.config
             .max_message_size
             .min(self.upstream.max_message_size())
     }
+}
+
+/// Whether a queue's messages can expire or be dead-lettered without a consumer.
+pub fn expires(arguments: &amq_protocol::types::FieldTable) -> bool {
+    let args = arguments.inner();
+    args.contains_key("x-message-ttl") || args.contains_key("x-dead-letter-exchange")
 }

@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-use amq_protocol::types::FieldTable;
+use amq_protocol::types::{AMQPValue, FieldTable};
 use regex::Regex;
 
 use crate::mapping::names;
@@ -351,6 +351,21 @@ impl Topology {
 }
 
 /// Decodes stored field-table arguments (AMQP wire encoding).
+/// An integer argument (x-message-ttl, x-max-priority...) of any integer
+/// type a client may send it as.
+pub fn integer_argument(value: &AMQPValue) -> Option<i64> {
+    Some(match value {
+        AMQPValue::ShortShortInt(n) => i64::from(*n),
+        AMQPValue::ShortShortUInt(n) => i64::from(*n),
+        AMQPValue::ShortInt(n) => i64::from(*n),
+        AMQPValue::ShortUInt(n) => i64::from(*n),
+        AMQPValue::LongInt(n) => i64::from(*n),
+        AMQPValue::LongUInt(n) => i64::from(*n),
+        AMQPValue::LongLongInt(n) => *n,
+        _ => return None,
+    })
+}
+
 pub fn decode_arguments(raw: &[u8]) -> Result<FieldTable, String> {
     if raw.is_empty() {
         return Ok(FieldTable::default());

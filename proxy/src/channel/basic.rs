@@ -16,7 +16,8 @@ use super::{Channel, PublishDone, Session};
 use crate::codec::content::Content;
 use crate::error::{ConnectionException, HardCode, ProtocolError, SoftCode};
 use crate::mapping::properties::{
-    escape_value, properties_to_rocketmq, EXCHANGE, PROPERTIES, ROUTING_KEY,
+    escape_value, parse_expiration, properties_to_rocketmq, EXCHANGE, MESSAGE_TTL, PROPERTIES,
+    ROUTING_KEY,
 };
 use crate::topology::Access;
 use crate::upstream::{OutboundMessage, UpstreamError};
@@ -150,6 +151,16 @@ pub fn route(
         }
         return Ok(None);
     }
+    let ttl = match properties.expiration() {
+        Some(text) => Some(parse_expiration(text.as_str()).map_err(|e| {
+            ProtocolError::Channel(
+                ch.id,
+                crate::error::ChannelException::new(SoftCode::PreconditionFailed, e)
+                    .on_method(CLASS, PUBLISH),
+            )
+        })?),
+        None => None,
+    };
     let stored = properties_to_rocketmq(&properties).map_err(|e| {
         ProtocolError::Channel(
             ch.id,
@@ -163,6 +174,9 @@ pub fn route(
     ];
     if let Some(stored) = stored {
         props.push((PROPERTIES, stored));
+    }
+    if let Some(ttl) = ttl {
+        props.push((MESSAGE_TTL, ttl.to_string()));
     }
     let sends: Vec<_> = topics
         .into_iter()

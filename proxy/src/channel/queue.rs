@@ -34,11 +34,10 @@ const EQUIVALENCE_ARGUMENTS: &[&str] = &[
 ];
 
 /// Arguments that are stored but whose behaviour is not implemented yet.
-/// (x-dead-letter-exchange / -routing-key are applied to rejected messages;
-/// expiry and overflow, their other causes, are in this list.)
+/// (x-dead-letter-exchange / -routing-key are applied to rejected and
+/// expired messages; overflow, their other cause, is in this list.)
 pub const UNAPPLIED_ARGUMENTS: &[&str] = &[
     "x-expires",
-    "x-message-ttl",
     "x-max-length",
     "x-max-length-bytes",
     "x-max-priority",
@@ -69,6 +68,7 @@ pub async fn handle_queue_declare(
     }
     s.check(Access::Configure, "queue", &name, CLASS, 10)?;
     check_queue_type(&m.arguments)?;
+    check_numeric_arguments(s, &name, &m.arguments)?;
     let _changes = vhost.changes.lock().await;
     let existing = vhost.read().queues.get(&name).cloned();
     if let Some(state) = existing {
@@ -106,6 +106,9 @@ pub async fn handle_queue_declare(
         arguments: m.arguments.clone(),
     };
     vhost.write().queues.insert(name.clone(), state.clone());
+    if crate::expires(&state.arguments) {
+        s.gateway.feeds.get_or_start(&vhost, &state.record);
+    }
     tracing::info!(vhost = %vhost.name, queue = %name, topic = %state.record.topic, "Queue declared.");
     ch.consuming.last_queue = Some(name.clone());
     if m.nowait {
@@ -148,6 +151,39 @@ fn check_queue_type(arguments: &FieldTable) -> Result<(), ProtocolError> {
         .on_method(CLASS, 10)
         .into()),
     }
+}
+
+/// The queue arguments the gateway applies must be integers in range, as
+/// RabbitMQ checks them (406 otherwise).
+fn check_numeric_arguments(
+    s: &Session<'_>,
+    queue: &str,
+    arguments: &FieldTable,
+) -> Result<(), ProtocolError> {
+    for (key, max) in [
+        ("x-message-ttl", i64::from(u32::MAX)),
+        ("x-max-priority", 255),
+    ] {
+        let Some(value) = arguments.inner().get(key) else {
+            continue;
+        };
+        let problem = match crate::topology::integer_argument(value) {
+            None => "not an integer".to_owned(),
+            Some(n) if n < 0 => format!("negative ({n})"),
+            Some(n) if n > max => format!("above the maximum {max} ({n})"),
+            Some(_) => continue,
+        };
+        return Err(s.channel_error(
+            SoftCode::PreconditionFailed,
+            format!(
+                "invalid arg '{key}' for queue '{queue}' in vhost '{}': {problem}",
+                s.vhost.name
+            ),
+            CLASS,
+            10,
+        ));
+    }
+    Ok(())
 }
 
 fn check_equivalent(

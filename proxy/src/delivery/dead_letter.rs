@@ -1,17 +1,18 @@
-//! Dead-lettering: a message rejected without requeue from a queue with
-//! `x-dead-letter-exchange` is published to that exchange, with the x-death
-//! headers RabbitMQ 3.10 writes, before the original is settled.
+//! Dead-lettering: a message rejected without requeue, or expired, in a
+//! queue with `x-dead-letter-exchange` is published to that exchange, with
+//! the x-death headers RabbitMQ 3.10 writes and without its expiration,
+//! before the original is settled.
 
 use amq_protocol::protocol::BasicProperties;
 use amq_protocol::types::{AMQPValue, FieldArray, FieldTable, LongString};
 use futures_util::future::try_join_all;
 
 use crate::mapping::properties::{
-    escape_value, properties_to_rocketmq, rocketmq_to_properties, unescape_value, EXCHANGE,
-    PROPERTIES, ROUTING_KEY,
+    escape_value, properties_to_rocketmq, rocketmq_to_properties, unescape_value,
+    without_expiration, EXCHANGE, PROPERTIES, ROUTING_KEY,
 };
 use crate::topology::Vhost;
-use crate::upstream::{OutboundMessage, Upstream, UpstreamError};
+use crate::upstream::{InboundMessage, OutboundMessage, Upstream, UpstreamError};
 
 /// Where a queue's dead letters go.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,12 +41,14 @@ pub fn target(vhost: &Vhost, queue: &str) -> Option<Target> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Reason {
     Rejected,
+    Expired,
 }
 
 impl Reason {
     fn as_str(self) -> &'static str {
         match self {
             Reason::Rejected => "rejected",
+            Reason::Expired => "expired",
         }
     }
 }
@@ -120,7 +123,7 @@ pub fn with_death(
         "x-death".into(),
         AMQPValue::FieldArray(FieldArray::from(deaths)),
     );
-    properties.clone().with_headers(headers)
+    without_expiration(properties).with_headers(headers)
 }
 
 /// Reads the message at `offset` back, publishes it to the dead-letter
@@ -139,6 +142,19 @@ pub async fn send(
         tracing::error!(%topic, offset, "A rejected message is no longer in RocketMQ; it cannot be dead-lettered.");
         return Ok(());
     };
+    republish(upstream, vhost, queue, &message, target, Reason::Rejected).await
+}
+
+/// Publishes a message that died in `queue` to the dead-letter exchange;
+/// resolves once every copy is stored.
+pub async fn republish(
+    upstream: &dyn Upstream,
+    vhost: &Vhost,
+    queue: &str,
+    message: &InboundMessage,
+    target: &Target,
+    reason: Reason,
+) -> Result<(), UpstreamError> {
     let properties = rocketmq_to_properties(message.property(PROPERTIES))
         .map_err(|e| UpstreamError::Refused(e.to_string()))?;
     let exchange = message
@@ -152,19 +168,12 @@ pub async fn send(
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
-    let properties = with_death(
-        &properties,
-        queue,
-        Reason::Rejected,
-        &exchange,
-        &routing_key,
-        now,
-    );
+    let properties = with_death(&properties, queue, reason, &exchange, &routing_key, now);
     let new_key = target.routing_key.clone().unwrap_or(routing_key);
     let topics: Vec<String> = {
         let topology = vhost.read();
         if !topology.has_exchange(&target.exchange) {
-            tracing::warn!(vhost = %vhost.name, %queue, exchange = %target.exchange, "Dead-letter exchange does not exist; the rejected message is dropped, as RabbitMQ drops it.");
+            tracing::warn!(vhost = %vhost.name, %queue, exchange = %target.exchange, reason = reason.as_str(), "Dead-letter exchange does not exist; the message is dropped, as RabbitMQ drops it.");
             return Ok(());
         }
         topology.destination_topics(&target.exchange, &new_key, properties.headers().as_ref())
@@ -227,6 +236,7 @@ mod tests {
             text_of(e.get("original-expiration")).as_deref(),
             Some("60000")
         );
+        assert_eq!(p.expiration(), &None, "a dead letter does not expire again");
         let h = p.headers().clone().unwrap();
         assert_eq!(
             text_of(h.inner().get("x-first-death-queue")).as_deref(),

@@ -25,6 +25,8 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::{sleep_until, Instant};
 
 use super::{dead_letter, ConsumerSlot, Delivery, FeedContext, ToConnection};
+use crate::follow::now_ms;
+use crate::mapping::properties::MESSAGE_TTL;
 use crate::topology::Vhost;
 use crate::upstream::{InboundMessage, Partition, Pulled, Upstream, UpstreamError};
 
@@ -34,6 +36,9 @@ const LONG_POLL: Duration = Duration::from_secs(5);
 const PULL_BATCH: u32 = 64;
 /// Read ahead at most this many messages per message queue.
 const READ_AHEAD: usize = 512;
+/// Messages asked for per read when no consumer is here and the feed reads
+/// only to expire messages (small: such feeds may be many and long-lived).
+const REAP_BATCH: u32 = 16;
 /// Offsets are committed at most this often per message queue.
 const COMMIT_EVERY: Duration = Duration::from_millis(50);
 /// After a failed read or commit, wait this long before trying again.
@@ -104,6 +109,7 @@ pub struct Feed {
 impl Feed {
     pub fn start(context: FeedContext, vhost: Arc<Vhost>, queue: &meta::Queue) -> Arc<Feed> {
         let (tx, rx) = mpsc::unbounded_channel();
+        let expiry = Expiry::of(&vhost, &queue.name);
         let feed = Arc::new(Feed {
             tx,
             topic: queue.topic.clone(),
@@ -132,6 +138,8 @@ impl Feed {
             probe_retries: 0,
             pending: FuturesUnordered::new(),
             commit_at: None,
+            expiry,
+            expire_at: None,
         };
         tokio::spawn(task.run());
         feed
@@ -177,6 +185,45 @@ impl Feed {
         let (reply, answer) = oneshot::channel();
         self.send(FeedCommand::Purge(partitions, reply));
         answer.await.unwrap_or(0)
+    }
+}
+
+/// How a queue's messages expire (x-message-ttl, per-message expiration).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Expiry {
+    /// The queue's x-message-ttl in milliseconds.
+    pub queue_ttl: Option<i64>,
+    /// The feed reads even without consumers, to expire messages when they
+    /// reach the head (and dead-letter them): queues with x-message-ttl or
+    /// a dead-letter exchange.
+    pub reaps: bool,
+}
+
+impl Expiry {
+    pub fn of(vhost: &Vhost, queue: &str) -> Expiry {
+        let topology = vhost.read();
+        let Some(state) = topology.queues.get(queue) else {
+            return Expiry::default();
+        };
+        let args = state.arguments.inner();
+        let queue_ttl = args
+            .get("x-message-ttl")
+            .and_then(crate::topology::integer_argument)
+            .filter(|ttl| *ttl >= 0);
+        Expiry {
+            queue_ttl,
+            reaps: queue_ttl.is_some() || args.contains_key("x-dead-letter-exchange"),
+        }
+    }
+
+    /// When the message expires (milliseconds since the epoch), if it does.
+    fn deadline(&self, m: &InboundMessage) -> Option<i64> {
+        let own = m.property(MESSAGE_TTL).and_then(|t| t.parse::<i64>().ok());
+        let ttl = match (self.queue_ttl, own) {
+            (Some(q), Some(o)) => q.min(o),
+            (q, o) => q.or(o)?,
+        };
+        Some(m.born_ms.saturating_add(ttl))
     }
 }
 
@@ -232,6 +279,17 @@ impl Part {
         match self.again.pop_front() {
             Some(again) => Some(again),
             None => self.fresh.pop_front().map(|m| (m, false)),
+        }
+    }
+
+    /// The message `take` would return, left in place.
+    fn head(&self) -> Option<&InboundMessage> {
+        if !self.has_message() {
+            return None;
+        }
+        match self.again.front() {
+            Some((m, _)) => Some(m),
+            None => self.fresh.front(),
         }
     }
 
@@ -309,6 +367,9 @@ struct Task {
     probe_retries: u32,
     pending: FuturesUnordered<EventFuture>,
     commit_at: Option<Instant>,
+    expiry: Expiry,
+    /// When the earliest buffered head message expires.
+    expire_at: Option<Instant>,
 }
 
 impl Task {
@@ -388,10 +449,16 @@ impl Task {
 
     fn next_timer(&self) -> Option<Instant> {
         let retry = self.parts.iter().filter_map(|p| p.retry_at).min();
-        [retry, self.commit_at, self.lease_due(), self.probe_again_at]
-            .into_iter()
-            .flatten()
-            .min()
+        [
+            retry,
+            self.commit_at,
+            self.lease_due(),
+            self.probe_again_at,
+            self.expire_at,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     /// When the next lease round should run; none while one runs, or while
@@ -413,7 +480,8 @@ impl Task {
 
     /// Whether this gateway should read the queue at all.
     fn wants_to_read(&self) -> bool {
-        !self.consumers.is_empty()
+        self.expiry.reaps
+            || !self.consumers.is_empty()
             || !self.gets.is_empty()
             || self.parts.iter().any(|p| p.leased && !p.idle())
     }
@@ -459,9 +527,8 @@ impl Task {
                     store
                         .announce_reader(&topic, &owner, now, ttl, consumers, exclusive)
                         .await?;
-                    let readers = store.readers(&topic, now).await?;
-                    let index = readers.iter().position(|r| *r == owner).unwrap_or(0);
-                    meta::lease::share(all.len(), readers.len().max(1), index)
+                    let readers = store.reader_consumers(&topic, now).await?;
+                    meta::lease::share_among(all.len(), &readers, &owner)
                 } else {
                     store.withdraw_reader(&topic, &owner).await?;
                     0
@@ -732,8 +799,9 @@ impl Task {
 
     /// Hands ready messages to waiting gets, then to consumers with credit.
     fn dispatch(&mut self) {
+        self.reap();
         while !self.gets.is_empty() {
-            let Some((id, message, redelivered)) = self.take_ready() else {
+            let Some((id, message, redelivered)) = self.take_live() else {
                 break;
             };
             let remaining = self
@@ -769,7 +837,7 @@ impl Task {
             let Some(index) = self.consumer_with_credit() else {
                 return;
             };
-            let Some((id, message, redelivered)) = self.take_ready() else {
+            let Some((id, message, redelivered)) = self.take_live() else {
                 self.consumers[index].credit.release(1);
                 return;
             };
@@ -828,6 +896,80 @@ impl Task {
         None
     }
 
+    /// A ready message that has not expired; expired ones met on the way are
+    /// dead-lettered or dropped.
+    fn take_live(&mut self) -> Option<(i32, InboundMessage, bool)> {
+        let now = now_ms();
+        loop {
+            let (id, message, redelivered) = self.take_ready()?;
+            match self.expiry.deadline(&message) {
+                Some(at) if at <= now => self.expire(id, message),
+                _ => return Some((id, message, redelivered)),
+            }
+        }
+    }
+
+    /// Expires the messages at the head of each message queue read here
+    /// (RabbitMQ expires a message when it reaches the head), and sets the
+    /// timer for the next head to expire.
+    fn reap(&mut self) {
+        let now = now_ms();
+        let mut next: Option<i64> = None;
+        for index in 0..self.parts.len() {
+            loop {
+                let part = &self.parts[index];
+                let deadline = match part.head() {
+                    Some(head) if part.leased => self.expiry.deadline(head),
+                    _ => None,
+                };
+                match deadline {
+                    Some(at) if at <= now => {
+                        let id = self.parts[index].id;
+                        if let Some((message, _)) = self.parts[index].take() {
+                            self.expire(id, message);
+                        }
+                    }
+                    Some(at) => {
+                        next = Some(next.map_or(at, |n| n.min(at)));
+                        break;
+                    }
+                    None => break,
+                }
+            }
+        }
+        self.expire_at =
+            next.map(|at| Instant::now() + Duration::from_millis((at - now).max(0) as u64));
+    }
+
+    /// An expired message: dead-lettered (it stays outstanding until the
+    /// copy is stored) or dropped.
+    fn expire(&mut self, id: i32, message: InboundMessage) {
+        metrics::counter!(crate::metrics::EXPIRED).increment(1);
+        if let Some(target) = dead_letter::target(&self.vhost, &self.feed.queue) {
+            if let Some(part) = self.parts.iter_mut().find(|p| p.id == id) {
+                part.outstanding.insert(message.offset);
+            }
+            let (upstream, vhost, queue) = (
+                self.upstream.clone(),
+                self.vhost.clone(),
+                self.feed.queue.clone(),
+            );
+            self.pending.push(Box::pin(async move {
+                let result = dead_letter::republish(
+                    &*upstream,
+                    &vhost,
+                    &queue,
+                    &message,
+                    &target,
+                    dead_letter::Reason::Expired,
+                )
+                .await;
+                Event::DeadLettered(id, message.offset, result)
+            }));
+        }
+        self.commit_soon();
+    }
+
     /// A ready message, taking message queues in turn.
     fn take_ready(&mut self) -> Option<(i32, InboundMessage, bool)> {
         let n = self.parts.len();
@@ -845,6 +987,7 @@ impl Task {
     fn schedule(&mut self) {
         let now = Instant::now();
         let wanted = self.consumers.iter().any(|c| c.credit.has_room());
+        let reaps = self.expiry.reaps;
         for part in self.parts.iter_mut().filter(|p| p.leased) {
             if part.retry_at.is_some_and(|t| t > now) {
                 continue;
@@ -863,8 +1006,14 @@ impl Task {
                     Event::Again(id, from, result)
                 }));
             }
-            if wanted && !part.releasing && !part.pulling_fresh && part.fresh.len() < READ_AHEAD {
+            let to_expire = reaps && part.fresh.is_empty();
+            if (wanted || to_expire)
+                && !part.releasing
+                && !part.pulling_fresh
+                && part.fresh.len() < READ_AHEAD
+            {
                 part.pulling_fresh = true;
+                let batch = if wanted { PULL_BATCH } else { REAP_BATCH };
                 let (upstream, topic, id, from) = (
                     self.upstream.clone(),
                     self.topic.clone(),
@@ -873,7 +1022,7 @@ impl Task {
                 );
                 self.pending.push(Box::pin(async move {
                     let result = upstream
-                        .pull(&topic, id, from, PULL_BATCH, Some(LONG_POLL))
+                        .pull(&topic, id, from, batch, Some(LONG_POLL))
                         .await;
                     Event::Fresh(id, result)
                 }));

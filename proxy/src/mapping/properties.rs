@@ -19,6 +19,46 @@ pub const EXCHANGE: &str = "AMQP_EX";
 /// The AMQP basic properties, base64 of their wire encoding.
 pub const PROPERTIES: &str = "AMQP_P";
 
+/// The message's own time to live in milliseconds (its `expiration`), set
+/// only when it has one, so that a feed need not decode the properties.
+pub const MESSAGE_TTL: &str = "AMQP_TTL";
+/// Which priority level (message queue) of a priority queue holds it.
+pub const PRIORITY: &str = "AMQP_PRI";
+
+/// A message's `expiration` as RabbitMQ reads it: a non-negative integer
+/// number of milliseconds in a string.
+pub fn parse_expiration(text: &str) -> Result<u64, String> {
+    text.parse::<u64>()
+        .map_err(|_| format!("invalid expiration '{text}': not a non-negative integer"))
+}
+
+/// The properties without `expiration` (a dead-lettered copy must not expire
+/// again, as RabbitMQ strips it; x-death keeps the original).
+pub fn without_expiration(p: &AMQPProperties) -> AMQPProperties {
+    let mut out = AMQPProperties::default();
+    macro_rules! copy {
+        ($($get:ident => $set:ident),* $(,)?) => {
+            $(if let Some(v) = p.$get().clone() { out = out.$set(v); })*
+        };
+    }
+    copy!(
+        content_type => with_content_type,
+        content_encoding => with_content_encoding,
+        headers => with_headers,
+        delivery_mode => with_delivery_mode,
+        priority => with_priority,
+        correlation_id => with_correlation_id,
+        reply_to => with_reply_to,
+        message_id => with_message_id,
+        timestamp => with_timestamp,
+        kind => with_type,
+        user_id => with_user_id,
+        app_id => with_app_id,
+        cluster_id => with_cluster_id,
+    );
+    out
+}
+
 /// Room we allow the encoded AMQP properties, leaving the rest of RocketMQ's
 /// 32 KiB property budget to the routing key, exchange and broker properties.
 pub const MAX_ENCODED_PROPERTIES: usize = 30_000;
@@ -155,6 +195,37 @@ mod tests {
         );
         t.insert("void".into(), AMQPValue::Void);
         t
+    }
+
+    #[test]
+    fn without_expiration_keeps_every_other_property() {
+        let full = AMQPProperties::default()
+            .with_content_type("text/plain".into())
+            .with_content_encoding("gzip".into())
+            .with_headers(every_type())
+            .with_delivery_mode(2)
+            .with_priority(7)
+            .with_correlation_id("c".into())
+            .with_reply_to("r".into())
+            .with_expiration("60000".into())
+            .with_message_id("m".into())
+            .with_timestamp(1_700_000_000)
+            .with_type("k".into())
+            .with_user_id("guest".into())
+            .with_app_id("a".into())
+            .with_cluster_id("x".into());
+        let stripped = without_expiration(&full);
+        assert_eq!(stripped.expiration(), &None);
+        assert_eq!(stripped.with_expiration("60000".into()), full);
+    }
+
+    #[test]
+    fn expiration_is_a_non_negative_integer() {
+        assert_eq!(parse_expiration("0"), Ok(0));
+        assert_eq!(parse_expiration("2000"), Ok(2000));
+        assert!(parse_expiration("-1").is_err());
+        assert!(parse_expiration("1.5").is_err());
+        assert!(parse_expiration("soon").is_err());
     }
 
     #[test]

@@ -30,6 +30,9 @@ pub struct InboundMessage {
     pub queue_id: i32,
     /// Position in its message queue.
     pub offset: i64,
+    /// When it was sent to RocketMQ (the sender's clock, milliseconds since
+    /// the epoch): where its time to live counts from.
+    pub born_ms: i64,
     pub body: Bytes,
     /// User properties (RocketMQ's own are left out).
     pub properties: Vec<(String, String)>,

@@ -322,6 +322,7 @@ fn inbound(m: &MessageExt) -> InboundMessage {
     InboundMessage {
         queue_id: m.queue_id(),
         offset: m.queue_offset(),
+        born_ms: m.born_timestamp(),
         body: m.body().unwrap_or_default(),
         properties,
     }
@@ -430,10 +431,18 @@ impl Upstream for RocketMq {
                     .examine_consume_stats(group.into(), Some(topic.into()), None, Some(addr), None)
                     .await
                     .map_err(|e| unavailable("consume stats", e))?;
+                // Confirmed sends count even before the broker indexed them.
                 total += stats
                     .offset_table
-                    .values()
-                    .map(|w| (w.get_broker_offset() - w.get_consumer_offset().max(0)).max(0) as u64)
+                    .iter()
+                    .map(|(mq, w)| {
+                        let written = self
+                            .written
+                            .get(&(topic.to_owned(), mq.queue_id()))
+                            .map_or(0, |e| *e);
+                        let max = w.get_broker_offset().max(written);
+                        (max - w.get_consumer_offset().max(0)).max(0) as u64
+                    })
                     .sum::<u64>();
             }
             Ok(total)

@@ -7,11 +7,11 @@ use lapin::options::{
     BasicAckOptions, BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions,
     QueueDeclareOptions,
 };
-use lapin::types::FieldTable;
+use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Channel};
 
 use crate::harness::{unique, TestGateway};
-use crate::publish::message_count;
+use crate::publish::{message_count, message_count_expecting};
 use crate::reply_code;
 
 async fn declare(ch: &Channel, queue: &str, args: FieldTable) {
@@ -112,4 +112,115 @@ async fn transactions_hold_publishes_and_acks_until_commit() {
         .unwrap();
     let err = confirming.tx_select().await.unwrap_err();
     assert_eq!(reply_code(&err), Some(406));
+}
+
+#[tokio::test]
+async fn expired_messages_leave_at_the_head_and_are_dead_lettered_without_a_consumer() {
+    let gw = TestGateway::start().await;
+    let conn = gw.connect().await;
+    let ch = conn.create_channel().await.unwrap();
+    let (q, dead) = (unique("ttl"), unique("ttl-dead"));
+    declare(&ch, &dead, FieldTable::default()).await;
+    let mut args = FieldTable::default();
+    args.insert("x-message-ttl".into(), AMQPValue::LongInt(300));
+    args.insert(
+        "x-dead-letter-exchange".into(),
+        AMQPValue::LongString("".into()),
+    );
+    args.insert(
+        "x-dead-letter-routing-key".into(),
+        AMQPValue::LongString(dead.as_str().into()),
+    );
+    declare(&ch, &q, args).await;
+    ch.confirm_select(ConfirmSelectOptions::default())
+        .await
+        .unwrap();
+    for (i, expiration) in [None, Some("60000"), Some("100")].into_iter().enumerate() {
+        let mut props = BasicProperties::default();
+        if let Some(e) = expiration {
+            props = props.with_expiration(e.into());
+        }
+        ch.basic_publish(
+            "".into(),
+            q.as_str().into(),
+            BasicPublishOptions::default(),
+            format!("m{i}").as_bytes(),
+            props,
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    }
+    assert_eq!(message_count(&ch, &q).await, 3, "not expired yet");
+    // Nobody consumes the queue: the gateway still expires and dead-letters.
+    let moved = message_count_expecting(&ch, &dead, Some(3)).await;
+    assert_eq!(moved, 3, "all three expired within the queue's 300 ms TTL");
+    assert_eq!(message_count(&ch, &q).await, 0);
+    let mut bodies = Vec::new();
+    while let Some(m) = ch
+        .basic_get(dead.as_str().into(), BasicGetOptions { no_ack: true })
+        .await
+        .unwrap()
+    {
+        let p = &m.delivery.properties;
+        assert_eq!(p.expiration(), &None, "a dead letter does not expire again");
+        let headers = p.headers().clone().expect("x-death headers");
+        assert_eq!(
+            headers.inner().get("x-first-death-reason"),
+            Some(&AMQPValue::LongString("expired".into()))
+        );
+        bodies.push(String::from_utf8(m.delivery.data.clone()).unwrap());
+    }
+    assert_eq!(bodies, ["m0", "m1", "m2"], "in queue order");
+}
+
+#[tokio::test]
+async fn a_message_expiration_drops_it_unread_and_a_bad_one_is_406() {
+    let gw = TestGateway::start().await;
+    let conn = gw.connect().await;
+    let ch = conn.create_channel().await.unwrap();
+    let q = unique("expiration");
+    declare(&ch, &q, FieldTable::default()).await;
+    send(
+        &ch,
+        &q,
+        "short",
+        BasicProperties::default().with_expiration("150".into()),
+    )
+    .await;
+    send(&ch, &q, "stays", BasicProperties::default()).await;
+    send(
+        &ch,
+        &q,
+        "long",
+        BasicProperties::default().with_expiration("600000".into()),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let mut got = Vec::new();
+    while let Some((tag, body)) = get_body(&ch, &q).await {
+        ch.basic_ack(tag, BasicAckOptions::default()).await.unwrap();
+        got.push(body);
+    }
+    assert_eq!(got, ["stays", "long"]);
+
+    // In confirm mode the confirm carries the channel's close.
+    ch.confirm_select(ConfirmSelectOptions::default())
+        .await
+        .unwrap();
+    let err = match ch
+        .basic_publish(
+            "".into(),
+            q.as_str().into(),
+            BasicPublishOptions::default(),
+            b"x",
+            BasicProperties::default().with_expiration("soon".into()),
+        )
+        .await
+    {
+        Err(e) => e,
+        Ok(confirm) => confirm.await.unwrap_err(),
+    };
+    assert_eq!(reply_code(&err), Some(406), "{err}");
 }
