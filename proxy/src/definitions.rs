@@ -400,17 +400,21 @@ pub async fn import(
             report.existing.push(what);
             continue;
         }
+        let arguments = json_to_table(&q.arguments);
         let record = meta::Queue {
             vhost: q.vhost.clone(),
             name: q.name.clone(),
             durable: q.durable,
             auto_delete: q.auto_delete,
             exclusive_owner: None,
-            arguments: encode_arguments(&json_to_table(&q.arguments)),
+            arguments: encode_arguments(&arguments),
             topic: names::queue_topic(&vhost.namespace, &q.name),
             group: names::queue_group(&vhost.namespace, &q.name),
         };
-        upstream.create_queue(&record.topic, &record.group).await?;
+        let levels = crate::topology::max_priority(&arguments).map(|max| i32::from(max) + 1);
+        upstream
+            .create_queue(&record.topic, &record.group, levels)
+            .await?;
         store.put_queue(&record).await?;
         report.created.push(what.clone());
         for key in q.arguments.keys() {

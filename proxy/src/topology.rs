@@ -69,17 +69,18 @@ impl VhostTopology {
         exchange: &str,
         routing_key: &str,
         headers: Option<&FieldTable>,
-    ) -> Vec<String> {
+    ) -> Vec<(String, Option<u8>)> {
+        let target = |q: &QueueState| (q.record.topic.clone(), q.max_priority());
         if exchange.is_empty() {
             return self
                 .queues
                 .get(routing_key)
-                .map(|q| vec![q.record.topic.clone()])
+                .map(|q| vec![target(q)])
                 .unwrap_or_default();
         }
         crate::mapping::routing::route(self, exchange, routing_key, headers)
             .iter()
-            .filter_map(|q| self.queues.get(q).map(|q| q.record.topic.clone()))
+            .filter_map(|q| self.queues.get(q).map(target))
             .collect()
     }
 
@@ -351,6 +352,30 @@ impl Topology {
 }
 
 /// Decodes stored field-table arguments (AMQP wire encoding).
+impl QueueState {
+    /// A priority queue's highest priority level.
+    pub fn max_priority(&self) -> Option<u8> {
+        max_priority(&self.arguments)
+    }
+}
+
+/// x-max-priority 1..=255 makes a priority queue: one RocketMQ message queue
+/// per level, 0 to the maximum.
+pub fn max_priority(arguments: &FieldTable) -> Option<u8> {
+    arguments
+        .inner()
+        .get("x-max-priority")
+        .and_then(integer_argument)
+        .and_then(|n| u8::try_from(n).ok())
+        .filter(|n| *n > 0)
+}
+
+/// The message queue a message of `priority` goes to in a queue whose
+/// highest level is `max` (none: any message queue).
+pub fn priority_level(max: Option<u8>, priority: Option<u8>) -> Option<i32> {
+    max.map(|max| i32::from(priority.unwrap_or(0).min(max)))
+}
+
 /// An integer argument (x-message-ttl, x-max-priority...) of any integer
 /// type a client may send it as.
 pub fn integer_argument(value: &AMQPValue) -> Option<i64> {

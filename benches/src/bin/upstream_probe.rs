@@ -49,7 +49,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .collect();
     for topic in &topics {
         upstream
-            .create_queue(topic, &format!("{topic}_group"))
+            .create_queue(topic, &format!("{topic}_group"), None)
             .await?;
     }
     let body = Bytes::from(vec![b'x'; args.size]);
@@ -67,6 +67,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         let message = OutboundMessage {
             topic: topic.into(),
+            queue_id: None,
             body: body.clone(),
             properties: vec![("AMQP_RK", "k".into())],
         };

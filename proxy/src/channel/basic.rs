@@ -19,7 +19,7 @@ use crate::mapping::properties::{
     escape_value, parse_expiration, properties_to_rocketmq, EXCHANGE, MESSAGE_TTL, PROPERTIES,
     ROUTING_KEY,
 };
-use crate::topology::Access;
+use crate::topology::{priority_level, Access};
 use crate::upstream::{OutboundMessage, UpstreamError};
 
 const CLASS: u16 = 60;
@@ -180,9 +180,10 @@ pub fn route(
     }
     let sends: Vec<_> = topics
         .into_iter()
-        .map(|topic| {
+        .map(|(topic, max_priority)| {
             s.gateway.upstream.send(OutboundMessage {
                 topic,
+                queue_id: priority_level(max_priority, *properties.priority()),
                 body: body.clone(),
                 properties: props.clone(),
             })
@@ -199,7 +200,7 @@ fn destinations(
     exchange: &str,
     routing_key: &str,
     headers: Option<&amq_protocol::types::FieldTable>,
-) -> Vec<String> {
+) -> Vec<(String, Option<u8>)> {
     s.vhost
         .read()
         .destination_topics(exchange, routing_key, headers)

@@ -40,7 +40,6 @@ pub const UNAPPLIED_ARGUMENTS: &[&str] = &[
     "x-expires",
     "x-max-length",
     "x-max-length-bytes",
-    "x-max-priority",
     "x-overflow",
     "x-single-active-consumer",
 ];
@@ -93,7 +92,11 @@ pub async fn handle_queue_declare(
     }
     s.gateway
         .upstream
-        .create_queue(&record.topic, &record.group)
+        .create_queue(
+            &record.topic,
+            &record.group,
+            crate::topology::max_priority(&m.arguments).map(|max| i32::from(max) + 1),
+        )
         .await
         .map_err(|e| upstream_failure("queue.declare", &e))?;
     s.gateway

@@ -820,7 +820,7 @@ fn reads_queue_state(method: &AMQPClass) -> bool {
     use amq_protocol::protocol::{basic, queue};
     matches!(
         method,
-        AMQPClass::Basic(basic::AMQPMethod::Get(_))
+        AMQPClass::Basic(basic::AMQPMethod::Get(_) | basic::AMQPMethod::Consume(_))
             | AMQPClass::Queue(
                 queue::AMQPMethod::Declare(_)
                     | queue::AMQPMethod::Purge(_)

@@ -170,7 +170,7 @@ pub async fn republish(
         .map_or(0, |d| d.as_secs());
     let properties = with_death(&properties, queue, reason, &exchange, &routing_key, now);
     let new_key = target.routing_key.clone().unwrap_or(routing_key);
-    let topics: Vec<String> = {
+    let topics: Vec<(String, Option<u8>)> = {
         let topology = vhost.read();
         if !topology.has_exchange(&target.exchange) {
             tracing::warn!(vhost = %vhost.name, %queue, exchange = %target.exchange, reason = reason.as_str(), "Dead-letter exchange does not exist; the message is dropped, as RabbitMQ drops it.");
@@ -189,9 +189,10 @@ pub async fn republish(
     }
     let sends: Vec<_> = topics
         .into_iter()
-        .map(|topic| {
+        .map(|(topic, max_priority)| {
             upstream.send(OutboundMessage {
                 topic,
+                queue_id: crate::topology::priority_level(max_priority, *properties.priority()),
                 body: message.body.clone(),
                 properties: props.clone(),
             })

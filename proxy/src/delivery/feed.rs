@@ -110,6 +110,12 @@ impl Feed {
     pub fn start(context: FeedContext, vhost: Arc<Vhost>, queue: &meta::Queue) -> Arc<Feed> {
         let (tx, rx) = mpsc::unbounded_channel();
         let expiry = Expiry::of(&vhost, &queue.name);
+        let priority = vhost
+            .read()
+            .queues
+            .get(&queue.name)
+            .and_then(|q| q.max_priority())
+            .is_some();
         let feed = Arc::new(Feed {
             tx,
             topic: queue.topic.clone(),
@@ -140,6 +146,7 @@ impl Feed {
             commit_at: None,
             expiry,
             expire_at: None,
+            priority,
         };
         tokio::spawn(task.run());
         feed
@@ -247,6 +254,9 @@ struct Part {
     leased: bool,
     /// Beyond this gateway's share: not read further, given back once settled.
     releasing: bool,
+    /// A read answered since consumers came (priority queues: a lower level
+    /// waits until every higher one was looked at).
+    looked: bool,
 }
 
 impl Part {
@@ -370,6 +380,9 @@ struct Task {
     expiry: Expiry,
     /// When the earliest buffered head message expires.
     expire_at: Option<Instant>,
+    /// A priority queue: one message queue per level, highest id first;
+    /// read by one gateway at a time.
+    priority: bool,
 }
 
 impl Task {
@@ -418,6 +431,9 @@ impl Task {
                             ..Part::default()
                         })
                         .collect();
+                    if self.priority {
+                        self.parts.sort_by_key(|p| std::cmp::Reverse(p.id));
+                    }
                     tracing::debug!(topic = %self.topic, parts = self.parts.len(), "Feed started.");
                     return true;
                 }
@@ -512,6 +528,7 @@ impl Task {
             .map(|p| p.id)
             .collect();
         let all: Vec<i32> = self.parts.iter().map(|p| p.id).collect();
+        let whole = self.priority;
         let (store, upstream, owner, topic, group) = (
             self.store.clone(),
             self.upstream.clone(),
@@ -528,7 +545,12 @@ impl Task {
                         .announce_reader(&topic, &owner, now, ttl, consumers, exclusive)
                         .await?;
                     let readers = store.reader_consumers(&topic, now).await?;
-                    meta::lease::share_among(all.len(), &readers, &owner)
+                    if whole {
+                        // Levels are ordered only within one reader.
+                        meta::lease::share_among(1, &readers, &owner) * all.len()
+                    } else {
+                        meta::lease::share_among(all.len(), &readers, &owner)
+                    }
                 } else {
                     store.withdraw_reader(&topic, &owner).await?;
                     0
@@ -660,6 +682,7 @@ impl Task {
                 } else {
                     self.consumers.push(slot);
                     let _ = reply.send(Ok(()));
+                    self.look_again();
                     self.lease_now_if_idle();
                     // Other gateways see the count (and exclusivity) soon.
                     self.lease_at = self.lease_at.min(Instant::now());
@@ -676,6 +699,7 @@ impl Task {
             FeedCommand::Wake => {}
             FeedCommand::Get(reply) => {
                 self.gets.push_back(reply);
+                self.look_again();
                 self.lease_now_if_idle();
             }
             FeedCommand::Count(partitions, reply) => {
@@ -970,8 +994,30 @@ impl Task {
         self.commit_soon();
     }
 
-    /// A ready message, taking message queues in turn.
+    /// What arrived while no one read is unknown until each message queue
+    /// is read once more (a read already waiting on the broker answers as
+    /// soon as anything arrives).
+    fn look_again(&mut self) {
+        for part in self.parts.iter_mut().filter(|p| !p.pulling_fresh) {
+            part.looked = false;
+        }
+    }
+
+    /// A ready message, taking message queues in turn; in a priority queue,
+    /// the highest level first, and none while a higher level may hold one
+    /// (not read yet, or a requeued message being read back).
     fn take_ready(&mut self) -> Option<(i32, InboundMessage, bool)> {
+        if self.priority {
+            for part in &mut self.parts {
+                if let Some((message, redelivered)) = part.take() {
+                    return Some((part.id, message, redelivered));
+                }
+                if part.leased && (!part.looked || !part.redeliver.is_empty()) {
+                    return None;
+                }
+            }
+            return None;
+        }
         let n = self.parts.len();
         for step in 0..n {
             let index = (self.next_part + step) % n;
@@ -988,6 +1034,7 @@ impl Task {
         let now = Instant::now();
         let wanted = self.consumers.iter().any(|c| c.credit.has_room());
         let reaps = self.expiry.reaps;
+        let (priority, getting) = (self.priority, !self.gets.is_empty());
         for part in self.parts.iter_mut().filter(|p| p.leased) {
             if part.retry_at.is_some_and(|t| t > now) {
                 continue;
@@ -1007,13 +1054,17 @@ impl Task {
                 }));
             }
             let to_expire = reaps && part.fresh.is_empty();
-            if (wanted || to_expire)
+            // A get on a priority queue looks at every level it has not seen.
+            let to_look = priority && getting && !part.looked;
+            if (wanted || to_expire || to_look)
                 && !part.releasing
                 && !part.pulling_fresh
                 && part.fresh.len() < READ_AHEAD
             {
                 part.pulling_fresh = true;
                 let batch = if wanted { PULL_BATCH } else { REAP_BATCH };
+                // A priority level not looked at yet is read without waiting.
+                let wait = (part.looked || !priority).then_some(LONG_POLL);
                 let (upstream, topic, id, from) = (
                     self.upstream.clone(),
                     self.topic.clone(),
@@ -1021,9 +1072,7 @@ impl Task {
                     part.next,
                 );
                 self.pending.push(Box::pin(async move {
-                    let result = upstream
-                        .pull(&topic, id, from, batch, Some(LONG_POLL))
-                        .await;
+                    let result = upstream.pull(&topic, id, from, batch, wait).await;
                     Event::Fresh(id, result)
                 }));
             }
@@ -1191,6 +1240,15 @@ impl Task {
                         part.fresh.push_back(m);
                     }
                 }
+                // A priority level is known once read up to what this
+                // gateway stored there (RocketMQ indexes a moment after
+                // SEND_OK); until then it is read again without waiting.
+                part.looked = !self.priority
+                    || self
+                        .upstream
+                        .written_end(&self.topic)
+                        .iter()
+                        .all(|(qid, end)| *qid != id || *end <= part.next);
                 if pulled.offset_illegal && pulled.next_offset > part.next {
                     tracing::warn!(topic = %self.topic, queue_id = id, from = part.next, to = pulled.next_offset, "Read position was outside RocketMQ's log; moved to where it starts.");
                     part.next = pulled.next_offset;

@@ -19,6 +19,9 @@ use bytes::Bytes;
 #[derive(Debug, Clone)]
 pub struct OutboundMessage {
     pub topic: String,
+    /// The message queue of the topic to store it in (a priority queue's
+    /// level); None lets the producer choose.
+    pub queue_id: Option<i32>,
     pub body: Bytes,
     /// User properties; empty values are never sent (RocketMQ refuses them).
     pub properties: Vec<(&'static str, String)>,
@@ -89,8 +92,15 @@ pub trait Upstream: Send + Sync + 'static {
     /// Many sends may be in flight at once: the future owns what it needs.
     fn send(&self, message: OutboundMessage) -> UpstreamFuture<'static, ()>;
 
-    /// Creates the topic and consumer group that hold one queue, idempotently.
-    fn create_queue<'a>(&'a self, topic: &'a str, group: &'a str) -> UpstreamFuture<'a, ()>;
+    /// Creates the topic and consumer group that hold one queue, idempotently;
+    /// `message_queues` overrides the configured number of message queues
+    /// (a priority queue has one per level).
+    fn create_queue<'a>(
+        &'a self,
+        topic: &'a str,
+        group: &'a str,
+        message_queues: Option<i32>,
+    ) -> UpstreamFuture<'a, ()>;
 
     /// Removes a queue's topic and group.
     fn delete_queue<'a>(&'a self, topic: &'a str, group: &'a str) -> UpstreamFuture<'a, ()>;

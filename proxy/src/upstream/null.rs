@@ -17,7 +17,12 @@ impl Upstream for NullUpstream {
         Box::pin(std::future::ready(Ok(())))
     }
 
-    fn create_queue<'a>(&'a self, topic: &'a str, _group: &'a str) -> UpstreamFuture<'a, ()> {
+    fn create_queue<'a>(
+        &'a self,
+        topic: &'a str,
+        _group: &'a str,
+        _message_queues: Option<i32>,
+    ) -> UpstreamFuture<'a, ()> {
         self.stored.entry(topic.to_owned()).or_default();
         Box::pin(std::future::ready(Ok(())))
     }

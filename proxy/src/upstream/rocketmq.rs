@@ -50,7 +50,7 @@ pub struct RocketMq {
     producer: DefaultMQProducer,
     /// Reads by explicit offset; its own group's offsets are never used.
     reader: DefaultMQPullConsumer,
-    admin: DefaultMQAdminExt,
+    admin: Arc<DefaultMQAdminExt>,
     /// Serialises topology changes so two declares do not race on the broker.
     admin_lock: Mutex<()>,
     /// Sends in flight to RocketMQ from this gateway, all connections together.
@@ -59,8 +59,7 @@ pub struct RocketMq {
     lanes: DashMap<String, Arc<Lane<Message>>>,
     /// Per (topic, message queue): the end of the log as the last SEND_OK said.
     written: Arc<DashMap<(String, i32), i64>>,
-    /// Each queue topic's message queues with their broker, looked up once.
-    routes: DashMap<String, Arc<Vec<(CheetahString, MessageQueue)>>>,
+    routes: Routes,
     // Owns the client's background tasks; dropped last.
     _client: Arc<ClientRuntime>,
     _owner: RuntimeOwner,
@@ -102,6 +101,7 @@ async fn store(
     producer: DefaultMQProducer,
     permits: Arc<Semaphore>,
     batch: Vec<Message>,
+    queue: Option<MessageQueue>,
     timeout: Duration,
     written: Arc<DashMap<(String, i32), i64>>,
 ) -> Result<(), UpstreamError> {
@@ -114,9 +114,14 @@ async fn store(
     let deadline = tokio::time::Instant::now() + timeout;
     let mut backoff = Duration::from_millis(1);
     loop {
-        let result = match batch.as_slice() {
-            [one] => producer.send(one.clone()).await,
-            many => producer.send_batch(many.to_vec()).await.map(Some),
+        let result = match (batch.as_slice(), &queue) {
+            ([one], None) => producer.send(one.clone()).await,
+            ([one], Some(mq)) => producer.send_to_queue(one.clone(), mq.clone()).await,
+            (many, None) => producer.send_batch(many.to_vec()).await.map(Some),
+            (many, Some(mq)) => producer
+                .send_batch_to_queue(many.to_vec(), mq.clone())
+                .await
+                .map(Some),
         };
         match result {
             Ok(Some(result)) if result.send_status == SendStatus::SendOk => {
@@ -209,17 +214,21 @@ impl RocketMq {
             .start()
             .await
             .map_err(|e| unavailable("admin start", e))?;
+        let admin = Arc::new(admin);
         let send_permits = Arc::new(Semaphore::new(settings.max_in_flight));
         Ok(RocketMq {
             settings,
             producer,
             reader,
-            admin,
+            admin: admin.clone(),
             admin_lock: Mutex::new(()),
             send_permits,
             lanes: DashMap::new(),
             written: Arc::default(),
-            routes: DashMap::new(),
+            routes: Routes {
+                admin,
+                cache: Arc::default(),
+            },
             _client: client,
             _owner: owner,
         })
@@ -247,7 +256,17 @@ impl RocketMq {
         }
         Ok(addresses)
     }
+}
 
+/// Each queue topic's message queues with their broker, looked up once;
+/// shared with the send lanes.
+#[derive(Clone)]
+struct Routes {
+    admin: Arc<DefaultMQAdminExt>,
+    cache: Arc<DashMap<String, Arc<Vec<(CheetahString, MessageQueue)>>>>,
+}
+
+impl Routes {
     /// The topic's message queues, each with its broker's address.
     async fn queues_of(
         &self,
@@ -278,21 +297,19 @@ impl RocketMq {
         }
         Ok(out)
     }
-}
 
-impl RocketMq {
     /// `queues_of`, remembered per topic (routes change only when the topic
     /// is deleted and created again, and deletion forgets them).
     async fn route(
         &self,
         topic: &str,
     ) -> Result<Arc<Vec<(CheetahString, MessageQueue)>>, UpstreamError> {
-        if let Some(route) = self.routes.get(topic) {
+        if let Some(route) = self.cache.get(topic) {
             return Ok(route.clone());
         }
         let route = Arc::new(self.queues_of(topic).await?);
         if !route.is_empty() {
-            self.routes.insert(topic.to_owned(), route.clone());
+            self.cache.insert(topic.to_owned(), route.clone());
         }
         Ok(route)
     }
@@ -342,21 +359,30 @@ impl Upstream for RocketMq {
             None => self.lanes.entry(message.topic.clone()).or_default().clone(),
         };
         let (answer, answered) = oneshot::channel();
-        if lane.push(to_message(message), size, answer) {
+        let (queue_id, topic) = (message.queue_id, message.topic.clone());
+        if lane.push(to_message(message), size, queue_id, answer) {
             let (producer, permits, timeout, written) = (
                 self.producer.clone(),
                 self.send_permits.clone(),
                 self.settings.send_timeout,
                 self.written.clone(),
             );
-            tokio::spawn(lane.drain(BATCH_LIMITS, move |batch| {
-                store(
+            let routes = self.routes.clone();
+            tokio::spawn(lane.drain(BATCH_LIMITS, move |batch, queue_id| {
+                let (producer, permits, written, routes, topic) = (
                     producer.clone(),
                     permits.clone(),
-                    batch,
-                    timeout,
                     written.clone(),
-                )
+                    routes.clone(),
+                    topic.clone(),
+                );
+                async move {
+                    let queue = match queue_id {
+                        Some(id) => Some(routes.message_queue(&topic, id).await?.1),
+                        None => None,
+                    };
+                    store(producer, permits, batch, queue, timeout, written).await
+                }
             }));
         }
         Box::pin(async move {
@@ -366,7 +392,12 @@ impl Upstream for RocketMq {
         })
     }
 
-    fn create_queue<'a>(&'a self, topic: &'a str, group: &'a str) -> UpstreamFuture<'a, ()> {
+    fn create_queue<'a>(
+        &'a self,
+        topic: &'a str,
+        group: &'a str,
+        message_queues: Option<i32>,
+    ) -> UpstreamFuture<'a, ()> {
         Box::pin(async move {
             let _guard = self.admin_lock.lock().await;
             let mut producer = self.producer.clone();
@@ -374,7 +405,7 @@ impl Upstream for RocketMq {
                 .create_topic(
                     "TBW102",
                     topic,
-                    self.settings.queues_per_topic,
+                    message_queues.unwrap_or(self.settings.queues_per_topic),
                     HashMap::new(),
                 )
                 .await
@@ -393,7 +424,7 @@ impl Upstream for RocketMq {
 
     fn delete_queue<'a>(&'a self, topic: &'a str, group: &'a str) -> UpstreamFuture<'a, ()> {
         self.lanes.remove(topic);
-        self.routes.remove(topic);
+        self.routes.cache.remove(topic);
         self.written.retain(|(t, _), _| t != topic);
         Box::pin(async move {
             let _guard = self.admin_lock.lock().await;
@@ -417,6 +448,7 @@ impl Upstream for RocketMq {
             // client looks brokers up through the group's retry topic, which
             // exists only once a consumer has run.
             let mut brokers: Vec<CheetahString> = self
+                .routes
                 .queues_of(topic)
                 .await?
                 .into_iter()
@@ -452,7 +484,7 @@ impl Upstream for RocketMq {
     fn purge<'a>(&'a self, topic: &'a str, group: &'a str) -> UpstreamFuture<'a, u64> {
         Box::pin(async move {
             let before = self.backlog(topic, group).await?;
-            for (addr, mq) in self.queues_of(topic).await? {
+            for (addr, mq) in self.routes.queues_of(topic).await? {
                 let max = self
                     .admin
                     .max_offset(
@@ -479,7 +511,7 @@ impl Upstream for RocketMq {
     ) -> UpstreamFuture<'a, Vec<InboundMessage>> {
         Box::pin(async move {
             let mut out = Vec::new();
-            for (addr, mq) in self.queues_of(topic).await? {
+            for (addr, mq) in self.routes.queues_of(topic).await? {
                 if out.len() >= max as usize {
                     break;
                 }
@@ -516,7 +548,7 @@ impl Upstream for RocketMq {
         group: &'a str,
     ) -> UpstreamFuture<'a, Vec<Partition>> {
         Box::pin(async move {
-            let route = self.route(topic).await?;
+            let route = self.routes.route(topic).await?;
             let mut brokers: Vec<&CheetahString> = route.iter().map(|(addr, _)| addr).collect();
             brokers.sort();
             brokers.dedup();
@@ -574,7 +606,7 @@ impl Upstream for RocketMq {
         wait: Option<Duration>,
     ) -> UpstreamFuture<'a, Pulled> {
         Box::pin(async move {
-            let (_, mq) = self.message_queue(topic, queue_id).await?;
+            let (_, mq) = self.routes.message_queue(topic, queue_id).await?;
             let wanted = max.clamp(1, i32::MAX as u32) as i32;
             let mut options = PullOptions::new(mq, MessageSelector::by_tag("*"), offset, wanted)
                 .map_err(|e| unavailable("pull", e))?;
@@ -613,7 +645,7 @@ impl Upstream for RocketMq {
         offset: i64,
     ) -> UpstreamFuture<'a, ()> {
         Box::pin(async move {
-            let (addr, mq) = self.message_queue(topic, queue_id).await?;
+            let (addr, mq) = self.routes.message_queue(topic, queue_id).await?;
             self.admin
                 .update_consume_offset(addr, group.into(), mq, offset.max(0) as u64)
                 .await

@@ -3,6 +3,8 @@
 
 use std::time::Duration;
 
+use futures_util::StreamExt;
+
 use lapin::options::{
     BasicAckOptions, BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions,
     QueueDeclareOptions,
@@ -223,4 +225,77 @@ async fn a_message_expiration_drops_it_unread_and_a_bad_one_is_406() {
         Ok(confirm) => confirm.await.unwrap_err(),
     };
     assert_eq!(reply_code(&err), Some(406), "{err}");
+}
+
+#[tokio::test]
+async fn a_priority_queue_delivers_higher_priorities_first_requeued_ones_included() {
+    let gw = TestGateway::start().await;
+    let conn = gw.connect().await;
+    let ch = conn.create_channel().await.unwrap();
+    let q = unique("prio");
+    let mut args = FieldTable::default();
+    args.insert("x-max-priority".into(), AMQPValue::ShortShortUInt(10));
+    declare(&ch, &q, args).await;
+    let with = |p: u8| BasicProperties::default().with_priority(p);
+    send(&ch, &q, "first", with(3)).await;
+    send(&ch, &q, "second", with(6)).await;
+    send(&ch, &q, "third", with(3)).await;
+    send(&ch, &q, "none", BasicProperties::default()).await;
+    send(&ch, &q, "above-max", with(200)).await;
+    assert_eq!(message_count(&ch, &q).await, 5);
+
+    let mut order = Vec::new();
+    let mut tags = Vec::new();
+    while let Some((tag, body)) = get_body(&ch, &q).await {
+        tags.push(tag);
+        order.push(body);
+    }
+    assert_eq!(order, ["above-max", "second", "first", "third", "none"]);
+
+    // Requeued, they go back to their levels; a new top one overtakes them.
+    ch.basic_nack(
+        0,
+        lapin::options::BasicNackOptions {
+            multiple: true,
+            requeue: true,
+        },
+    )
+    .await
+    .unwrap();
+    send(&ch, &q, "fourth", with(9)).await;
+    let mut consumer = ch
+        .basic_consume(
+            q.as_str().into(),
+            "prio".into(),
+            lapin::options::BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    let mut order = Vec::new();
+    while order.len() < 6 {
+        let d = tokio::time::timeout(Duration::from_secs(5), consumer.next())
+            .await
+            .expect("a delivery")
+            .unwrap()
+            .unwrap();
+        order.push(String::from_utf8(d.data.clone()).unwrap());
+        d.ack(BasicAckOptions::default()).await.unwrap();
+    }
+    assert_eq!(
+        order,
+        ["above-max", "fourth", "second", "first", "third", "none"]
+    );
+
+    let mut bad = FieldTable::default();
+    bad.insert("x-max-priority".into(), AMQPValue::LongInt(300));
+    let err = ch
+        .queue_declare(
+            unique("prio-bad").as_str().into(),
+            QueueDeclareOptions::default(),
+            bad,
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(reply_code(&err), Some(406));
 }
