@@ -258,12 +258,15 @@ impl RocketMq {
     }
 }
 
+/// A topic's message queues, each with its broker's address.
+type Route = Arc<Vec<(CheetahString, MessageQueue)>>;
+
 /// Each queue topic's message queues with their broker, looked up once;
 /// shared with the send lanes.
 #[derive(Clone)]
 struct Routes {
     admin: Arc<DefaultMQAdminExt>,
-    cache: Arc<DashMap<String, Arc<Vec<(CheetahString, MessageQueue)>>>>,
+    cache: Arc<DashMap<String, Route>>,
 }
 
 impl Routes {
