@@ -11,8 +11,9 @@ regression, which makes the exit status 1.
   python conformance/run.py                       # every suite, both targets
   python conformance/run.py --fast --targets gateway   # CI's stable subset
 
-pika's acceptance tests exist only in its source repository: point
-PIKA_SOURCE at a snapshot (e.g. brought with the workplace's `fetch`). They
+pika's acceptance tests and aio-pika's tests exist only in their source
+repositories: point PIKA_SOURCE / AIO_PIKA_SOURCE at snapshots (e.g. brought
+with the workplace's `fetch`). They
 connect to 127.0.0.1:5672 (hard-coded), so the runner forwards that port to
 each target in turn; it must be free (run the gateway on another port, e.g.
 AMQP_PORT=5674 deploy/up.sh, and pass --gateway-port 5674).
@@ -52,21 +53,40 @@ SUITES = {
         "known": [
             (r"TestUpdateSecret", "connection.update-secret: no token authentication, "
                                   "540 NOT_IMPLEMENTED (docs/mapping.md)"),
-            (r"TestTx(Commit|Rollback)", "transactions (tx.*) answer 540 NOT_IMPLEMENTED "
-                                         "(docs/mapping.md)"),
         ],
+    },
+    "aio-pika (tests that need a broker)": {
+        "source_env": "AIO_PIKA_SOURCE",
+        # Its own virtualenv: its pytest plugins (aiomisc) must not meet the
+        # other suites'. The snapshot itself is installed into it.
+        "venv": "venv-aio-pika",
+        "requires": ["aiormq>=6.8,<7", "yarl", "aiomisc>=18.0", "aiomisc-pytest", "pytest",
+                     "shortuuid", "timeout-decorator"],
+        "install_source": True,
+        # Their conftest starts RabbitMQ in Docker; this plugin hands it the target instead.
+        "plugin": "aio_pika_target",
+        "tests": ["tests/test_amqp.py", "tests/test_connect.py", "tests/test_rpc.py",
+                  "tests/test_master.py", "tests/test_message.py", "tests/test_types.py"],
+        "fast": False,
+        "not_applicable": [],
+        "known": [],
     },
     "kombu (py-amqp transport)": {
         "package": "kombu==5.5.4",
         "tests": ["t/integration/test_py_amqp.py"],
         "fast": False,
         "not_applicable": [],
-        "known": [
-            (r"test_PyAMQPTimeToLive", "x-message-ttl / per-message expiration are stored, "
-                                       "not applied yet (docs/mapping.md)"),
-            (r"test_PyAMQPPriority", "x-max-priority / message priority are stored, "
-                                     "not applied yet (docs/mapping.md)"),
-        ],
+        "known": [],
+    },
+    "Celery application (conformance/celery_app)": {
+        # Our own small application, not a foreign suite: two workers and a
+        # client over kombu / py-amqp (results, acks_late, retry, broadcast).
+        "local": "celery_app",
+        "requires": ["celery==5.5.3"],
+        "tests": ["test_celery_app.py"],
+        "fast": True,
+        "not_applicable": [],
+        "known": [],
     },
 }
 
@@ -141,12 +161,31 @@ def port_free(port):
         return s.connect_ex(("127.0.0.1", port)) != 0
 
 
+def suite_python(python, spec, source):
+    """The interpreter a suite runs with: the runner's, or its own venv."""
+    if "venv" not in spec:
+        return python
+    venv = CACHE.parent / spec["venv"]
+    if not (venv / "bin/python").exists():
+        subprocess.run([python, "-m", "venv", str(venv)], check=True)
+    own = str(venv / "bin/python")
+    subprocess.run([own, "-m", "pip", "install", "-q", *spec.get("requires", [])], check=True)
+    if spec.get("install_source"):
+        subprocess.run([own, "-m", "pip", "install", "-q", "--no-deps", "--force-reinstall",
+                        str(source)], check=True)
+    return own
+
+
 def run_suite(python, suite, source, target, port, fast, out_dir):
     """Runs one suite against one target; returns {test: (outcome, message)}."""
+    spec = SUITES[suite]
     report = out_dir / f"{re.sub(r'[^a-z0-9]+', '-', suite.lower())}-{target}.xml"
     env = dict(os.environ, RABBITMQ_HOST="127.0.0.1", RABBITMQ_5672_TCP=str(port))
     args = [python, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:randomly",
-            f"--junitxml={report}", *SUITES[suite]["tests"]]
+            f"--junitxml={report}", *spec["tests"]]
+    if "plugin" in spec:
+        env["PYTHONPATH"] = str(Path(__file__).parent / "plugins")
+        args += ["-p", spec["plugin"]]
     if fast:
         args += ["-k", "not tls"]
     if SUITES[suite].get("forward_5672"):
@@ -185,7 +224,9 @@ def main():
     python = sys.executable
     chosen = {name: spec for name, spec in SUITES.items() if spec["fast"] or not args.fast}
     subprocess.run([python, "-m", "pip", "install", "-q", *PYTEST,
-                    *[s["package"] for s in chosen.values() if "package" in s]], check=True)
+                    *[s["package"] for s in chosen.values() if "package" in s],
+                    *[r for s in chosen.values() if "venv" not in s
+                      for r in s.get("requires", [])]], check=True)
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     targets = [t.strip() for t in args.targets.split(",")]
@@ -203,16 +244,20 @@ def main():
                 not_run.append(f"- {suite}: not run: 127.0.0.1:5672 is in use, and its tests "
                                "connect there (move the gateway to another port)")
                 continue
+        elif "local" in spec:
+            source = Path(__file__).parent / spec["local"]
         else:
             source = fetch(python, spec["package"])
-        results = {t: run_suite(python, suite, source, t, ports[t], args.fast, out_dir)
+        runner = suite_python(python, spec, source)
+        results = {t: run_suite(runner, suite, source, t, ports[t], args.fast, out_dir)
                    for t in targets}
         tests = sorted(set().union(*[r.keys() for r in results.values()]))
         na = {t: first_match(spec["not_applicable"], t) for t in tests}
         counted = [t for t in tests if not na[t]]
         passed = {tg: sum(results[tg].get(t, ("missing",))[0] == "passed" for t in counted)
                   for tg in targets}
-        pinned = spec.get("package") or f"snapshot {Path(source).name}"
+        pinned = (spec.get("package") or " ".join(spec.get("requires", []))
+                  or f"snapshot {Path(source).name}")
         rows.append((suite, pinned, len(tests), len(tests) - len(counted), passed))
         for t in counted:
             on_gateway = results.get("gateway", {}).get(t, ("missing", ""))
