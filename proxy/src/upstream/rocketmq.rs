@@ -270,6 +270,28 @@ struct Routes {
 }
 
 impl Routes {
+    /// The message queue for a priority level; a topic made with fewer
+    /// message queues (declared before it was a priority queue, or by an
+    /// older gateway) takes the message into its highest one, logged.
+    async fn level(&self, topic: &str, level: i32) -> Result<MessageQueue, UpstreamError> {
+        let mut route = self.route(topic).await?;
+        if !route.iter().any(|(_, mq)| mq.queue_id() == level) {
+            // The topic may have grown since it was looked up.
+            self.cache.remove(topic);
+            route = self.route(topic).await?;
+        }
+        let best = route
+            .iter()
+            .filter(|(_, mq)| mq.queue_id() <= level)
+            .max_by_key(|(_, mq)| mq.queue_id())
+            .map(|(_, mq)| mq.clone())
+            .ok_or_else(|| UpstreamError::Refused(format!("topic {topic} has no queue")))?;
+        if best.queue_id() != level {
+            tracing::warn!(%topic, level, stored_in = best.queue_id(), "The queue's topic has fewer message queues than its priority levels (created before x-max-priority applied?); stored in its highest one.");
+        }
+        Ok(best)
+    }
+
     /// The topic's message queues, each with its broker's address.
     async fn queues_of(
         &self,
@@ -381,7 +403,7 @@ impl Upstream for RocketMq {
                 );
                 async move {
                     let queue = match queue_id {
-                        Some(id) => Some(routes.message_queue(&topic, id).await?.1),
+                        Some(id) => Some(routes.level(&topic, id).await?),
                         None => None,
                     };
                     store(producer, permits, batch, queue, timeout, written).await
@@ -403,6 +425,7 @@ impl Upstream for RocketMq {
     ) -> UpstreamFuture<'a, ()> {
         Box::pin(async move {
             let _guard = self.admin_lock.lock().await;
+            self.routes.cache.remove(topic);
             let mut producer = self.producer.clone();
             producer
                 .create_topic(
