@@ -606,8 +606,7 @@ pub fn handle_basic_qos(
 pub async fn release(gateway: &Arc<Gateway>, vhost: &Arc<Vhost>, ch: &mut Channel) {
     // Acknowledgements of a transaction never committed do not count.
     if let Some(mut tx) = ch.tx.take() {
-        let back: Vec<(u64, Unacked)> = tx.unsettled().collect();
-        ch.consuming.unacked.extend(back);
+        tx.return_unsettled(&mut ch.consuming.unacked);
     }
     let entries = std::mem::take(&mut ch.consuming.unacked)
         .into_values()

@@ -57,12 +57,12 @@ impl Transaction {
         self.settlements.push((entries, outcome));
     }
 
-    /// The held acknowledgements' entries, back as unacked (a rollback, or a
-    /// channel closing with a transaction open).
-    pub fn unsettled(&mut self) -> impl Iterator<Item = (u64, Unacked)> + '_ {
-        self.settlements
-            .drain(..)
-            .flat_map(|(entries, _)| entries.into_iter())
+    /// Puts the held acknowledgements' entries back among the unacked (a
+    /// rollback, or a channel closing with a transaction open).
+    pub fn return_unsettled(&mut self, unacked: &mut BTreeMap<u64, Unacked>) {
+        for (entries, _) in self.settlements.drain(..) {
+            unacked.extend(entries);
+        }
     }
 }
 
@@ -128,8 +128,7 @@ pub fn handle_tx_rollback(ch: &mut Channel, s: &mut Session<'_>) -> Result<(), P
     let Some(mut held) = ch.tx.as_mut().map(std::mem::take) else {
         return Err(not_transactional(s, ROLLBACK));
     };
-    let back: Vec<(u64, Unacked)> = held.unsettled().collect();
-    ch.consuming.unacked.extend(back);
+    held.return_unsettled(&mut ch.consuming.unacked);
     s.out.method(
         ch.id,
         AMQPClass::Tx(tx::AMQPMethod::RollbackOk(tx::RollbackOk {})),

@@ -109,13 +109,10 @@ pub struct Feed {
 impl Feed {
     pub fn start(context: FeedContext, vhost: Arc<Vhost>, queue: &meta::Queue) -> Arc<Feed> {
         let (tx, rx) = mpsc::unbounded_channel();
-        let expiry = Expiry::of(&vhost, &queue.name);
-        let priority = vhost
-            .read()
-            .queues
-            .get(&queue.name)
-            .and_then(|q| q.max_priority())
-            .is_some();
+        let (expiry, priority) = match vhost.read().queues.get(&queue.name) {
+            Some(state) => (Expiry::of(state), state.max_priority().is_some()),
+            None => (Expiry::default(), false),
+        };
         let feed = Arc::new(Feed {
             tx,
             topic: queue.topic.clone(),
@@ -207,11 +204,7 @@ pub struct Expiry {
 }
 
 impl Expiry {
-    pub fn of(vhost: &Vhost, queue: &str) -> Expiry {
-        let topology = vhost.read();
-        let Some(state) = topology.queues.get(queue) else {
-            return Expiry::default();
-        };
+    pub fn of(state: &crate::topology::QueueState) -> Expiry {
         let args = state.arguments.inner();
         let queue_ttl = args
             .get("x-message-ttl")
@@ -219,7 +212,7 @@ impl Expiry {
             .filter(|ttl| *ttl >= 0);
         Expiry {
             queue_ttl,
-            reaps: queue_ttl.is_some() || args.contains_key("x-dead-letter-exchange"),
+            reaps: crate::expires(&state.arguments),
         }
     }
 
