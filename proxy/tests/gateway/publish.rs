@@ -533,7 +533,7 @@ async fn a_stalled_rocketmq_blocks_publishers_and_nacks_what_it_did_not_store() 
     );
     assert!(
         outcomes.iter().all(|o| o.is_nack()),
-        "nothing RocketMQ did not confirm was acked"
+        "nothing RocketMQ did not confirm was acked: {outcomes:?}"
     );
     // Back to normal: the client reconnects, publishes are acked again (within 15 s).
     let mut acked = false;
