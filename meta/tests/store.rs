@@ -11,7 +11,11 @@ use sqlx::Connection;
 fn postgres() -> &'static str {
     static URL: OnceLock<String> = OnceLock::new();
     URL.get_or_init(|| {
-        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/postgres/start.sh");
+        // At run time (cargo sets it), not compile time: the binary may come
+        // from a clone at another path.
+        let crate_dir =
+            std::env::var("CARGO_MANIFEST_DIR").unwrap_or(env!("CARGO_MANIFEST_DIR").into());
+        let script = format!("{crate_dir}/../deploy/postgres/start.sh");
         let out = std::process::Command::new("bash")
             .arg(script)
             .env("PG_PORT", "15432")

@@ -401,6 +401,7 @@ pub async fn import(
             continue;
         }
         let arguments = json_to_table(&q.arguments);
+        let (topic, group) = names::new_queue_names(&vhost.namespace, &q.name);
         let record = meta::Queue {
             vhost: q.vhost.clone(),
             name: q.name.clone(),
@@ -408,8 +409,8 @@ pub async fn import(
             auto_delete: q.auto_delete,
             exclusive_owner: None,
             arguments: encode_arguments(&arguments),
-            topic: names::queue_topic(&vhost.namespace, &q.name),
-            group: names::queue_group(&vhost.namespace, &q.name),
+            topic,
+            group,
         };
         let levels = crate::topology::max_priority(&arguments).map(|max| i32::from(max) + 1);
         upstream

@@ -147,12 +147,9 @@ impl Vhost {
         self.topology.write().unwrap_or_else(|p| p.into_inner())
     }
 
-    pub fn queue_topic(&self, queue: &str) -> String {
-        names::queue_topic(&self.namespace, queue)
-    }
-
-    pub fn queue_group(&self, queue: &str) -> String {
-        names::queue_group(&self.namespace, queue)
+    /// The topic and group of a queue being declared (a new incarnation).
+    pub fn new_queue_names(&self, queue: &str) -> (String, String) {
+        names::new_queue_names(&self.namespace, queue)
     }
 }
 

@@ -256,8 +256,9 @@ pub async fn handle_exchange_unbind(
         m.routing_key.as_str(),
         &m.arguments,
     );
-    check_endpoints(s, &b, 40)?;
-    binding::remove(s, &b).await?;
+    if check_endpoints(s, &b, UNBIND)? {
+        binding::remove(s, &b).await?;
+    }
     reply(
         ch,
         s,
@@ -268,7 +269,11 @@ pub async fn handle_exchange_unbind(
 
 /// Both exchanges exist, neither is the default one, and the user may read
 /// the source and write the destination.
-fn check_endpoints(s: &Session<'_>, b: &meta::Binding, method: u16) -> Result<(), ProtocolError> {
+/// Checks an exchange.bind (method 30) or exchange.unbind (40) as RabbitMQ
+/// does: the default exchange and permissions first, then the endpoints.
+/// `Ok(false)` means an unbind whose source or destination is gone: nothing
+/// to remove, and RabbitMQ 3.10 answers unbind-ok (a bind gets 404).
+fn check_endpoints(s: &Session<'_>, b: &meta::Binding, method: u16) -> Result<bool, ProtocolError> {
     if b.source.is_empty() || b.destination.is_empty() {
         return Err(s.channel_error(
             SoftCode::AccessRefused,
@@ -277,14 +282,21 @@ fn check_endpoints(s: &Session<'_>, b: &meta::Binding, method: u16) -> Result<()
             method,
         ));
     }
+    s.check(Access::Write, "exchange", &b.destination, CLASS, method)?;
+    s.check(Access::Read, "exchange", &b.source, CLASS, method)?;
     for name in [&b.source, &b.destination] {
         if !s.vhost.read().exchanges.contains_key(name.as_str()) {
+            if method == UNBIND {
+                return Ok(false);
+            }
             return Err(not_found(s, name, method));
         }
     }
-    s.check(Access::Write, "exchange", &b.destination, CLASS, method)?;
-    s.check(Access::Read, "exchange", &b.source, CLASS, method)
+    Ok(true)
 }
+
+/// exchange.unbind's method id.
+const UNBIND: u16 = 40;
 
 fn not_found(s: &Session<'_>, name: &str, method: u16) -> ProtocolError {
     s.channel_error(

@@ -75,6 +75,7 @@ pub async fn handle_queue_declare(
         check_equivalent(s, &state, &m)?;
         return declare_ok(ch, s, m.nowait, &state).await;
     }
+    let (topic, group) = vhost.new_queue_names(&name);
     let record = meta::Queue {
         vhost: vhost.name.clone(),
         name: name.clone(),
@@ -82,8 +83,8 @@ pub async fn handle_queue_declare(
         auto_delete: m.auto_delete,
         exclusive_owner: m.exclusive.then(|| s.connection_name.to_owned()),
         arguments: encode_arguments(&m.arguments),
-        topic: vhost.queue_topic(&name),
-        group: vhost.queue_group(&name),
+        topic,
+        group,
     };
     for key in m.arguments.inner().keys() {
         if UNAPPLIED_ARGUMENTS.contains(&key.as_str()) {
@@ -356,8 +357,9 @@ pub async fn handle_queue_unbind(
         m.routing_key.as_str(),
         &m.arguments,
     );
-    check_endpoints(s, &b, 50)?;
-    binding::remove(s, &b).await?;
+    if check_endpoints(s, &b, UNBIND)? {
+        binding::remove(s, &b).await?;
+    }
     reply(
         ch,
         s,
@@ -366,7 +368,14 @@ pub async fn handle_queue_unbind(
     )
 }
 
-fn check_endpoints(s: &Session<'_>, b: &meta::Binding, method: u16) -> Result<(), ProtocolError> {
+/// Checks a queue.bind (method 20) or queue.unbind (50) as RabbitMQ does:
+/// the default exchange and permissions first, then the endpoints. `Ok(false)`
+/// means an unbind whose queue or exchange is gone: nothing to remove, and
+/// RabbitMQ 3.10 answers unbind-ok (a bind gets 404).
+/// queue.unbind's method id.
+const UNBIND: u16 = 50;
+
+fn check_endpoints(s: &Session<'_>, b: &meta::Binding, method: u16) -> Result<bool, ProtocolError> {
     if b.source.is_empty() {
         return Err(s.channel_error(
             SoftCode::AccessRefused,
@@ -378,8 +387,20 @@ fn check_endpoints(s: &Session<'_>, b: &meta::Binding, method: u16) -> Result<()
             method,
         ));
     }
+    s.check(Access::Write, "queue", &b.destination, CLASS, method)?;
+    s.check(Access::Read, "exchange", &b.source, CLASS, method)?;
+    let (queue_exists, exchange_exists) = {
+        let t = s.vhost.read();
+        (
+            t.queues.contains_key(&b.destination),
+            t.exchanges.contains_key(&b.source),
+        )
+    };
+    if method == UNBIND && !(queue_exists && exchange_exists) {
+        return Ok(false);
+    }
     existing_queue(s, &b.destination, method)?;
-    if !s.vhost.read().exchanges.contains_key(&b.source) {
+    if !exchange_exists {
         return Err(s.channel_error(
             SoftCode::NotFound,
             format!("no exchange '{}' in vhost '{}'", b.source, s.vhost.name),
@@ -387,8 +408,7 @@ fn check_endpoints(s: &Session<'_>, b: &meta::Binding, method: u16) -> Result<()
             method,
         ));
     }
-    s.check(Access::Write, "queue", &b.destination, CLASS, method)?;
-    s.check(Access::Read, "exchange", &b.source, CLASS, method)
+    Ok(true)
 }
 
 pub async fn handle_queue_purge(

@@ -1233,6 +1233,18 @@ impl Task {
                         part.fresh.push_back(m);
                     }
                 }
+                // RocketMQ says where the next read starts. Past what it
+                // returned, that skips entries it has no message for: the
+                // blank ones a topic re-created after a broker restart starts
+                // with (its offsets go on from the deleted one's), removed ones.
+                if pulled.next_offset > part.next {
+                    if pulled.offset_illegal {
+                        tracing::warn!(topic = %self.topic, queue_id = id, from = part.next, to = pulled.next_offset, "Read position was outside RocketMQ's log; moved to where it starts.");
+                    } else {
+                        tracing::debug!(topic = %self.topic, queue_id = id, from = part.next, to = pulled.next_offset, "Skipped entries without a message.");
+                    }
+                    part.next = pulled.next_offset;
+                }
                 // A priority level is known once read up to what this
                 // gateway stored there (RocketMQ indexes a moment after
                 // SEND_OK); until then it is read again without waiting.
@@ -1242,10 +1254,6 @@ impl Task {
                         .written_end(&self.topic)
                         .iter()
                         .all(|(qid, end)| *qid != id || *end <= part.next);
-                if pulled.offset_illegal && pulled.next_offset > part.next {
-                    tracing::warn!(topic = %self.topic, queue_id = id, from = part.next, to = pulled.next_offset, "Read position was outside RocketMQ's log; moved to where it starts.");
-                    part.next = pulled.next_offset;
-                }
             }
             Err(error) => {
                 tracing::warn!(topic = %self.topic, %error, "Reading the queue from RocketMQ failed; retrying.");

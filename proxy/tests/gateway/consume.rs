@@ -812,7 +812,10 @@ async fn consumers_on_two_gateways_share_a_queue_and_take_over_from_each_other()
     let mut cb = consume(&chb, &q, "on-b").await;
     // Lease rounds run every second: A first takes all 4 message queues,
     // then gives B its half. Wait until the store shows two each.
-    let topic = a.gateway.topology.vhost("/").unwrap().queue_topic(&q);
+    let topic = a.gateway.topology.vhost("/").unwrap().read().queues[q.as_str()]
+        .record
+        .topic
+        .clone();
     let mut holders = Vec::new();
     for _ in 0..100 {
         holders = a.gateway.store.lease_holders(&topic).await.unwrap();

@@ -13,8 +13,14 @@ use proxy::{Config, Gateway};
 pub const TEST_NAMESRV_PORT: u16 = 19876;
 pub const TEST_BROKER_PORT: u16 = 20911;
 
-fn repo_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+/// The repository this test runs in. Cargo sets CARGO_MANIFEST_DIR when it
+/// runs a test; the compile-time value is only a fallback, since a binary
+/// reused from a clone at another path would otherwise run that clone's files.
+pub fn repo_root() -> PathBuf {
+    let crate_dir = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")));
+    crate_dir.join("..")
 }
 
 /// target/debug, where build.sh put the RocketMQ binaries next to this test.
@@ -34,7 +40,7 @@ pub fn start_rocketmq(name: &str, namesrv_port: u16, broker_port: u16) -> String
         "RocketMQ binaries missing in {}: run deploy/rocketmq/build.sh first (README's test command does)",
         bin.display()
     );
-    let data = bin.join(format!("test-rocketmq-{name}"));
+    let data = rocketmq_data(name);
     let status = Command::new("bash")
         .arg(repo_root().join("deploy/rocketmq/start.sh"))
         .env("ROCKETMQ_BIN", &bin)
@@ -45,6 +51,21 @@ pub fn start_rocketmq(name: &str, namesrv_port: u16, broker_port: u16) -> String
         .expect("run start.sh");
     assert!(status.success(), "start.sh failed for {name}");
     format!("127.0.0.1:{namesrv_port}")
+}
+
+/// The data directory (logs, store, pid files) of a test RocketMQ.
+pub fn rocketmq_data(name: &str) -> PathBuf {
+    bin_dir().join(format!("test-rocketmq-{name}"))
+}
+
+/// Stops a test RocketMQ cleanly (what it confirmed is in its commit log).
+pub fn stop_rocketmq(name: &str) {
+    let status = Command::new("bash")
+        .arg(repo_root().join("deploy/rocketmq/stop.sh"))
+        .env("ROCKETMQ_DATA", rocketmq_data(name))
+        .status()
+        .expect("run stop.sh");
+    assert!(status.success(), "stop.sh failed for {name}");
 }
 
 /// The RocketMQ shared by the tests of this binary.

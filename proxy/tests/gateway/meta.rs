@@ -357,10 +357,9 @@ fn set_of(v: &serde_json::Value, keys: &[&str]) -> std::collections::BTreeSet<St
 
 #[tokio::test]
 async fn rabbitmq_definitions_import_then_export_is_equivalent_and_permissions_apply() {
-    let fixture_path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../conformance/definitions/rabbitmq-3.10.json"
-    );
+    let fixture_file =
+        crate::harness::repo_root().join("conformance/definitions/rabbitmq-3.10.json");
+    let fixture_path = fixture_file.to_str().expect("a UTF-8 path");
     let fixture: serde_json::Value =
         serde_json::from_slice(&std::fs::read(fixture_path).unwrap()).unwrap();
     let dir = tempfile::tempdir().unwrap();

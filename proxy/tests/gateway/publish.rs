@@ -474,13 +474,7 @@ async fn a_stalled_rocketmq_blocks_publishers_and_nacks_what_it_did_not_store() 
     declare(&ch, &q).await;
     publish(&ch, "", &q, BasicProperties::default()).await;
 
-    let pid_file = std::env::current_exe()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .join("test-rocketmq-stall/broker.pid");
+    let pid_file = crate::harness::rocketmq_data("stall").join("broker.pid");
     let pid = std::fs::read_to_string(pid_file).unwrap().trim().to_owned();
     let signal = |sig: &str| {
         assert!(std::process::Command::new("kill")
@@ -665,7 +659,8 @@ async fn properties_and_headers_round_trip_through_rocketmq_exactly() {
     assert!(confirm.is_ack());
 
     let vhost = gw.gateway.topology.vhost("/").unwrap();
-    let (topic, group) = (vhost.queue_topic(&q), vhost.queue_group(&q));
+    let record = vhost.read().queues[q.as_str()].record.clone();
+    let (topic, group) = (record.topic, record.group);
     let mut stored = Vec::new();
     for _ in 0..40 {
         stored = gw.gateway.upstream.peek(&topic, &group, 10).await.unwrap();
@@ -728,7 +723,8 @@ async fn pipelined_publishes_are_stored_in_order_with_their_own_properties() {
         assert!(p.await.unwrap().is_ack());
     }
     let vhost = gw.gateway.topology.vhost("/").unwrap();
-    let (topic, group) = (vhost.queue_topic(&q), vhost.queue_group(&q));
+    let record = vhost.read().queues[q.as_str()].record.clone();
+    let (topic, group) = (record.topic, record.group);
     let mut stored = Vec::new();
     for _ in 0..40 {
         stored = gw

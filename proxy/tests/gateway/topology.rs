@@ -472,7 +472,8 @@ async fn declarations_survive_a_gateway_restart_through_the_meta_store() {
 }
 
 #[tokio::test]
-async fn internal_exchanges_refuse_publishes_and_auto_delete_ones_go_with_their_last_binding() {
+async fn internal_exchanges_refuse_publishes_auto_delete_ones_go_with_their_last_binding_and_unbinding_what_is_gone_is_ok(
+) {
     use lapin::options::BasicPublishOptions;
     let gw = TestGateway::start().await;
     let conn = gw.connect().await;
@@ -560,6 +561,51 @@ async fn internal_exchanges_refuse_publishes_and_auto_delete_ones_go_with_their_
         Some(404),
         "the auto-delete exchange went with its last binding"
     );
+
+    // Unbinding from (or to) what is gone is unbind-ok, as in RabbitMQ 3.10
+    // (aio-pika's RPC unbinds its auto-deleted reply queue on close); binding
+    // to it is still 404.
+    let ch = conn.create_channel().await.unwrap();
+    ch.queue_unbind(
+        "no-such-queue".into(),
+        "amq.direct".into(),
+        "k".into(),
+        FieldTable::default(),
+    )
+    .await
+    .expect("unbind of a missing queue is unbind-ok");
+    ch.queue_unbind(
+        q.as_str().into(),
+        auto.as_str().into(),
+        "k".into(),
+        FieldTable::default(),
+    )
+    .await
+    .expect("unbind from a missing exchange is unbind-ok");
+    ch.exchange_unbind(
+        "no-such-exchange".into(),
+        "amq.direct".into(),
+        "k".into(),
+        Default::default(),
+        FieldTable::default(),
+    )
+    .await
+    .expect("exchange.unbind of a missing destination is unbind-ok");
+    let missing = ch
+        .queue_bind(
+            q.as_str().into(),
+            auto.as_str().into(),
+            "k".into(),
+            Default::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(
+        reply_code(&missing),
+        Some(404),
+        "bind to a missing exchange"
+    );
 }
 
 /// A gateway killed with exclusive queues open: the next start on the same
@@ -634,4 +680,110 @@ async fn exclusive_queues_of_a_killed_gateway_are_deleted_by_the_others() {
     ch.queue_declare(durable_q.as_str().into(), passive, FieldTable::default())
         .await
         .expect("non-exclusive queues stay");
+}
+
+/// A queue deleted and declared again is a new, empty queue, also across a
+/// RocketMQ restart (which indexes a deleted topic's messages again and goes
+/// on counting its offsets): the old messages never come back, the new ones
+/// are delivered. (aio-pika's RPC tests lost their calls here: same-named
+/// auto-delete queues, declared again after a restart of the stack.)
+#[tokio::test]
+async fn a_queue_declared_again_after_a_delete_and_a_rocketmq_restart_starts_empty() {
+    use lapin::options::BasicGetOptions;
+
+    let (name, namesrv_port, broker_port) = ("redeclare", 19878, 20951);
+    let namesrv = crate::harness::start_rocketmq(name, namesrv_port, broker_port);
+    let meta = tempfile::tempdir().unwrap();
+    let meta_url = format!("sqlite:{}", meta.path().join("meta.db").display());
+    let start = || {
+        let (namesrv, meta_url) = (namesrv.clone(), meta_url.clone());
+        TestGateway::start_with(move |c| {
+            c.name_server = namesrv;
+            c.meta_url = meta_url;
+        })
+    };
+    let q = unique("again");
+    let declare = |ch: lapin::Channel, q: String| async move {
+        ch.queue_declare(
+            q.as_str().into(),
+            QueueDeclareOptions {
+                durable: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+    };
+    let publish = |ch: lapin::Channel, q: String, bodies: Vec<&'static [u8]>| async move {
+        let messages = bodies
+            .into_iter()
+            .map(|body| ("", q.as_str(), body, BasicProperties::default()));
+        crate::publish::publish_all(&ch, messages.collect::<Vec<_>>()).await;
+    };
+
+    let gw = start().await;
+    let conn = gw.connect().await;
+    let ch = conn.create_channel().await.unwrap();
+    ch.confirm_select(ConfirmSelectOptions::default())
+        .await
+        .unwrap();
+    declare(ch.clone(), q.clone()).await.unwrap();
+    let first_topic = gw.gateway.topology.vhost("/").unwrap().read().queues[q.as_str()]
+        .record
+        .topic
+        .clone();
+    publish(ch.clone(), q.clone(), vec![b"old".as_slice(); 5]).await;
+    ch.queue_delete(q.as_str().into(), QueueDeleteOptions::default())
+        .await
+        .unwrap();
+    conn.close(200, "bye".into()).await.unwrap();
+    drop(gw);
+
+    // RocketMQ restarts (cleanly: what it confirmed is in its commit log).
+    crate::harness::stop_rocketmq(name);
+    crate::harness::start_rocketmq(name, namesrv_port, broker_port);
+
+    let gw = start().await;
+    let conn = gw.connect().await;
+    let ch = conn.create_channel().await.unwrap();
+    ch.confirm_select(ConfirmSelectOptions::default())
+        .await
+        .unwrap();
+    // The broker may take a moment to serve its routes again.
+    let mut declared = None;
+    for _ in 0..60 {
+        match declare(ch.clone(), q.clone()).await {
+            Ok(ok) => {
+                declared = Some(ok);
+                break;
+            }
+            Err(_) => tokio::time::sleep(std::time::Duration::from_millis(500)).await,
+        }
+    }
+    let declared = declared.expect("the queue is declared again once RocketMQ is back");
+    assert_eq!(declared.message_count(), 0, "a new queue is empty");
+    let topic = gw.gateway.topology.vhost("/").unwrap().read().queues[q.as_str()]
+        .record
+        .topic
+        .clone();
+    assert_ne!(topic, first_topic, "a new incarnation, a new topic");
+    publish(ch.clone(), q.clone(), vec![b"new-1".as_slice(), b"new-2"]).await;
+    let mut bodies = Vec::new();
+    for _ in 0..100 {
+        match ch
+            .basic_get(q.as_str().into(), BasicGetOptions { no_ack: true })
+            .await
+            .unwrap()
+        {
+            Some(m) => bodies.push(String::from_utf8_lossy(&m.delivery.data).into_owned()),
+            None if bodies.len() >= 2 => break,
+            None => tokio::time::sleep(std::time::Duration::from_millis(50)).await,
+        }
+    }
+    assert_eq!(
+        bodies,
+        ["new-1", "new-2"],
+        "only the new messages, in order"
+    );
+    crate::harness::stop_rocketmq(name);
 }
