@@ -483,7 +483,27 @@ async fn a_stalled_rocketmq_blocks_publishers_and_nacks_what_it_did_not_store() 
             .unwrap()
             .success())
     };
+    // The broker's state letter in /proc (T: stopped), to show in failures.
+    let state = || {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|stat| {
+                let after_name = stat.rfind(')')?;
+                stat[after_name + 1..]
+                    .split_whitespace()
+                    .next()
+                    .map(str::to_owned)
+            })
+            .unwrap_or_else(|| "gone".into())
+    };
     signal("-STOP");
+    for _ in 0..100 {
+        if state() == "T" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(state(), "T", "the broker (pid {pid}) is stopped");
     let publisher = {
         let (ch, q) = (ch.clone(), q.clone());
         tokio::spawn(async move {
@@ -520,6 +540,7 @@ async fn a_stalled_rocketmq_blocks_publishers_and_nacks_what_it_did_not_store() 
         .await
         .expect("confirms arrive")
         .unwrap();
+    let state_meanwhile = state();
     signal("-CONT");
     assert!(
         saw_blocked,
@@ -527,7 +548,7 @@ async fn a_stalled_rocketmq_blocks_publishers_and_nacks_what_it_did_not_store() 
     );
     assert!(
         outcomes.iter().all(|o| o.is_nack()),
-        "nothing RocketMQ did not confirm was acked: {outcomes:?}"
+        "nothing RocketMQ did not confirm was acked: {outcomes:?} (broker pid {pid} state {state_meanwhile})"
     );
     // Back to normal: the client reconnects, publishes are acked again (within 15 s).
     let mut acked = false;
