@@ -418,13 +418,11 @@ pub async fn import(
             .await?;
         store.put_queue(&record).await?;
         report.created.push(what.clone());
-        for key in q.arguments.keys() {
-            if crate::channel::queue::UNAPPLIED_ARGUMENTS.contains(&key.as_str()) {
-                report.skipped.push((
-                    format!("argument {key} of {what}"),
-                    "stored, not applied yet (docs/mapping.md)".into(),
-                ));
-            }
+        for key in crate::channel::queue::unapplied_arguments(&arguments) {
+            report.skipped.push((
+                format!("argument {key} of {what}"),
+                "stored, not applied yet (docs/mapping.md)".into(),
+            ));
         }
     }
     for b in &defs.bindings {

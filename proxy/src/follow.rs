@@ -169,6 +169,7 @@ async fn apply(gw: &Arc<Gateway>, c: &Change) -> Result<(), MetaError> {
             // Deleted elsewhere: this gateway's consumers of it are cancelled.
             if let Some(topic) = gone_topic {
                 gw.feeds.stop(&topic);
+                gw.admissions.forget(&topic);
             }
         }
         ChangeKind::Bindings => {

@@ -73,6 +73,8 @@ pub struct Gateway {
     pub upstream: Arc<dyn Upstream>,
     /// The queues consumed through this gateway (delivery/).
     pub feeds: delivery::Feeds,
+    /// Lengths of queues that refuse publishes when full.
+    pub admissions: channel::overflow::Admissions,
     /// Distinguishes this process's connections from other gateways'.
     pub instance_id: String,
     /// The meta store answered the follower's last look (false: serving
@@ -141,6 +143,7 @@ impl Gateway {
             store,
             upstream,
             feeds,
+            admissions: Default::default(),
             instance_id,
             meta_healthy: std::sync::atomic::AtomicBool::new(true),
         });

@@ -15,3 +15,4 @@ pub const ACKED: &str = "amqp_gateway_acked_total";
 pub const DEAD_LETTERED: &str = "amqp_gateway_dead_lettered_total";
 pub const REDELIVERY_LOST: &str = "amqp_gateway_redelivery_lost_total";
 pub const EXPIRED: &str = "amqp_gateway_expired_total";
+pub const REJECTED_FULL: &str = "amqp_gateway_rejected_full_queue_total";

@@ -69,8 +69,16 @@ impl VhostTopology {
         exchange: &str,
         routing_key: &str,
         headers: Option<&FieldTable>,
-    ) -> Vec<(String, Option<u8>)> {
-        let target = |q: &QueueState| (q.record.topic.clone(), q.max_priority());
+    ) -> Vec<Target> {
+        let target = |q: &QueueState| Target {
+            topic: q.record.topic.clone(),
+            max_priority: q.max_priority(),
+            limit: q.reject_publish().map(|rule| Limited {
+                queue: q.record.name.clone(),
+                group: q.record.group.clone(),
+                rule,
+            }),
+        };
         if exchange.is_empty() {
             return self
                 .queues
@@ -353,6 +361,63 @@ impl QueueState {
     /// A priority queue's highest priority level.
     pub fn max_priority(&self) -> Option<u8> {
         max_priority(&self.arguments)
+    }
+
+    pub fn reject_publish(&self) -> Option<RejectPublish> {
+        reject_publish(&self.arguments)
+    }
+}
+
+/// Where a published message goes: one queue's topic.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Target {
+    pub topic: String,
+    /// Its queue's x-max-priority.
+    pub max_priority: Option<u8>,
+    /// Its queue refuses publishes when full.
+    pub limit: Option<Limited>,
+}
+
+/// A destination queue with a length limit that refuses publishes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Limited {
+    pub queue: String,
+    pub group: String,
+    pub rule: RejectPublish,
+}
+
+/// A queue's length limit that refuses publishes (channel/overflow.rs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RejectPublish {
+    pub max_length: u64,
+    /// reject-publish-dlx: the refused message is dead-lettered.
+    pub dead_letter: bool,
+}
+
+/// x-max-length with x-overflow reject-publish or reject-publish-dlx.
+pub fn reject_publish(arguments: &FieldTable) -> Option<RejectPublish> {
+    let args = arguments.inner();
+    let dead_letter = match text_argument(args.get("x-overflow")?)?.as_str() {
+        "reject-publish" => false,
+        "reject-publish-dlx" => true,
+        _ => return None,
+    };
+    let max_length = args
+        .get("x-max-length")
+        .and_then(integer_argument)
+        .and_then(|n| u64::try_from(n).ok())?;
+    Some(RejectPublish {
+        max_length,
+        dead_letter,
+    })
+}
+
+/// A string argument, long or short.
+pub fn text_argument(value: &AMQPValue) -> Option<String> {
+    match value {
+        AMQPValue::LongString(s) => Some(String::from_utf8_lossy(s.as_bytes()).into_owned()),
+        AMQPValue::ShortString(s) => Some(s.as_str().to_owned()),
+        _ => None,
     }
 }
 

@@ -10,7 +10,7 @@ use amq_protocol::protocol::{basic, AMQPClass};
 use std::future::Future;
 use std::pin::Pin;
 
-use futures_util::future::try_join_all;
+use futures_util::future::join_all;
 
 use super::{Channel, PublishDone, Session};
 use crate::codec::content::Content;
@@ -178,19 +178,35 @@ pub fn route(
     if let Some(ttl) = ttl {
         props.push((MESSAGE_TTL, ttl.to_string()));
     }
-    let sends: Vec<_> = topics
+    let priority = *properties.priority();
+    let sends: Vec<Stored> = topics
         .into_iter()
-        .map(|(topic, max_priority)| {
-            s.gateway.upstream.send(OutboundMessage {
-                topic,
-                queue_id: priority_level(max_priority, *properties.priority()),
+        .map(|target| {
+            let message = OutboundMessage {
+                topic: target.topic,
+                queue_id: priority_level(target.max_priority, priority),
                 body: body.clone(),
                 properties: props.clone(),
-            })
+            };
+            match target.limit {
+                None => s.gateway.upstream.send(message),
+                Some(limited) => super::overflow::send_if_room(
+                    s.gateway.clone(),
+                    s.vhost.clone(),
+                    limited,
+                    message,
+                ),
+            }
         })
         .collect();
+    // Every destination is tried (a full queue does not keep the message
+    // from the others); the publish is confirmed if every one stored it.
     Ok(Some(Box::pin(async move {
-        try_join_all(sends).await.map(drop)
+        join_all(sends)
+            .await
+            .into_iter()
+            .collect::<Result<Vec<()>, _>>()
+            .map(drop)
     })))
 }
 
@@ -200,7 +216,7 @@ fn destinations(
     exchange: &str,
     routing_key: &str,
     headers: Option<&amq_protocol::types::FieldTable>,
-) -> Vec<(String, Option<u8>)> {
+) -> Vec<crate::topology::Target> {
     s.vhost
         .read()
         .destination_topics(exchange, routing_key, headers)

@@ -10,6 +10,7 @@ pub mod binding;
 pub mod confirm;
 pub mod consume;
 pub mod exchange;
+pub mod overflow;
 pub mod queue;
 pub mod tx;
 

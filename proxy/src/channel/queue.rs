@@ -14,6 +14,7 @@ use crate::error::{
 };
 use crate::mapping::routing::Destination;
 use crate::topology::{encode_arguments, Access, QueueState, Vhost};
+use crate::upstream::UpstreamError;
 use crate::Gateway;
 
 const CLASS: u16 = 50;
@@ -34,15 +35,28 @@ const EQUIVALENCE_ARGUMENTS: &[&str] = &[
 ];
 
 /// Arguments that are stored but whose behaviour is not implemented yet.
-/// (x-dead-letter-exchange / -routing-key are applied to rejected and
-/// expired messages; overflow, their other cause, is in this list.)
-pub const UNAPPLIED_ARGUMENTS: &[&str] = &[
+const UNAPPLIED_ARGUMENTS: &[&str] = &[
     "x-expires",
-    "x-max-length",
     "x-max-length-bytes",
-    "x-overflow",
     "x-single-active-consumer",
 ];
+
+/// The arguments of a queue that are stored but not applied (logged at
+/// declare, reported by import): x-max-length applies with x-overflow
+/// reject-publish or reject-publish-dlx, not with drop-head (the default).
+pub fn unapplied_arguments(arguments: &FieldTable) -> Vec<String> {
+    let rejects = crate::topology::reject_publish(arguments).is_some();
+    arguments
+        .inner()
+        .keys()
+        .map(|key| key.as_str())
+        .filter(|key| {
+            UNAPPLIED_ARGUMENTS.contains(key)
+                || (!rejects && matches!(*key, "x-max-length" | "x-overflow"))
+        })
+        .map(str::to_owned)
+        .collect()
+}
 
 pub async fn handle_queue_declare(
     ch: &mut Channel,
@@ -86,10 +100,8 @@ pub async fn handle_queue_declare(
         topic,
         group,
     };
-    for key in m.arguments.inner().keys() {
-        if UNAPPLIED_ARGUMENTS.contains(&key.as_str()) {
-            tracing::warn!(vhost = %vhost.name, queue = %name, argument = %key, "Queue argument stored but not applied yet (see docs/mapping.md).");
-        }
+    for key in unapplied_arguments(&m.arguments) {
+        tracing::warn!(vhost = %vhost.name, queue = %name, argument = %key, "Queue argument stored but not applied yet (see docs/mapping.md).");
     }
     s.gateway
         .upstream
@@ -167,6 +179,8 @@ fn check_numeric_arguments(
     for (key, max) in [
         ("x-message-ttl", i64::from(u32::MAX)),
         ("x-max-priority", 255),
+        ("x-max-length", i64::MAX),
+        ("x-max-length-bytes", i64::MAX),
     ] {
         let Some(value) = arguments.inner().get(key) else {
             continue;
@@ -186,6 +200,23 @@ fn check_numeric_arguments(
             CLASS,
             10,
         ));
+    }
+    if let Some(value) = arguments.inner().get("x-overflow") {
+        let text = crate::topology::text_argument(value);
+        if !matches!(
+            text.as_deref(),
+            Some("drop-head" | "reject-publish" | "reject-publish-dlx")
+        ) {
+            return Err(s.channel_error(
+                SoftCode::PreconditionFailed,
+                format!(
+                    "invalid arg 'x-overflow' for queue '{queue}' in vhost '{}': {value:?} is not drop-head, reject-publish or reject-publish-dlx",
+                    s.vhost.name
+                ),
+                CLASS,
+                10,
+            ));
+        }
     }
     Ok(())
 }
@@ -300,28 +331,37 @@ async fn declare_ok(
 /// Ready messages and consumers. While this gateway consumes the queue, its
 /// feed knows what is handed out; otherwise the group's backlog is the count.
 async fn counts(gateway: &crate::Gateway, state: &QueueState) -> Result<(u32, u32), ProtocolError> {
-    let (topic, group) = (&state.record.topic, &state.record.group);
-    let (ready, consumers) = match gateway.feeds.get(topic) {
-        Some(feed) => {
-            let partitions = gateway
-                .upstream
-                .partitions(topic, group)
-                .await
-                .map_err(|e| upstream_failure("message count", &e))?;
-            feed.count(partitions).await
-        }
-        None => (
-            gateway
-                .upstream
-                .backlog(topic, group)
-                .await
-                .map_err(|e| upstream_failure("message count", &e))?,
-            0,
-        ),
-    };
+    let topic = &state.record.topic;
+    let (ready, consumers) = ready_and_consumers(gateway, topic, &state.record.group)
+        .await
+        .map_err(|e| upstream_failure("message count", &e))?;
     let others = gateway.consumers_elsewhere(topic).await.count;
     let consumers = consumers.saturating_add(others.clamp(0, i64::from(u32::MAX)) as u32);
     Ok((ready.min(u64::from(u32::MAX)) as u32, consumers))
+}
+
+/// The queue's ready messages and this gateway's consumers of it.
+async fn ready_and_consumers(
+    gateway: &crate::Gateway,
+    topic: &str,
+    group: &str,
+) -> Result<(u64, u32), UpstreamError> {
+    Ok(match gateway.feeds.get(topic) {
+        Some(feed) => {
+            let partitions = gateway.upstream.partitions(topic, group).await?;
+            feed.count(partitions).await
+        }
+        None => (gateway.upstream.backlog(topic, group).await?, 0),
+    })
+}
+
+/// The queue's ready messages, as message_count says them.
+pub async fn ready_messages(
+    gateway: &crate::Gateway,
+    topic: &str,
+    group: &str,
+) -> Result<u64, UpstreamError> {
+    Ok(ready_and_consumers(gateway, topic, group).await?.0)
 }
 
 pub async fn handle_queue_bind(
@@ -522,6 +562,7 @@ pub async fn delete_queue(
     };
     // Its consumers are cancelled (basic.cancel to clients that asked for it).
     gateway.feeds.stop(&record.topic);
+    gateway.admissions.forget(&record.topic);
     if let Err(error) = gateway.store.forget_topic(&record.topic).await {
         tracing::warn!(queue = %record.name, %error, "Read leases of a deleted queue were not removed; they lapse on their own.");
     }

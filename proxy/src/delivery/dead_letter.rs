@@ -42,6 +42,8 @@ pub fn target(vhost: &Vhost, queue: &str) -> Option<Target> {
 pub enum Reason {
     Rejected,
     Expired,
+    /// Refused by a full queue with x-overflow reject-publish-dlx.
+    MaxLen,
 }
 
 impl Reason {
@@ -49,6 +51,7 @@ impl Reason {
         match self {
             Reason::Rejected => "rejected",
             Reason::Expired => "expired",
+            Reason::MaxLen => "maxlen",
         }
     }
 }
@@ -170,7 +173,7 @@ pub async fn republish(
         .map_or(0, |d| d.as_secs());
     let properties = with_death(&properties, queue, reason, &exchange, &routing_key, now);
     let new_key = target.routing_key.clone().unwrap_or(routing_key);
-    let topics: Vec<(String, Option<u8>)> = {
+    let topics: Vec<crate::topology::Target> = {
         let topology = vhost.read();
         if !topology.has_exchange(&target.exchange) {
             tracing::warn!(vhost = %vhost.name, %queue, exchange = %target.exchange, reason = reason.as_str(), "Dead-letter exchange does not exist; the message is dropped, as RabbitMQ drops it.");
@@ -189,10 +192,10 @@ pub async fn republish(
     }
     let sends: Vec<_> = topics
         .into_iter()
-        .map(|(topic, max_priority)| {
+        .map(|t| {
             upstream.send(OutboundMessage {
-                topic,
-                queue_id: crate::topology::priority_level(max_priority, *properties.priority()),
+                topic: t.topic,
+                queue_id: crate::topology::priority_level(t.max_priority, *properties.priority()),
                 body: message.body.clone(),
                 properties: props.clone(),
             })

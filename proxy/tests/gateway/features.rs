@@ -1,5 +1,6 @@
 //! RabbitMQ features built on RocketMQ: transactions, message TTL (with
-//! dead-lettering on expiry) and priority queues.
+//! dead-lettering on expiry), priority queues and length limits that refuse
+//! publishes.
 
 use std::time::Duration;
 
@@ -32,6 +33,18 @@ async fn send(ch: &Channel, queue: &str, body: &str, props: BasicProperties) {
     )
     .await
     .unwrap();
+}
+
+/// Dead letters go to `queue` through the default exchange.
+fn dead_letter_to(args: &mut FieldTable, queue: &str) {
+    args.insert(
+        "x-dead-letter-exchange".into(),
+        AMQPValue::LongString("".into()),
+    );
+    args.insert(
+        "x-dead-letter-routing-key".into(),
+        AMQPValue::LongString(queue.into()),
+    );
 }
 
 async fn get_body(ch: &Channel, queue: &str) -> Option<(u64, String)> {
@@ -125,14 +138,7 @@ async fn expired_messages_leave_at_the_head_and_are_dead_lettered_without_a_cons
     declare(&ch, &dead, FieldTable::default()).await;
     let mut args = FieldTable::default();
     args.insert("x-message-ttl".into(), AMQPValue::LongInt(300));
-    args.insert(
-        "x-dead-letter-exchange".into(),
-        AMQPValue::LongString("".into()),
-    );
-    args.insert(
-        "x-dead-letter-routing-key".into(),
-        AMQPValue::LongString(dead.as_str().into()),
-    );
+    dead_letter_to(&mut args, &dead);
     declare(&ch, &q, args).await;
     ch.confirm_select(ConfirmSelectOptions::default())
         .await
@@ -298,4 +304,143 @@ async fn a_priority_queue_delivers_higher_priorities_first_requeued_ones_include
         .await
         .unwrap_err();
     assert_eq!(reply_code(&err), Some(406));
+}
+
+/// x-max-length with x-overflow reject-publish: a full queue nacks what it
+/// cannot take (other queues the message reaches still get it), takes again
+/// once a message left; reject-publish-dlx dead-letters the refused message
+/// with reason maxlen; bad values are 406.
+#[tokio::test]
+async fn a_full_queue_refuses_publishes_with_a_nack_and_takes_again_when_read() {
+    use lapin::options::QueueBindOptions;
+    use lapin::ExchangeKind;
+
+    let gw = TestGateway::start().await;
+    let conn = gw.connect().await;
+    let ch = conn.create_channel().await.unwrap();
+    let (q, other, dead, fanout) = (
+        unique("full"),
+        unique("full-other"),
+        unique("full-dead"),
+        unique("full-fan"),
+    );
+    declare(&ch, &dead, FieldTable::default()).await;
+    declare(&ch, &other, FieldTable::default()).await;
+    let mut args = FieldTable::default();
+    args.insert("x-max-length".into(), AMQPValue::LongInt(2));
+    args.insert(
+        "x-overflow".into(),
+        AMQPValue::LongString("reject-publish-dlx".into()),
+    );
+    dead_letter_to(&mut args, &dead);
+    declare(&ch, &q, args).await;
+    ch.exchange_declare(
+        fanout.as_str().into(),
+        ExchangeKind::Fanout,
+        Default::default(),
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
+    for queue in [&q, &other] {
+        ch.queue_bind(
+            queue.as_str().into(),
+            fanout.as_str().into(),
+            "".into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    }
+    ch.confirm_select(ConfirmSelectOptions::default())
+        .await
+        .unwrap();
+    let mut outcomes = Vec::new();
+    for i in 0..4 {
+        let confirm = ch
+            .basic_publish(
+                fanout.as_str().into(),
+                "".into(),
+                BasicPublishOptions::default(),
+                format!("m{i}").as_bytes(),
+                BasicProperties::default(),
+            )
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+        outcomes.push(confirm.is_ack());
+    }
+    assert_eq!(
+        outcomes,
+        [true, true, false, false],
+        "the third and fourth are refused"
+    );
+    assert_eq!(message_count(&ch, &q).await, 2);
+    assert_eq!(
+        message_count_expecting(&ch, &other, Some(4)).await,
+        4,
+        "the other queue got every message"
+    );
+    let refused = message_count_expecting(&ch, &dead, Some(2)).await;
+    assert_eq!(
+        refused, 2,
+        "reject-publish-dlx dead-letters what was refused"
+    );
+    let m = ch
+        .basic_get(dead.as_str().into(), BasicGetOptions { no_ack: true })
+        .await
+        .unwrap()
+        .expect("a dead letter");
+    let headers = m.delivery.properties.headers().clone().expect("x-death");
+    assert_eq!(
+        headers.inner().get("x-first-death-reason"),
+        Some(&AMQPValue::LongString("maxlen".into()))
+    );
+    assert_eq!(m.delivery.data, b"m2");
+
+    // One message leaves: there is room for one more, not two.
+    let (tag, body) = get_body(&ch, &q).await.expect("the head");
+    assert_eq!(body, "m0");
+    ch.basic_ack(tag, BasicAckOptions::default()).await.unwrap();
+    let mut outcomes = Vec::new();
+    for body in ["m4", "m5"] {
+        let confirm = ch
+            .basic_publish(
+                "".into(),
+                q.as_str().into(),
+                BasicPublishOptions::default(),
+                body.as_bytes(),
+                BasicProperties::default(),
+            )
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+        outcomes.push(confirm.is_ack());
+    }
+    assert_eq!(outcomes, [true, false]);
+    assert_eq!(message_count(&ch, &q).await, 2);
+
+    for (key, value) in [
+        (
+            "x-overflow",
+            AMQPValue::LongString("drop-everything".into()),
+        ),
+        ("x-max-length", AMQPValue::LongInt(-1)),
+    ] {
+        let ch = conn.create_channel().await.unwrap();
+        let mut args = FieldTable::default();
+        args.insert(key.into(), value);
+        let error = ch
+            .queue_declare(
+                unique("bad-limit").as_str().into(),
+                QueueDeclareOptions::default(),
+                args,
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(reply_code(&error), Some(406), "{key}");
+    }
 }
