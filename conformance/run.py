@@ -20,7 +20,9 @@ AMQP_PORT=5674 deploy/up.sh, and pass --gateway-port 5674).
 """
 import argparse
 import asyncio
+import json
 import os
+import shutil
 import socket
 import threading
 import re
@@ -69,6 +71,18 @@ SUITES = {
                   "tests/test_master.py", "tests/test_message.py", "tests/test_types.py"],
         "fast": False,
         "not_applicable": [],
+        "known": [],
+    },
+    "lapin (tests that need a broker)": {
+        # The lapin this workspace pins (Cargo.lock), from cargo's registry:
+        # its integration tests, each test binary run with AMQP_ADDR set.
+        "cargo": "lapin",
+        "tests": [],
+        "fast": False,
+        "not_applicable": [
+            (r"conn_refused::", "expects nothing listening on localhost:5673, where this "
+                                "machine's reference RabbitMQ runs"),
+        ],
         "known": [],
     },
     "kombu (py-amqp transport)": {
@@ -176,9 +190,53 @@ def suite_python(python, spec, source):
     return own
 
 
+def cargo_source(crate):
+    """A copy of the registry source of `crate` as this workspace's Cargo.lock pins it."""
+    root = Path(__file__).resolve().parent.parent
+    meta = json.loads(subprocess.run(
+        ["cargo", "metadata", "--format-version", "1", "--locked"], cwd=root,
+        capture_output=True, check=True, text=True).stdout)
+    package = next(p for p in meta["packages"] if p["name"] == crate and p["source"])
+    copy = CACHE / f"{crate}-{package['version']}"
+    if not copy.is_dir():
+        shutil.copytree(Path(package["manifest_path"]).parent, copy)
+        # The workspace's lock file pins its dependencies too.
+        shutil.copy(root / "Cargo.lock", copy / "Cargo.lock")
+    return copy
+
+
+def run_cargo_suite(source, port, out_dir, target):
+    """Each integration test binary of a crate, against AMQP_ADDR; libtest's
+    --logfile says which passed."""
+    env = dict(os.environ, AMQP_ADDR=f"amqp://guest:guest@127.0.0.1:{port}/%2f",
+               CARGO_TARGET_DIR=str(CACHE.parent / "suite-target"), RUST_LOG="error")
+    results = {}
+    for test_file in sorted((Path(source) / "tests").glob("*.rs")):
+        name = test_file.stem
+        log = out_dir / f"cargo-{Path(source).name}-{name}-{target}.log"
+        log.unlink(missing_ok=True)
+        run = subprocess.run(["cargo", "test", "--test", name, "--", "--test-threads", "1",
+                              "--logfile", str(log)], cwd=source, env=env,
+                             capture_output=True, text=True, timeout=1800)
+        if not log.exists():  # did not build, or needs a feature: nothing ran
+            continue
+        for line in log.read_text().splitlines():
+            outcome, _, test = line.partition(" ")
+            failure = ""
+            if outcome == "failed":
+                match = re.search(rf"---- {re.escape(test)} stdout ----\n(?:.*\n)?(.*)",
+                                  run.stdout)
+                failure = match.group(1)[:160] if match else "failed"
+            results[f"{name}::{test}"] = (
+                {"ok": "passed", "failed": "failed"}.get(outcome, "skipped"), failure)
+    return results
+
+
 def run_suite(python, suite, source, target, port, fast, out_dir):
     """Runs one suite against one target; returns {test: (outcome, message)}."""
     spec = SUITES[suite]
+    if "cargo" in spec:
+        return run_cargo_suite(source, port, out_dir, target)
     report = out_dir / f"{re.sub(r'[^a-z0-9]+', '-', suite.lower())}-{target}.xml"
     env = dict(os.environ, RABBITMQ_HOST="127.0.0.1", RABBITMQ_5672_TCP=str(port))
     args = [python, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:randomly",
@@ -219,10 +277,12 @@ def main():
     ap.add_argument("--rabbitmq-port", type=int, default=int(os.environ.get("RABBITMQ_PORT", 5673)))
     ap.add_argument("--targets", default="rabbitmq,gateway")
     ap.add_argument("--fast", action="store_true", help="only the suites marked fast (CI)")
+    ap.add_argument("--only", default="", help="only the suites whose name contains this")
     ap.add_argument("--out", default=str(CACHE / "reports"))
     args = ap.parse_args()
     python = sys.executable
-    chosen = {name: spec for name, spec in SUITES.items() if spec["fast"] or not args.fast}
+    chosen = {name: spec for name, spec in SUITES.items()
+              if (spec["fast"] or not args.fast) and args.only.lower() in name.lower()}
     subprocess.run([python, "-m", "pip", "install", "-q", *PYTEST,
                     *[s["package"] for s in chosen.values() if "package" in s],
                     *[r for s in chosen.values() if "venv" not in s
@@ -246,6 +306,8 @@ def main():
                 continue
         elif "local" in spec:
             source = Path(__file__).parent / spec["local"]
+        elif "cargo" in spec:
+            source = cargo_source(spec["cargo"])
         else:
             source = fetch(python, spec["package"])
         runner = suite_python(python, spec, source)
@@ -257,6 +319,7 @@ def main():
         passed = {tg: sum(results[tg].get(t, ("missing",))[0] == "passed" for t in counted)
                   for tg in targets}
         pinned = (spec.get("package") or " ".join(spec.get("requires", []))
+                  or (f"{Path(source).name} (Cargo.lock)" if "cargo" in spec else "")
                   or f"snapshot {Path(source).name}")
         rows.append((suite, pinned, len(tests), len(tests) - len(counted), passed))
         for t in counted:
