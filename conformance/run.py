@@ -57,6 +57,18 @@ SUITES = {
                                   "540 NOT_IMPLEMENTED (docs/mapping.md)"),
         ],
     },
+    "pika async adapters (tests/acceptance/async_adapter_tests.py)": {
+        # The same scenarios on each of pika's I/O loops (select, asyncio...).
+        "source_env": "PIKA_SOURCE",
+        "tests": ["tests/acceptance/async_adapter_tests.py"],
+        "forward_5672": True,
+        "fast": False,
+        "not_applicable": [],
+        "known": [
+            (r"UpdateSecret", "connection.update-secret: no token authentication, "
+                              "540 NOT_IMPLEMENTED (docs/mapping.md)"),
+        ],
+    },
     "aio-pika (tests that need a broker)": {
         "source_env": "AIO_PIKA_SOURCE",
         # Its own virtualenv: its pytest plugins (aiomisc) must not meet the
