@@ -26,10 +26,11 @@ pub struct Target {
 pub fn target(vhost: &Vhost, queue: &str) -> Option<Target> {
     let topology = vhost.read();
     let arguments = &topology.queues.get(queue)?.arguments;
-    let text = |key: &str| match arguments.inner().get(key) {
-        Some(AMQPValue::LongString(s)) => Some(String::from_utf8_lossy(s.as_bytes()).into_owned()),
-        Some(AMQPValue::ShortString(s)) => Some(s.as_str().to_owned()),
-        _ => None,
+    let text = |key: &str| {
+        arguments
+            .inner()
+            .get(key)
+            .and_then(crate::topology::text_argument)
     };
     Some(Target {
         exchange: text("x-dead-letter-exchange")?,
