@@ -86,6 +86,10 @@ pub struct Connection {
     /// Since when the pipeline has been full.
     full_since: Option<Instant>,
     blocked: bool,
+    /// The client closed the connection: close-ok goes out once its
+    /// channels are released and its exclusive queues deleted, so a
+    /// connection opened right after sees them gone (as with RabbitMQ).
+    close_ok_owed: bool,
     last_read: Instant,
     last_write: Instant,
     deadline: Option<Instant>,
@@ -129,6 +133,7 @@ impl Connection {
             pipeline: Pipeline::new(),
             full_since: None,
             blocked: false,
+            close_ok_owed: false,
             last_read: now,
             last_write: now,
             deadline: Some(now + HANDSHAKE_TIMEOUT),
@@ -503,10 +508,7 @@ impl Connection {
         match m {
             connection::AMQPMethod::Close(c) => {
                 tracing::debug!(code = c.reply_code, text = %c.reply_text, "Client closed the connection.");
-                self.out.method(
-                    0,
-                    AMQPClass::Connection(connection::AMQPMethod::CloseOk(connection::CloseOk {})),
-                );
+                self.close_ok_owed = true;
                 self.state = State::Closed;
                 Ok(())
             }
@@ -773,8 +775,6 @@ impl Connection {
         })
         .await;
         self.send_acks();
-        let _ = self.flush().await;
-        let _ = self.writer.shutdown().await;
         // Deliveries that were on their way are handed back (a feed sending
         // after this finds the connection gone and keeps the message).
         self.deliveries.close();
@@ -790,6 +790,14 @@ impl Connection {
         if let Some(opened) = self.opened.take() {
             self.delete_exclusive_queues(&opened).await;
         }
+        if self.close_ok_owed {
+            self.out.method(
+                0,
+                AMQPClass::Connection(connection::AMQPMethod::CloseOk(connection::CloseOk {})),
+            );
+        }
+        let _ = self.flush().await;
+        let _ = self.writer.shutdown().await;
     }
 
     async fn delete_exclusive_queues(&mut self, opened: &Opened) {

@@ -143,6 +143,20 @@ fn init_logging() {
 }
 
 /// A name no other test (or earlier run against the same RocketMQ) uses.
+/// Declares a queue only this channel's connection may use.
+pub async fn declare_exclusive(ch: &lapin::Channel, name: &str) -> Result<(), lapin::Error> {
+    ch.queue_declare(
+        name.into(),
+        lapin::options::QueueDeclareOptions {
+            exclusive: true,
+            ..Default::default()
+        },
+        lapin::types::FieldTable::default(),
+    )
+    .await
+    .map(drop)
+}
+
 pub fn unique(prefix: &str) -> String {
     format!("{prefix}-{:08x}", rand_u32())
 }

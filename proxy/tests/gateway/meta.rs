@@ -150,16 +150,9 @@ async fn declared_and_bound_through_one_gateway_process_routes_through_another()
 
     // An exclusive queue of a connection to A is locked for B's connections.
     let excl = unique("excl");
-    cha.queue_declare(
-        excl.as_str().into(),
-        QueueDeclareOptions {
-            exclusive: true,
-            ..Default::default()
-        },
-        FieldTable::default(),
-    )
-    .await
-    .unwrap();
+    crate::harness::declare_exclusive(&cha, &excl)
+        .await
+        .unwrap();
     tokio::time::sleep(Duration::from_millis(200)).await;
     let chb = cb.create_channel().await.unwrap();
     let err = chb
