@@ -1,21 +1,97 @@
-//! Throughput and latency harness: `publish-probe` (one publisher with a
-//! confirm window) and `consume-probe` (one consumer draining a queue). The
-//! side-by-side harness (gateway, RabbitMQ, direct RocketMQ, null upstream)
-//! with report and chart is the benchmarks issue.
+//! Throughput and latency harness: the gateway (on RocketMQ, and on its null
+//! upstream), RabbitMQ and a direct RocketMQ client, side by side, in one run
+//! (`bench`, driven by benches/run.sh).
+//!
+//! The path of a run: `bench` picks a scenario and a target; `amqp` or
+//! `direct` drives it (`wire` is the load generator's AMQP client); `measure`
+//! reads latencies, CPU and memory; `report` writes the table and the chart.
 
-use lapin::options::QueueDeclareOptions;
-use lapin::types::FieldTable;
-use lapin::{Channel, Connection, ConnectionProperties};
+pub mod amqp;
+pub mod direct;
+pub mod measure;
+pub mod report;
+pub mod wire;
 
-/// Connects and declares the durable queue a probe works on.
-pub async fn open_queue(url: &str, queue: &str) -> Result<(Connection, Channel), lapin::Error> {
-    let conn = Connection::connect(url, ConnectionProperties::default()).await?;
-    let ch = conn.create_channel().await?;
-    let durable = QueueDeclareOptions {
-        durable: true,
-        ..Default::default()
-    };
-    ch.queue_declare(queue.into(), durable, FieldTable::default())
-        .await?;
-    Ok((conn, ch))
+use std::time::Duration;
+
+use measure::{Latencies, Process};
+
+/// What every scenario shares.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// How long publishers publish; the run then waits for what is in flight.
+    pub duration: Duration,
+    /// Body size in bytes.
+    pub size: usize,
+    /// Unconfirmed publishes in flight in the end-to-end and fan-out runs.
+    pub window: usize,
+    /// Consumers' prefetch.
+    pub prefetch: u16,
+}
+
+/// What one run of one scenario on one target produced.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    /// Publishes confirmed.
+    pub published: u64,
+    /// Publishes refused (nacked or failed).
+    pub nacked: u64,
+    /// Messages received by consumers (every queue's copy counts).
+    pub delivered: u64,
+    /// From the first publish to the last confirm or delivery.
+    pub seconds: f64,
+    pub confirm: Latencies,
+    pub e2e: Latencies,
+}
+
+/// How a target is reached.
+#[derive(Debug, Clone)]
+pub enum Kind {
+    /// An AMQP 0-9-1 server at host:port.
+    Amqp(String),
+    /// A RocketMQ name server at host:port, used through rocketmq-client-rust.
+    Direct(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub name: String,
+    pub kind: Kind,
+    /// The server processes whose CPU and memory are reported.
+    pub processes: Vec<Process>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Scenario {
+    /// Publish only with confirms, this many unconfirmed at most.
+    Publish(usize),
+    /// One publisher, one consumer.
+    EndToEnd,
+    /// A fanout exchange to this many queues, a consumer on each.
+    FanOut(usize),
+    /// This many connections publishing `rate` msg/s each, one consumer.
+    Many { connections: usize, rate: f64 },
+}
+
+impl Scenario {
+    pub fn name(&self) -> String {
+        match self {
+            Scenario::Publish(w) => format!("publish, window {w}"),
+            Scenario::EndToEnd => "end to end".into(),
+            Scenario::FanOut(n) => format!("fan-out to {n}"),
+            Scenario::Many { connections, rate } => {
+                format!("{connections} connections × {rate} msg/s")
+            }
+        }
+    }
+
+    /// Why the scenario does not apply to a target, if it does not.
+    pub fn not_applicable(&self, target: &Target) -> Option<&'static str> {
+        match (self, &target.kind) {
+            (Scenario::Many { .. }, Kind::Direct(_)) => Some(
+                "connections are an AMQP notion: the RocketMQ client multiplexes one connection per broker",
+            ),
+            _ => None,
+        }
+    }
 }

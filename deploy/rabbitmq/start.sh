@@ -4,6 +4,7 @@
 #
 #   RABBITMQ_DATA  data directory (default <repo>/data/rabbitmq)
 #   RABBIT_PORT    AMQP port (default 5673, beside the gateway's 5672)
+#   RABBIT_NODE    Erlang node name (default gwref@localhost)
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 data="${RABBITMQ_DATA:-$root/data/rabbitmq}"
@@ -18,7 +19,7 @@ if answers "$port"; then
   exit 0
 fi
 mkdir -p "$data"/{mnesia,log}
-export HOME="$data" RABBITMQ_NODENAME="gwref@localhost" RABBITMQ_NODE_IP_ADDRESS=127.0.0.1 \
+export HOME="$data" RABBITMQ_NODENAME="${RABBIT_NODE:-gwref@localhost}" RABBITMQ_NODE_IP_ADDRESS=127.0.0.1 \
   RABBITMQ_NODE_PORT="$port" RABBITMQ_DIST_PORT=$((port + 20000)) ERL_EPMD_ADDRESS=127.0.0.1 \
   RABBITMQ_MNESIA_BASE="$data/mnesia" RABBITMQ_LOG_BASE="$data/log" \
   RABBITMQ_ENABLED_PLUGINS_FILE="$data/enabled_plugins" RABBITMQ_PID_FILE="$data/rabbitmq.pid"

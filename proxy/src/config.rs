@@ -17,8 +17,8 @@ pub struct Config {
     pub meta_url: String,
     /// RocketMQ name server address, "host:port".
     pub name_server: String,
-    /// "rocketmq" (the real store) or "null" (stores nothing; for measuring
-    /// the gateway's own ceiling only).
+    /// "rocketmq" (the real store) or "null" (confirms at once, keeps
+    /// messages in memory only; for measuring the gateway's own ceiling).
     pub upstream: String,
     /// Most connections served at once; more wait in the accept queue.
     pub max_connections: usize,

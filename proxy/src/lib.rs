@@ -102,7 +102,7 @@ pub enum StartError {
 pub async fn connect_upstream(config: &Config) -> Result<Arc<dyn Upstream>, StartError> {
     Ok(match config.upstream.as_str() {
         "null" => {
-            tracing::warn!("Upstream is \"null\": messages are confirmed and then discarded. For benchmarks only.");
+            tracing::warn!("Upstream is \"null\": messages are confirmed at once and kept only in memory. For benchmarks only.");
             Arc::new(upstream::null::NullUpstream::default())
         }
         _ => Arc::new(

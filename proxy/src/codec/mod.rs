@@ -212,6 +212,11 @@ impl FrameEncoder {
         }
     }
 
+    /// Appends bytes that already are whole frames.
+    pub fn raw(&mut self, frames: &[u8]) {
+        self.out.extend_from_slice(frames);
+    }
+
     /// Bytes waiting to be written.
     pub fn len(&self) -> usize {
         self.out.len()

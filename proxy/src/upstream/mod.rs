@@ -3,8 +3,8 @@
 //!
 //! `Upstream` is what the channel layer needs from a message store; the real
 //! implementation is `rocketmq::RocketMq`. `null::NullUpstream` confirms at
-//! once and stores nothing: it exists only to measure the gateway's own
-//! ceiling in benches/ and is never a default.
+//! once and keeps messages in memory only: it exists to measure the gateway's
+//! own ceiling in benches/ and is never a default.
 
 pub mod batch;
 pub mod null;

@@ -1,19 +1,108 @@
-//! An upstream that stores nothing and confirms at once, counting messages per
-//! topic so that queue counts stay meaningful. Only for measuring the
-//! gateway's own ceiling (benches/); selected explicitly, never by default.
+//! An upstream that confirms every send at once and keeps messages in this
+//! process's memory until they are consumed: the gateway's own ceiling, with
+//! RocketMQ taken out (benches/). Nothing survives a restart, and memory grows
+//! with the backlog, so it is selected explicitly (`upstream = "null"`) and
+//! never by default.
+//!
+//! One log per message queue of a topic; a topic has one group (as every
+//! queue topic of the gateway does), whose committed offset is where the log
+//! is trimmed.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use dashmap::DashMap;
+use tokio::sync::Notify;
 
 use super::{InboundMessage, OutboundMessage, Partition, Pulled, Upstream, UpstreamFuture};
 
 #[derive(Debug, Default)]
 pub struct NullUpstream {
-    stored: std::sync::Arc<DashMap<String, u64>>,
+    topics: DashMap<String, Arc<Topic>>,
+}
+
+#[derive(Debug, Default)]
+struct Topic {
+    queues: Mutex<Vec<Log>>,
+    arrived: Notify,
+}
+
+/// One message queue: `messages[0]` is at offset `start`.
+#[derive(Debug, Default)]
+struct Log {
+    start: i64,
+    committed: i64,
+    messages: VecDeque<InboundMessage>,
+}
+
+impl Log {
+    fn end(&self) -> i64 {
+        self.start + self.messages.len() as i64
+    }
+
+    fn read(&self, from: i64, max: usize) -> Vec<InboundMessage> {
+        let skip = (from - self.start).max(0) as usize;
+        self.messages.iter().skip(skip).take(max).cloned().collect()
+    }
+
+    fn commit(&mut self, offset: i64) {
+        self.committed = offset.clamp(self.start, self.end());
+        while self.start < self.committed {
+            self.messages.pop_front();
+            self.start += 1;
+        }
+    }
+}
+
+impl Topic {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Log>> {
+        // Every change leaves the logs consistent; a poisoned lock is still usable.
+        self.queues.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl NullUpstream {
+    fn topic(&self, name: &str) -> Arc<Topic> {
+        match self.topics.get(name) {
+            Some(topic) => topic.clone(),
+            None => self.topics.entry(name.to_owned()).or_default().clone(),
+        }
+    }
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
 }
 
 impl Upstream for NullUpstream {
     fn send(&self, message: OutboundMessage) -> UpstreamFuture<'static, ()> {
-        *self.stored.entry(message.topic).or_default() += 1;
+        let topic = self.topic(&message.topic);
+        let queue_id = message.queue_id.unwrap_or(0).max(0);
+        {
+            let mut queues = topic.lock();
+            if queues.len() <= queue_id as usize {
+                queues.resize_with(queue_id as usize + 1, Log::default);
+            }
+            let log = &mut queues[queue_id as usize];
+            let offset = log.end();
+            log.messages.push_back(InboundMessage {
+                queue_id,
+                offset,
+                born_ms: now_ms(),
+                body: message.body,
+                properties: message
+                    .properties
+                    .into_iter()
+                    .filter(|(_, v)| !v.is_empty())
+                    .map(|(k, v)| (k.to_owned(), v))
+                    .collect(),
+            });
+        }
+        topic.arrived.notify_waiters();
         Box::pin(std::future::ready(Ok(())))
     }
 
@@ -21,39 +110,55 @@ impl Upstream for NullUpstream {
         &'a self,
         topic: &'a str,
         _group: &'a str,
-        _message_queues: Option<i32>,
+        message_queues: Option<i32>,
     ) -> UpstreamFuture<'a, ()> {
-        self.stored.entry(topic.to_owned()).or_default();
+        let topic = self.topic(topic);
+        let mut queues = topic.lock();
+        let wanted = message_queues.unwrap_or(1).max(1) as usize;
+        if queues.len() < wanted {
+            queues.resize_with(wanted, Log::default);
+        }
         Box::pin(std::future::ready(Ok(())))
     }
 
     fn delete_queue<'a>(&'a self, topic: &'a str, _group: &'a str) -> UpstreamFuture<'a, ()> {
-        self.stored.remove(topic);
+        self.topics.remove(topic);
         Box::pin(std::future::ready(Ok(())))
     }
 
     fn backlog<'a>(&'a self, topic: &'a str, _group: &'a str) -> UpstreamFuture<'a, u64> {
-        let n = self.stored.get(topic).map(|n| *n).unwrap_or(0);
-        Box::pin(std::future::ready(Ok(n)))
+        let n = self
+            .topic(topic)
+            .lock()
+            .iter()
+            .map(|l| l.end() - l.committed)
+            .sum::<i64>();
+        Box::pin(std::future::ready(Ok(n.max(0) as u64)))
     }
 
     fn purge<'a>(&'a self, topic: &'a str, _group: &'a str) -> UpstreamFuture<'a, u64> {
-        let n = self
-            .stored
-            .get_mut(topic)
-            .map(|mut n| std::mem::take(&mut *n))
-            .unwrap_or(0);
-        Box::pin(std::future::ready(Ok(n)))
+        let topic = self.topic(topic);
+        let mut skipped = 0;
+        for log in topic.lock().iter_mut() {
+            skipped += log.end() - log.committed;
+            log.commit(log.end());
+        }
+        Box::pin(std::future::ready(Ok(skipped.max(0) as u64)))
     }
 
     fn peek<'a>(
         &'a self,
-        _topic: &'a str,
+        topic: &'a str,
         _group: &'a str,
-        _max: u32,
+        max: u32,
     ) -> UpstreamFuture<'a, Vec<InboundMessage>> {
-        // Nothing is stored: there is nothing to read back.
-        Box::pin(std::future::ready(Ok(Vec::new())))
+        let topic = self.topic(topic);
+        let mut out = Vec::new();
+        for log in topic.lock().iter() {
+            let left = (max as usize).saturating_sub(out.len());
+            out.extend(log.read(log.committed, left));
+        }
+        Box::pin(std::future::ready(Ok(out)))
     }
 
     fn partitions<'a>(
@@ -61,42 +166,89 @@ impl Upstream for NullUpstream {
         topic: &'a str,
         _group: &'a str,
     ) -> UpstreamFuture<'a, Vec<Partition>> {
-        // Counted messages are all unread: the log "ends" at the count.
-        let max = self.stored.get(topic).map(|n| *n as i64).unwrap_or(0);
-        Box::pin(std::future::ready(Ok(vec![Partition {
-            queue_id: 0,
-            committed: 0,
-            max,
-        }])))
+        let topic = self.topic(topic);
+        let partitions = topic
+            .lock()
+            .iter()
+            .enumerate()
+            .map(|(id, log)| Partition {
+                queue_id: id as i32,
+                committed: log.committed,
+                max: log.end(),
+            })
+            .collect();
+        Box::pin(std::future::ready(Ok(partitions)))
     }
 
     fn pull<'a>(
         &'a self,
-        _topic: &'a str,
-        _queue_id: i32,
+        topic: &'a str,
+        queue_id: i32,
         offset: i64,
-        _max: u32,
-        wait: Option<std::time::Duration>,
+        max: u32,
+        wait: Option<Duration>,
     ) -> UpstreamFuture<'a, Pulled> {
-        // Nothing is stored, so a read finds nothing (after the long poll).
+        let topic = self.topic(topic);
         Box::pin(async move {
-            if let Some(wait) = wait {
-                tokio::time::sleep(wait).await;
+            let deadline = wait.map(|w| tokio::time::Instant::now() + w);
+            loop {
+                // Registered before looking, so a send in between wakes us.
+                let arrived = topic.arrived.notified();
+                {
+                    let queues = topic.lock();
+                    let Some(log) = queues.get(queue_id.max(0) as usize) else {
+                        return Ok(Pulled {
+                            next_offset: offset,
+                            offset_illegal: offset != 0,
+                            ..Pulled::default()
+                        });
+                    };
+                    let (start, end) = (log.start, log.end());
+                    if offset < start || offset > end {
+                        return Ok(Pulled {
+                            next_offset: offset.clamp(start, end),
+                            max_offset: end,
+                            offset_illegal: true,
+                            ..Pulled::default()
+                        });
+                    }
+                    let messages = log.read(offset, max as usize);
+                    if !messages.is_empty() || deadline.is_none() {
+                        return Ok(Pulled {
+                            next_offset: offset + messages.len() as i64,
+                            max_offset: end,
+                            messages,
+                            offset_illegal: false,
+                        });
+                    }
+                }
+                let deadline = deadline.unwrap_or_else(tokio::time::Instant::now);
+                if tokio::time::timeout_at(deadline, arrived).await.is_err() {
+                    let end = topic
+                        .lock()
+                        .get(queue_id.max(0) as usize)
+                        .map_or(offset, Log::end);
+                    return Ok(Pulled {
+                        next_offset: offset,
+                        max_offset: end,
+                        ..Pulled::default()
+                    });
+                }
             }
-            Ok(Pulled {
-                next_offset: offset,
-                ..Pulled::default()
-            })
         })
     }
 
     fn commit<'a>(
         &'a self,
-        _topic: &'a str,
+        topic: &'a str,
         _group: &'a str,
-        _queue_id: i32,
-        _offset: i64,
+        queue_id: i32,
+        offset: i64,
     ) -> UpstreamFuture<'a, ()> {
+        let topic = self.topic(topic);
+        if let Some(log) = topic.lock().get_mut(queue_id.max(0) as usize) {
+            log.commit(offset);
+        }
         Box::pin(std::future::ready(Ok(())))
     }
 

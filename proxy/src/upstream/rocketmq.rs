@@ -61,8 +61,7 @@ pub struct RocketMq {
     written: Arc<DashMap<(String, i32), i64>>,
     routes: Routes,
     // Owns the client's background tasks; dropped last.
-    _client: Arc<ClientRuntime>,
-    _owner: RuntimeOwner,
+    _runtime: ClientRuntimeGuard,
 }
 
 impl std::fmt::Debug for RocketMq {
@@ -167,9 +166,26 @@ fn unavailable(what: &str, e: impl std::fmt::Display) -> UpstreamError {
     UpstreamError::Unavailable(format!("{what}: {e}"))
 }
 
-impl RocketMq {
-    /// Starts a producer and an admin client against the name server.
-    pub async fn connect(settings: RocketMqSettings) -> Result<RocketMq, UpstreamError> {
+/// rocketmq-client-rust's producer, pull consumer and admin client, on their
+/// own runtime. The gateway wraps them in `RocketMq`; benches/ uses them
+/// directly as the "direct client" baseline.
+pub struct Clients {
+    pub producer: DefaultMQProducer,
+    pub reader: DefaultMQPullConsumer,
+    pub admin: Arc<DefaultMQAdminExt>,
+    pub runtime: ClientRuntimeGuard,
+}
+
+/// Owns the client's background tasks; drop it last.
+pub struct ClientRuntimeGuard {
+    _client: Arc<ClientRuntime>,
+    _owner: RuntimeOwner,
+}
+
+impl Clients {
+    /// Starts a producer (group `settings.producer_group`), a pull consumer
+    /// and an admin client against the name server.
+    pub async fn start(settings: &RocketMqSettings) -> Result<Clients, UpstreamError> {
         let owner = RuntimeOwner::plan(RuntimeConfig {
             thread_name: "rocketmq-client".to_owned(),
             worker_threads: 2,
@@ -214,7 +230,27 @@ impl RocketMq {
             .start()
             .await
             .map_err(|e| unavailable("admin start", e))?;
-        let admin = Arc::new(admin);
+        Ok(Clients {
+            producer,
+            reader,
+            admin: Arc::new(admin),
+            runtime: ClientRuntimeGuard {
+                _client: client,
+                _owner: owner,
+            },
+        })
+    }
+}
+
+impl RocketMq {
+    /// Starts a producer and an admin client against the name server.
+    pub async fn connect(settings: RocketMqSettings) -> Result<RocketMq, UpstreamError> {
+        let Clients {
+            producer,
+            reader,
+            admin,
+            runtime,
+        } = Clients::start(&settings).await?;
         let send_permits = Arc::new(Semaphore::new(settings.max_in_flight));
         Ok(RocketMq {
             settings,
@@ -229,8 +265,7 @@ impl RocketMq {
                 admin,
                 cache: Arc::default(),
             },
-            _client: client,
-            _owner: owner,
+            _runtime: runtime,
         })
     }
 

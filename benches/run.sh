@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# The benchmark, one invocation: builds the gateway and the load generator
+# with optimisations, starts on loopback a RocketMQ (name server + broker),
+# the gateway on it, a second gateway on the null upstream, and RabbitMQ 3.10,
+# runs every scenario on every target one after the other, writes
+# benches/results/report.md and chart.svg, and stops what it started.
+#
+#   SECONDS_PER_RUN  how long each run publishes (default 10)
+#   ONLY             scenarios, e.g. "1,2" (1 publish, 2 end to end, 3 fan-out, 4 many connections)
+#   TARGETS          e.g. "gateway,rabbitmq" (default: all four)
+#   CONNECTIONS      connections in scenario 4 (default 1000)
+#   KEEP=1           leave the stacks running afterwards
+set -euo pipefail
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/amqp-gw/target}"
+data="${BENCH_DATA:-$HOME/.cache/amqp-gw/bench-data}"
+out="${BENCH_OUT:-$root/benches/results}"
+export NAMESRV_PORT=19986 BROKER_PORT=20986 ROCKETMQ_DATA="$data/rocketmq"
+gateway_port=5682 null_port=5683 rabbit_port=5693
+export RABBIT_NODE=gwbench@localhost RABBITMQ_DATA="$data/rabbitmq" RABBIT_PORT=$rabbit_port
+answers() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+echo "== building (release profile for the gateway and the load generator)"
+bin=$("$root/deploy/rocketmq/build.sh")
+(cd "$root" && cargo build --release --locked -q -p proxy --bin amqp-gateway -p benches --bin bench)
+release="$CARGO_TARGET_DIR/release"
+
+# Fresh stores every time: earlier runs' backlogs would weigh on this one.
+for pidfile in "$data"/gateway-*.pid; do
+  [ -f "$pidfile" ] && kill "$(cat "$pidfile")" 2>/dev/null || true
+done
+NAMESRV_PORT=$NAMESRV_PORT BROKER_PORT=$BROKER_PORT ROCKETMQ_DATA="$ROCKETMQ_DATA" \
+  "$root/deploy/rocketmq/stop.sh" >/dev/null 2>&1 || true
+"$root/deploy/rabbitmq/stop.sh" >/dev/null 2>&1 || true
+rm -rf "$data"
+mkdir -p "$data/logs"
+cleanup() {
+  [ "${KEEP:-0}" = 1 ] && return
+  for pidfile in "$data"/gateway-*.pid; do
+    [ -f "$pidfile" ] && kill "$(cat "$pidfile")" 2>/dev/null || true
+  done
+  "$root/deploy/rocketmq/stop.sh" >/dev/null 2>&1 || true
+  "$root/deploy/rabbitmq/stop.sh" >/dev/null 2>&1 || true
+}
+trap cleanup EXIT
+
+echo "== starting RocketMQ, two gateways and RabbitMQ"
+ROCKETMQ_BIN="$bin" "$root/deploy/rocketmq/start.sh"
+start_gateway() { # name port upstream
+  AMQP_GATEWAY_LISTEN="127.0.0.1:$2" \
+  AMQP_GATEWAY_META_URL="sqlite:$data/meta-$1.db" \
+  AMQP_GATEWAY_NAME_SERVER="127.0.0.1:$NAMESRV_PORT" \
+  AMQP_GATEWAY_UPSTREAM="$3" \
+  AMQP_GATEWAY_HEALTH_LISTEN="127.0.0.1:$(($2 + 10000))" \
+  RUST_LOG="${RUST_LOG:-warn}" \
+    nohup "$release/amqp-gateway" >"$data/logs/gateway-$1.log" 2>&1 &
+  echo $! >"$data/gateway-$1.pid"
+  for _ in $(seq 1 300); do
+    answers "$2" && { echo "gateway ($3) on 127.0.0.1:$2, pid $(cat "$data/gateway-$1.pid")"; return; }
+    sleep 0.1
+  done
+  echo "gateway ($3) did not start; see $data/logs/gateway-$1.log" >&2
+  tail -n 20 "$data/logs/gateway-$1.log" >&2
+  exit 1
+}
+start_gateway rocketmq "$gateway_port" rocketmq
+start_gateway null "$null_port" null
+"$root/deploy/rabbitmq/start.sh"
+rabbit_pid=$(cat "$data/rabbitmq/rabbitmq.pid")
+
+machine="Machine: $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)), \
+$(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), kernel $(uname -r); \
+$(date -u +%Y-%m-%d); gateway $(git -C "$root" rev-parse --short HEAD) (release), \
+rocketmq-rust 1.0.0 (ASYNC_FLUSH), RabbitMQ $(dpkg-query -W -f='${Version}' rabbitmq-server 2>/dev/null)."
+echo "== $machine"
+"$release/bench" \
+  --gateway "127.0.0.1:$gateway_port" --gateway-pids "$(cat "$data/gateway-rocketmq.pid")" \
+  --rocketmq-pids "$(cat "$ROCKETMQ_DATA/broker.pid"),$(cat "$ROCKETMQ_DATA/namesrv.pid")" \
+  --null "127.0.0.1:$null_port" --null-pids "$(cat "$data/gateway-null.pid")" \
+  --rabbitmq "127.0.0.1:$rabbit_port" --rabbitmq-pids "$rabbit_pid" \
+  --name-server "127.0.0.1:$NAMESRV_PORT" \
+  --seconds "${SECONDS_PER_RUN:-10}" --connections "${CONNECTIONS:-1000}" \
+  --only "${ONLY:-1,2,3,4}" ${TARGETS:+--targets "$TARGETS"} \
+  --machine "$machine" --out "$out"

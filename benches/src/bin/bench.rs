@@ -1,0 +1,239 @@
+//! Runs every scenario on every target given, one after the other on the same
+//! machine, and writes report.md and chart.svg. benches/run.sh starts the
+//! targets and calls this; see docs/benchmarks.md.
+//!
+//!   bench --gateway 127.0.0.1:5682 --gateway-pids 123 --rocketmq-pids 45,46 \
+//!         --rabbitmq 127.0.0.1:5673 --rabbitmq-pids 78 --name-server 127.0.0.1:9886 \
+//!         --null 127.0.0.1:5683 --null-pids 90 --seconds 10 --out benches/results
+
+#![recursion_limit = "512"]
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use benches::measure::{cpu_seconds, Counters, CpuMeter, Process, Watch};
+use benches::report::{self, Row};
+use benches::{amqp, direct::Direct, Kind, Outcome, Plan, Scenario, Target};
+use clap::Parser;
+
+#[derive(Debug, Parser)]
+struct Args {
+    /// The gateway on RocketMQ (host:port).
+    #[arg(long)]
+    gateway: Option<String>,
+    #[arg(long, value_delimiter = ',')]
+    gateway_pids: Vec<u32>,
+    /// RocketMQ's broker and name server (CPU and memory).
+    #[arg(long, value_delimiter = ',')]
+    rocketmq_pids: Vec<u32>,
+    /// The gateway with the null upstream (host:port).
+    #[arg(long)]
+    null: Option<String>,
+    #[arg(long, value_delimiter = ',')]
+    null_pids: Vec<u32>,
+    /// RabbitMQ (host:port).
+    #[arg(long)]
+    rabbitmq: Option<String>,
+    #[arg(long, value_delimiter = ',')]
+    rabbitmq_pids: Vec<u32>,
+    /// RocketMQ's name server, for the direct client (host:port).
+    #[arg(long)]
+    name_server: Option<String>,
+    /// Seconds each run publishes.
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
+    #[arg(long, default_value_t = 1024)]
+    size: usize,
+    #[arg(long, default_value_t = 1000)]
+    connections: usize,
+    /// Scenarios to run, by number (1 publish, 2 end to end, 3 fan-out, 4 many connections).
+    #[arg(long, value_delimiter = ',', default_values_t = [1, 2, 3, 4])]
+    only: Vec<u8>,
+    /// Targets to run, by name (gateway, gateway-null, rabbitmq, direct).
+    #[arg(long, value_delimiter = ',')]
+    targets: Vec<String>,
+    #[arg(long, default_value = "benches/results")]
+    out: PathBuf,
+    /// A line about the machine, for the report.
+    #[arg(long, default_value = "")]
+    machine: String,
+}
+
+fn process(label: &str, pids: &[u32]) -> Option<Process> {
+    (!pids.is_empty()).then(|| Process {
+        label: label.into(),
+        pids: pids.to_vec(),
+    })
+}
+
+fn targets(args: &Args) -> Vec<Target> {
+    let mut out = Vec::new();
+    if let Some(addr) = &args.gateway {
+        out.push(Target {
+            name: "gateway".into(),
+            kind: Kind::Amqp(addr.clone()),
+            processes: [
+                process("gateway", &args.gateway_pids),
+                process("rocketmq", &args.rocketmq_pids),
+            ]
+            .into_iter()
+            .flatten()
+            .collect(),
+        });
+    }
+    if let Some(addr) = &args.null {
+        out.push(Target {
+            name: "gateway-null".into(),
+            kind: Kind::Amqp(addr.clone()),
+            processes: process("gateway", &args.null_pids).into_iter().collect(),
+        });
+    }
+    if let Some(addr) = &args.rabbitmq {
+        out.push(Target {
+            name: "rabbitmq".into(),
+            kind: Kind::Amqp(addr.clone()),
+            processes: process("rabbitmq", &args.rabbitmq_pids)
+                .into_iter()
+                .collect(),
+        });
+    }
+    if let Some(addr) = &args.name_server {
+        out.push(Target {
+            name: "direct".into(),
+            kind: Kind::Direct(addr.clone()),
+            processes: process("rocketmq", &args.rocketmq_pids)
+                .into_iter()
+                .collect(),
+        });
+    }
+    out.retain(|t| args.targets.is_empty() || args.targets.contains(&t.name));
+    out
+}
+
+async fn run(
+    scenario: Scenario,
+    target: &Target,
+    plan: &Plan,
+    direct: Option<&Direct>,
+    c: Arc<Counters>,
+) -> std::io::Result<Outcome> {
+    match (&target.kind, scenario) {
+        (Kind::Amqp(addr), Scenario::Publish(w)) => amqp::publish_only(addr, plan, w, c).await,
+        (Kind::Amqp(addr), Scenario::EndToEnd) => amqp::end_to_end(addr, plan, c).await,
+        (Kind::Amqp(addr), Scenario::FanOut(n)) => amqp::fan_out(addr, plan, n, c).await,
+        (Kind::Amqp(addr), Scenario::Many { connections, rate }) => {
+            amqp::many_connections(addr, plan, connections, rate, c).await
+        }
+        (Kind::Direct(_), scenario) => {
+            let direct = direct.ok_or_else(|| std::io::Error::other("no RocketMQ client"))?;
+            match scenario {
+                Scenario::Publish(w) => direct.publish_only(plan, w, c).await,
+                Scenario::EndToEnd => direct.fan_out(plan, 1, c).await,
+                Scenario::FanOut(n) => direct.fan_out(plan, n, c).await,
+                Scenario::Many { .. } => Err(std::io::Error::other("not applicable")),
+            }
+        }
+    }
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args = Args::parse();
+    let plan = Plan {
+        duration: Duration::from_secs(args.seconds),
+        size: args.size,
+        window: 1000,
+        prefetch: 1000,
+    };
+    let targets = targets(&args);
+    if targets.is_empty() {
+        return Err("no target given (--gateway, --null, --rabbitmq, --name-server)".into());
+    }
+    let direct = match targets.iter().find_map(|t| match &t.kind {
+        Kind::Direct(ns) => Some(ns.clone()),
+        _ => None,
+    }) {
+        Some(ns) => Some(Direct::connect(&ns).await?),
+        None => None,
+    };
+    let mut scenarios = Vec::new();
+    for n in &args.only {
+        match n {
+            1 => scenarios.extend([
+                Scenario::Publish(1),
+                Scenario::Publish(100),
+                Scenario::Publish(1000),
+            ]),
+            2 => scenarios.push(Scenario::EndToEnd),
+            3 => scenarios.push(Scenario::FanOut(4)),
+            4 => scenarios.push(Scenario::Many {
+                connections: args.connections,
+                rate: 10.0,
+            }),
+            other => return Err(format!("no scenario {other}").into()),
+        }
+    }
+    let mut rows = Vec::new();
+    for scenario in &scenarios {
+        for target in &targets {
+            let name = format!("{} on {}", scenario.name(), target.name);
+            let mut row = Row {
+                scenario: scenario.name(),
+                target: target.name.clone(),
+                outcome: None,
+                note: None,
+                cpu: Vec::new(),
+                rss: Vec::new(),
+                bench_cpu: 0.0,
+            };
+            if let Some(reason) = scenario.not_applicable(target) {
+                row.note = Some(format!("not applicable: {reason}"));
+                rows.push(row);
+                continue;
+            }
+            eprintln!("== {name}");
+            let counters = Arc::new(Counters::default());
+            let meters: Vec<CpuMeter> = target.processes.iter().map(CpuMeter::start).collect();
+            let bench_started = cpu_seconds("self").unwrap_or(0.0);
+            let watch = Watch::start(name.clone(), counters.clone(), &target.processes);
+            let result = run(*scenario, target, &plan, direct.as_ref(), counters).await;
+            row.rss = watch.stop();
+            row.cpu = meters.iter().map(CpuMeter::stop).collect();
+            row.bench_cpu = cpu_seconds("self").unwrap_or(0.0) - bench_started;
+            match result {
+                Ok(outcome) => {
+                    eprintln!(
+                        "   {} published, {} delivered, {} nacked in {:.1} s",
+                        outcome.published, outcome.delivered, outcome.nacked, outcome.seconds
+                    );
+                    row.outcome = Some(outcome);
+                }
+                Err(e) => {
+                    eprintln!("   failed: {e}");
+                    row.note = Some(format!("failed: {e}"));
+                }
+            }
+            rows.push(row);
+            // Let the servers settle (flushes, offset commits) between runs.
+            tokio::time::sleep(Duration::from_secs(2)).await;
+        }
+    }
+    std::fs::create_dir_all(&args.out)?;
+    let chart = report::svg(
+        &rows,
+        &format!("1 KB persistent messages, {} s per run", args.seconds),
+    );
+    let mut table = report::markdown(&mut rows);
+    if !args.machine.is_empty() {
+        table = format!("{}\n\n{table}", args.machine);
+    }
+    std::fs::write(args.out.join("chart.svg"), chart)?;
+    std::fs::write(args.out.join("report.md"), &table)?;
+    println!("{table}");
+    eprintln!(
+        "wrote {} and chart.svg",
+        args.out.join("report.md").display()
+    );
+    Ok(())
+}
