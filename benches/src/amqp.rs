@@ -408,7 +408,8 @@ async fn consume(
         };
         match tokio::time::timeout(wait, wire.fill()).await {
             Ok(read) => read?,
-            Err(_) if expected.load(Ordering::Acquire) == u64::MAX => continue,
+            // A short wait ran out (expected may have been set meanwhile).
+            Err(_) if wait < Duration::from_secs(10) => continue,
             Err(_) => {
                 eprintln!(
                     "  {queue}: {} of {} delivered, then nothing for 10 s",

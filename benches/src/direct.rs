@@ -229,7 +229,8 @@ struct Read {
     last: Instant,
 }
 
-/// Pulls queue 0 of the topic from offset 0 (32 at a time, long polling)
+/// Pulls queue 0 of the topic from offset 0 (256 at a time, as the gateway's
+/// feeds do, long polling)
 /// until `expected` messages are in, or nothing came for 10 s after that.
 async fn read(
     reader: DefaultMQPullConsumer,
@@ -246,7 +247,7 @@ async fn read(
     let mut offset = 0i64;
     let mut idle_since: Option<Instant> = None;
     while out.delivered < expected.load(Ordering::Acquire) {
-        let options = PullOptions::new(mq.clone(), MessageSelector::by_tag("*"), offset, 32)
+        let options = PullOptions::new(mq.clone(), MessageSelector::by_tag("*"), offset, 256)
             .map_err(|e| failed("pull options", e))?
             .block_if_not_found(true)
             .broker_suspend_timeout(Duration::from_millis(500))

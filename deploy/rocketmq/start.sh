@@ -74,6 +74,13 @@ timerPipelineQueueBytes=270532608
 enablePropertyFilter=true
 enableLmq=true
 enableMultiDispatch=true
+# One read may carry 256 messages (RocketMQ's default is 32 when they are in
+# memory, 8 from disk): a queue is read one request at a time, so the batch
+# size bounds a consumer's rate (docs/benchmarks.md).
+maxTransferCountOnMessageInMemory=256
+maxTransferBytesOnMessageInMemory=1048576
+maxTransferCountOnMessageInDisk=64
+maxTransferBytesOnMessageInDisk=262144
 CONF
   ROCKETMQ_HOME="$data/home" nohup "$bin/rocketmq-broker-rust" -c "$data/broker.conf" \
     >"$data/logs/broker.log" 2>&1 &

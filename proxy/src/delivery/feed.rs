@@ -32,8 +32,9 @@ use crate::upstream::{InboundMessage, Partition, Pulled, Upstream, UpstreamError
 
 /// How long the broker holds an empty read (it answers at once when a message arrives).
 const LONG_POLL: Duration = Duration::from_secs(5);
-/// Messages asked for per read.
-const PULL_BATCH: u32 = 64;
+/// Messages asked for per read (the broker caps it: see
+/// maxTransferCountOnMessageInMemory in deploy/rocketmq/start.sh).
+const PULL_BATCH: u32 = 256;
 /// Read ahead at most this many messages per message queue.
 const READ_AHEAD: usize = 512;
 /// Messages asked for per read when no consumer is here and the feed reads
