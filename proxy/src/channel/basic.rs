@@ -179,26 +179,34 @@ pub fn route(
         props.push((MESSAGE_TTL, ttl.to_string()));
     }
     let priority = *properties.priority();
-    let sends: Vec<Stored> = topics
-        .into_iter()
-        .map(|target| {
-            let message = OutboundMessage {
-                topic: target.topic,
-                queue_id: priority_level(target.max_priority, priority),
-                body: body.clone(),
-                properties: props.clone(),
-            };
-            match target.limit {
-                None => s.gateway.upstream.send(message),
-                Some(limited) => super::overflow::send_if_room(
-                    s.gateway.clone(),
-                    s.vhost.clone(),
-                    limited,
-                    message,
-                ),
+    let start = |target: crate::topology::Target, body: bytes::Bytes, properties| -> Stored {
+        let message = OutboundMessage {
+            topic: target.topic,
+            queue_id: priority_level(target.max_priority, priority),
+            body,
+            properties,
+        };
+        match target.limit {
+            None => s.gateway.upstream.send(message),
+            Some(limited) => {
+                super::overflow::send_if_room(s.gateway.clone(), s.vhost.clone(), limited, message)
             }
-        })
+        }
+    };
+    // Copies for all destinations but the last, which takes the originals
+    // (a body copy is a reference count).
+    let mut topics = topics;
+    let Some(last) = topics.pop() else {
+        return Ok(None);
+    };
+    let mut sends: Vec<Stored> = topics
+        .into_iter()
+        .map(|target| start(target, body.clone(), props.clone()))
         .collect();
+    sends.push(start(last, body, props));
+    if sends.len() == 1 {
+        return Ok(sends.pop());
+    }
     // Every destination is tried (a full queue does not keep the message
     // from the others); the publish is confirmed if every one stored it.
     Ok(Some(Box::pin(async move {

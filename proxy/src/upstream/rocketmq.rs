@@ -78,7 +78,9 @@ const BATCH_LIMITS: Limits = Limits {
     bytes: 1024 * 1024,
 };
 
-fn to_message(message: OutboundMessage) -> Message {
+/// The client's message, and the topic handed back (no copy of it is made
+/// per message).
+fn to_message(message: OutboundMessage) -> (Message, String) {
     let mut msg = Message::builder()
         .topic(message.topic.as_str())
         .body(message.body)
@@ -91,7 +93,7 @@ fn to_message(message: OutboundMessage) -> Message {
             );
         }
     }
-    msg
+    (msg, message.topic)
 }
 
 /// Stores one batch (a single message goes as a plain send), retrying the
@@ -419,8 +421,9 @@ impl Upstream for RocketMq {
             None => self.lanes.entry(message.topic.clone()).or_default().clone(),
         };
         let (answer, answered) = oneshot::channel();
-        let (queue_id, topic) = (message.queue_id, message.topic.clone());
-        if lane.push(to_message(message), size, queue_id, answer) {
+        let queue_id = message.queue_id;
+        let (message, topic) = to_message(message);
+        if lane.push(message, size, queue_id, answer) {
             let (producer, permits, timeout, written) = (
                 self.producer.clone(),
                 self.send_permits.clone(),
