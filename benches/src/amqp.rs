@@ -232,7 +232,10 @@ impl Window {
     /// Settles `tag` (and every earlier one with `multiple`); the send times
     /// of what it settled go to `each`.
     fn settle(&mut self, tag: u64, multiple: bool, mut each: impl FnMut(u64)) {
-        let upto = tag.saturating_sub(self.first_tag) as usize;
+        if tag < self.first_tag {
+            return; // settled already
+        }
+        let upto = (tag - self.first_tag) as usize;
         let from = if multiple { 0 } else { upto };
         for slot in self.sent.iter_mut().take(upto + 1).skip(from) {
             if let Some(at) = slot.take() {
@@ -456,4 +459,33 @@ async fn consume(
     }
     let _ = wire.close().await;
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settled(w: &mut Window, tag: u64, multiple: bool) -> Vec<u64> {
+        let mut out = Vec::new();
+        w.settle(tag, multiple, |at| out.push(at));
+        out
+    }
+
+    #[test]
+    fn confirms_settle_single_tags_and_everything_up_to_a_multiple() {
+        let mut w = Window::new();
+        for at in [10, 20, 30, 40] {
+            w.push(at);
+        }
+        assert_eq!(settled(&mut w, 2, false), vec![20]);
+        assert_eq!(w.open, 3);
+        // Tag 1 is still open: nothing is dropped from the front yet.
+        assert_eq!(w.first_tag, 1);
+        assert_eq!(settled(&mut w, 3, true), vec![10, 30]);
+        assert_eq!((w.open, w.first_tag), (1, 4));
+        // Settling again, or a tag already gone, counts nothing twice.
+        assert!(settled(&mut w, 3, true).is_empty());
+        assert_eq!(settled(&mut w, 4, false), vec![40]);
+        assert_eq!((w.open, w.first_tag), (0, 5));
+    }
 }

@@ -341,3 +341,37 @@ impl PublishFrames {
         &self.bytes
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn publish_frames_parse_back_with_the_stamp_in_the_body() {
+        let mut frames = PublishFrames::new("ex", "rk", 1024);
+        let mut buf = BytesMut::from(frames.stamped(0x0102_0304_0506_0708));
+        let decoder = FrameDecoder {
+            frame_max: FRAME_MAX as usize,
+        };
+        let Some(Frame::Method(CHANNEL, AMQPClass::Basic(basic::AMQPMethod::Publish(p)))) =
+            decoder.decode(&mut buf).unwrap()
+        else {
+            panic!("publish first")
+        };
+        assert_eq!((p.exchange.as_str(), p.routing_key.as_str()), ("ex", "rk"));
+        let Some(Frame::Header(CHANNEL, header)) = decoder.decode(&mut buf).unwrap() else {
+            panic!("header second")
+        };
+        assert_eq!(header.body_size, 1024);
+        assert_eq!(header.properties.delivery_mode(), &Some(2));
+        let Some(Frame::Body(CHANNEL, body)) = decoder.decode(&mut buf).unwrap() else {
+            panic!("body third")
+        };
+        assert_eq!(body.len(), 1024);
+        assert_eq!(stamp_of(&body), Some(0x0102_0304_0506_0708));
+        assert!(buf.is_empty());
+        // Stamping again changes only the stamp.
+        let again = frames.stamped(7).to_vec();
+        assert_eq!(stamp_of(&again[again.len() - 1 - 1024..]), Some(7));
+    }
+}

@@ -137,6 +137,39 @@ async fn run(
     }
 }
 
+/// Waits until every server is quiet (under a quarter of a core for a
+/// second), at most two minutes: a broker still indexing or flushing what
+/// one run stored would slow the next.
+async fn settle(targets: &[Target]) {
+    let mut pids: Vec<u32> = targets
+        .iter()
+        .flat_map(|t| t.processes.iter().flat_map(|p| p.pids.iter().copied()))
+        .collect();
+    pids.sort_unstable();
+    pids.dedup();
+    let busy = || -> f64 {
+        pids.iter()
+            .filter_map(|p| cpu_seconds(&p.to_string()))
+            .sum()
+    };
+    let started = std::time::Instant::now();
+    loop {
+        let before = busy();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let used = busy() - before;
+        if used < 0.25 || started.elapsed() > Duration::from_secs(120) {
+            if started.elapsed() > Duration::from_secs(3) {
+                eprintln!(
+                    "   servers settled after {:.0} s (last second: {:.2} CPU s)",
+                    started.elapsed().as_secs_f64(),
+                    used
+                );
+            }
+            return;
+        }
+    }
+}
+
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse();
@@ -215,8 +248,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 }
             }
             rows.push(row);
-            // Let the servers settle (flushes, offset commits) between runs.
-            tokio::time::sleep(Duration::from_secs(2)).await;
+            settle(&targets).await;
         }
     }
     std::fs::create_dir_all(&args.out)?;

@@ -256,3 +256,75 @@ impl Upstream for NullUpstream {
         u64::MAX
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(topic: &str, body: &'static [u8]) -> OutboundMessage {
+        OutboundMessage {
+            topic: topic.into(),
+            queue_id: None,
+            body: bytes::Bytes::from_static(body),
+            properties: vec![("AMQP_RK", "k".into()), ("AMQP_EMPTY", String::new())],
+        }
+    }
+
+    #[tokio::test]
+    async fn keeps_messages_until_committed_and_counts_the_backlog() {
+        let up = NullUpstream::default();
+        up.create_queue("t", "g", None).await.unwrap();
+        for body in [&b"a"[..], b"b", b"c"] {
+            up.send(message("t", body)).await.unwrap();
+        }
+        assert_eq!(up.backlog("t", "g").await.unwrap(), 3);
+        let pulled = up.pull("t", 0, 1, 10, None).await.unwrap();
+        let bodies: Vec<&[u8]> = pulled.messages.iter().map(|m| &m.body[..]).collect();
+        assert_eq!(bodies, vec![&b"b"[..], b"c"]);
+        assert_eq!((pulled.next_offset, pulled.max_offset), (3, 3));
+        assert_eq!(pulled.messages[0].property("AMQP_RK"), Some("k"));
+        assert_eq!(pulled.messages[0].property("AMQP_EMPTY"), None);
+        up.commit("t", "g", 0, 2).await.unwrap();
+        assert_eq!(up.backlog("t", "g").await.unwrap(), 1);
+        // Trimmed below the commit: reading there is an illegal offset.
+        assert!(up.pull("t", 0, 0, 10, None).await.unwrap().offset_illegal);
+        assert_eq!(up.peek("t", "g", 10).await.unwrap()[0].body, &b"c"[..]);
+        assert_eq!(up.purge("t", "g").await.unwrap(), 1);
+        assert_eq!(up.backlog("t", "g").await.unwrap(), 0);
+        let parts = up.partitions("t", "g").await.unwrap();
+        assert_eq!(
+            parts,
+            vec![Partition {
+                queue_id: 0,
+                committed: 3,
+                max: 3
+            }]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_long_poll_answers_when_a_message_arrives() {
+        let up = std::sync::Arc::new(NullUpstream::default());
+        up.create_queue("t", "g", None).await.unwrap();
+        let reader = up.clone();
+        let read = tokio::spawn(async move {
+            reader
+                .pull("t", 0, 0, 10, Some(Duration::from_secs(10)))
+                .await
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        up.send(message("t", b"late")).await.unwrap();
+        let pulled = tokio::time::timeout(Duration::from_secs(2), read)
+            .await
+            .expect("answered before its 10 s wait")
+            .unwrap()
+            .unwrap();
+        assert_eq!(pulled.messages.len(), 1);
+        // An empty poll waits its time, then answers with nothing.
+        let empty = up
+            .pull("t", 0, 1, 10, Some(Duration::from_millis(30)))
+            .await
+            .unwrap();
+        assert!(empty.messages.is_empty() && !empty.offset_illegal);
+    }
+}
