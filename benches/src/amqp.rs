@@ -250,7 +250,8 @@ impl Window {
     }
 }
 
-/// Reads what the server sent and settles confirms; false if nothing new.
+/// Settles the confirms among the frames already read; a close from the
+/// server is an error.
 fn take_confirms(
     wire: &mut Wire,
     window: &mut Window,
