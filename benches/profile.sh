@@ -2,7 +2,8 @@
 # Profiles the gateway process while one scenario runs: starts run.sh for
 # that scenario on the gateway alone, records `perf` for PERF_SECONDS
 # once the scenario is under way, and prints the hottest functions (self time,
-# then inclusive). The recording stays in $out/perf.data for `perf report`.
+# then inclusive), and a flamegraph if inferno is installed. The recording
+# stays in $out/perf.data for `perf report`.
 #
 #   benches/profile.sh 2          # end to end (scenario numbers as in run.sh)
 #   TARGET=gateway-null benches/profile.sh 1
@@ -25,12 +26,21 @@ until grep -q " on $target: " "$out/run.log" 2>/dev/null; do
 done
 pidfile="$data/gateway-rocketmq.pid"
 [ "$target" = gateway-null ] && pidfile="$data/gateway-null.pid"
-perf record -F 999 -g -p "$(cat "$pidfile")" -o "$out/perf.data" -- sleep "${PERF_SECONDS:-8}" 2>/dev/null
+perf record -F 499 --call-graph dwarf,16384 -p "$(cat "$pidfile")" -o "$out/perf.data" -- sleep "${PERF_SECONDS:-8}" 2>/dev/null
 wait "$runner" || true
+set +o pipefail # head ends the reports early
 echo "== self time"
 perf report -i "$out/perf.data" --no-children --sort symbol --stdio 2>/dev/null \
-  | grep -E '^ +[0-9]' | sed -E 's/ +- +- *$//' | cut -c1-150 | head -30
+  | grep -E '^ +[0-9.]+%' | sed -E 's/ +- +- *$//' | cut -c1-150 | head -30
 echo "== inclusive (children)"
 perf report -i "$out/perf.data" --children --sort symbol --stdio 2>/dev/null \
-  | grep -E '^ +[0-9]' | grep -E 'proxy|rocketmq|tokio::net|codec' | sed -E 's/ +- +- *$//' | cut -c1-150 | head -30
+  | grep -E '^ +[0-9.]+%' | grep -E 'proxy|rocketmq|tokio::net|codec' | sed -E 's/ +- +- *$//' | cut -c1-150 | head -30
+# A flamegraph when inferno is installed (cargo install inferno).
+PATH="$PATH:$HOME/.cache/amqp-gw/tools/bin:$HOME/.cargo/bin"
+if command -v inferno-flamegraph >/dev/null && command -v inferno-collapse-perf >/dev/null; then
+  perf script -i "$out/perf.data" 2>/dev/null | inferno-collapse-perf | inferno-flamegraph >"$out/flamegraph.svg"
+  echo "flamegraph: $out/flamegraph.svg"
+else
+  echo "(no flamegraph: cargo install inferno)"
+fi
 echo "(run log: $out/run.log)"
