@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use amq_protocol::protocol::{basic, connection, AMQPClass};
+use amq_protocol::protocol::{basic, AMQPClass};
 use futures_util::future::try_join_all;
 use proxy::codec::Frame;
 
@@ -250,8 +250,7 @@ impl Window {
     }
 }
 
-/// Settles the confirms among the frames already read; a close from the
-/// server is an error.
+/// Settles the confirms among the frames already read.
 fn take_confirms(
     wire: &mut Wire,
     window: &mut Window,
@@ -273,21 +272,6 @@ fn take_confirms(
                 let before = window.open;
                 window.settle(n.delivery_tag, n.multiple, |_| {});
                 out.nacked += (before - window.open) as u64;
-            }
-            Frame::Method(_, AMQPClass::Connection(connection::AMQPMethod::Close(close))) => {
-                return Err(io::Error::other(format!(
-                    "server closed the connection: {} {}",
-                    close.reply_code, close.reply_text
-                )));
-            }
-            Frame::Method(
-                _,
-                AMQPClass::Channel(amq_protocol::protocol::channel::AMQPMethod::Close(close)),
-            ) => {
-                return Err(io::Error::other(format!(
-                    "server closed the channel: {} {}",
-                    close.reply_code, close.reply_text
-                )));
             }
             _ => {}
         }
@@ -437,12 +421,6 @@ async fn consume(
                         out.latencies.record_ns(now_ns().saturating_sub(at));
                     }
                     got += 1;
-                }
-                Frame::Method(_, AMQPClass::Connection(connection::AMQPMethod::Close(close))) => {
-                    return Err(io::Error::other(format!(
-                        "server closed the connection: {} {}",
-                        close.reply_code, close.reply_text
-                    )));
                 }
                 _ => {}
             }

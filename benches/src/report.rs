@@ -72,6 +72,14 @@ fn thousands(v: Option<f64>) -> String {
     out
 }
 
+fn p50_p99(latencies: &mut crate::measure::Latencies) -> String {
+    format!(
+        "{} / {}",
+        num(latencies.quantile_ms(0.5), 2),
+        num(latencies.quantile_ms(0.99), 2)
+    )
+}
+
 /// The markdown report: one table per scenario, then the ratios.
 pub fn markdown(rows: &mut [Row]) -> String {
     let mut out = String::new();
@@ -89,7 +97,7 @@ pub fn markdown(rows: &mut [Row]) -> String {
         );
         let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|---|");
         for r in rows.iter_mut().filter(|r| &r.scenario == scenario) {
-            let Some(mut o) = r.outcome.take() else {
+            let Some(o) = r.outcome.as_mut() else {
                 let _ = writeln!(
                     out,
                     "| {} | {} | | | | | | | | |",
@@ -98,18 +106,7 @@ pub fn markdown(rows: &mut [Row]) -> String {
                 );
                 continue;
             };
-            let confirm = format!(
-                "{} / {}",
-                num(o.confirm.quantile_ms(0.5), 2),
-                num(o.confirm.quantile_ms(0.99), 2)
-            );
-            let e2e = format!(
-                "{} / {}",
-                num(o.e2e.quantile_ms(0.5), 2),
-                num(o.e2e.quantile_ms(0.99), 2)
-            );
-            let nacked = o.nacked;
-            r.outcome = Some(o);
+            let (confirm, e2e, nacked) = (p50_p99(&mut o.confirm), p50_p99(&mut o.e2e), o.nacked);
             let cpu = r
                 .cpu
                 .iter()

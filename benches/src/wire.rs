@@ -127,21 +127,10 @@ impl Wire {
 
     async fn expect_method(&mut self, channel: u16) -> io::Result<AMQPClass> {
         loop {
-            match self.next().await? {
-                Frame::Method(_, AMQPClass::Connection(connection::AMQPMethod::Close(c))) => {
-                    return Err(protocol(format!(
-                        "connection closed by the server: {} {}",
-                        c.reply_code, c.reply_text
-                    )))
+            if let Frame::Method(ch, m) = self.next().await? {
+                if ch == channel {
+                    return Ok(m);
                 }
-                Frame::Method(_, AMQPClass::Channel(channel::AMQPMethod::Close(c))) => {
-                    return Err(protocol(format!(
-                        "channel closed by the server: {} {}",
-                        c.reply_code, c.reply_text
-                    )))
-                }
-                Frame::Method(ch, m) if ch == channel => return Ok(m),
-                _ => {}
             }
         }
     }
@@ -156,11 +145,28 @@ impl Wire {
         }
     }
 
-    /// A frame already read, if any: never waits.
+    /// A frame already read, if any: never waits. The server closing the
+    /// connection or the channel is an error: a bench run cannot go on.
     pub fn try_next(&mut self) -> io::Result<Option<Frame>> {
-        self.decoder
+        let frame = self
+            .decoder
             .decode(&mut self.read)
-            .map_err(|e| protocol(format!("{e:?}")))
+            .map_err(|e| protocol(format!("{e:?}")))?;
+        match &frame {
+            Some(Frame::Method(_, AMQPClass::Connection(connection::AMQPMethod::Close(c)))) => {
+                Err(protocol(format!(
+                    "connection closed by the server: {} {}",
+                    c.reply_code, c.reply_text
+                )))
+            }
+            Some(Frame::Method(_, AMQPClass::Channel(channel::AMQPMethod::Close(c)))) => {
+                Err(protocol(format!(
+                    "channel closed by the server: {} {}",
+                    c.reply_code, c.reply_text
+                )))
+            }
+            _ => Ok(frame),
+        }
     }
 
     /// Reads whatever the socket has (waits for at least one byte).

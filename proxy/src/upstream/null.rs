@@ -63,11 +63,18 @@ impl Topic {
 }
 
 impl NullUpstream {
+    /// The topic, made on first use (sends, declares and reads that wait).
     fn topic(&self, name: &str) -> Arc<Topic> {
         match self.topics.get(name) {
             Some(topic) => topic.clone(),
             None => self.topics.entry(name.to_owned()).or_default().clone(),
         }
+    }
+
+    /// The topic if it exists, else an empty one that is not kept: a count or
+    /// commit after a delete does not bring the topic back.
+    fn existing(&self, name: &str) -> Arc<Topic> {
+        self.topics.get(name).map(|t| t.clone()).unwrap_or_default()
     }
 }
 
@@ -128,7 +135,7 @@ impl Upstream for NullUpstream {
 
     fn backlog<'a>(&'a self, topic: &'a str, _group: &'a str) -> UpstreamFuture<'a, u64> {
         let n = self
-            .topic(topic)
+            .existing(topic)
             .lock()
             .iter()
             .map(|l| l.end() - l.committed)
@@ -137,7 +144,7 @@ impl Upstream for NullUpstream {
     }
 
     fn purge<'a>(&'a self, topic: &'a str, _group: &'a str) -> UpstreamFuture<'a, u64> {
-        let topic = self.topic(topic);
+        let topic = self.existing(topic);
         let mut skipped = 0;
         for log in topic.lock().iter_mut() {
             skipped += log.end() - log.committed;
@@ -152,7 +159,7 @@ impl Upstream for NullUpstream {
         _group: &'a str,
         max: u32,
     ) -> UpstreamFuture<'a, Vec<InboundMessage>> {
-        let topic = self.topic(topic);
+        let topic = self.existing(topic);
         let mut out = Vec::new();
         for log in topic.lock().iter() {
             let left = (max as usize).saturating_sub(out.len());
@@ -166,7 +173,7 @@ impl Upstream for NullUpstream {
         topic: &'a str,
         _group: &'a str,
     ) -> UpstreamFuture<'a, Vec<Partition>> {
-        let topic = self.topic(topic);
+        let topic = self.existing(topic);
         let partitions = topic
             .lock()
             .iter()
@@ -245,7 +252,7 @@ impl Upstream for NullUpstream {
         queue_id: i32,
         offset: i64,
     ) -> UpstreamFuture<'a, ()> {
-        let topic = self.topic(topic);
+        let topic = self.existing(topic);
         if let Some(log) = topic.lock().get_mut(queue_id.max(0) as usize) {
             log.commit(offset);
         }
