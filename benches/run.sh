@@ -5,8 +5,10 @@
 # runs every scenario on every target one after the other, writes
 # benches/results/report.md and chart.svg, and stops what it started.
 #
-#   SECONDS_PER_RUN  how long each run publishes (default 10)
-#   ONLY             scenarios, e.g. "1,2" (1 publish, 2 end to end, 3 fan-out, 4 many connections)
+#   SECONDS_PER_RUN  how long each run publishes (default 10); in scenario 5, the time
+#                    budget of its idle trials and again of its busy trials
+#   ONLY             scenarios, e.g. "1,2" (1 publish, 2 end to end, 3 fan-out, 4 many connections,
+#                    5 first delivery to a new consumer)
 #   TARGETS          e.g. "gateway,rabbitmq" (default: all four)
 #   CONNECTIONS      connections in scenario 4 (default 1000)
 #   KEEP=1           leave the stacks running afterwards
@@ -80,5 +82,5 @@ echo "== $machine"
   --rabbitmq "127.0.0.1:$rabbit_port" --rabbitmq-pids "$rabbit_pid" \
   --name-server "127.0.0.1:$NAMESRV_PORT" \
   --seconds "${SECONDS_PER_RUN:-10}" --connections "${CONNECTIONS:-1000}" \
-  --only "${ONLY:-1,2,3,4}" ${TARGETS:+--targets "$TARGETS"} \
+  --only "${ONLY:-1,2,3,4,5}" ${TARGETS:+--targets "$TARGETS"} \
   --machine "$machine" --out "$out"

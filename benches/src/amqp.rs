@@ -202,21 +202,21 @@ pub async fn many_connections(
     Ok(outcome)
 }
 
-struct Published {
-    confirmed: u64,
-    nacked: u64,
-    latencies: Latencies,
+pub(crate) struct Published {
+    pub(crate) confirmed: u64,
+    pub(crate) nacked: u64,
+    pub(crate) latencies: Latencies,
 }
 
 /// Unconfirmed publishes by delivery tag, from the oldest unsettled on.
-struct Window {
+pub(crate) struct Window {
     first_tag: u64,
     sent: VecDeque<Option<u64>>,
-    open: usize,
+    pub(crate) open: usize,
 }
 
 impl Window {
-    fn new() -> Window {
+    pub(crate) fn new() -> Window {
         Window {
             first_tag: 1,
             sent: VecDeque::new(),
@@ -224,7 +224,7 @@ impl Window {
         }
     }
 
-    fn push(&mut self, at: u64) {
+    pub(crate) fn push(&mut self, at: u64) {
         self.sent.push_back(Some(at));
         self.open += 1;
     }
@@ -251,7 +251,7 @@ impl Window {
 }
 
 /// Settles the confirms among the frames already read.
-fn take_confirms(
+pub(crate) fn take_confirms(
     wire: &mut Wire,
     window: &mut Window,
     out: &mut Published,

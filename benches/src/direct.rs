@@ -40,7 +40,7 @@ fn failed(what: &str, e: impl std::fmt::Display) -> io::Error {
 
 impl Direct {
     pub async fn connect(name_server: &str) -> io::Result<Direct> {
-        let clients = Clients::start(&RocketMqSettings {
+        let clients = Clients::start_with_pull_consumer(&RocketMqSettings {
             name_server: name_server.to_owned(),
             producer_group: "bench-direct".into(),
             queues_per_topic: 1,
@@ -103,10 +103,15 @@ impl Direct {
             .topic(if readers == 1 { "e2e" } else { "fanout" })
             .await?;
         let expected = Arc::new(AtomicU64::new(u64::MAX));
+        let consumer = self
+            .clients
+            .pull_consumer
+            .clone()
+            .ok_or_else(|| io::Error::other("started without a pull consumer"))?;
         let tasks: Vec<_> = (0..readers)
             .map(|_| {
                 tokio::spawn(read(
-                    self.clients.reader.clone(),
+                    consumer.clone(),
                     topic.clone(),
                     expected.clone(),
                     c.clone(),

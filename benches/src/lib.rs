@@ -5,9 +5,11 @@
 //! The path of a run: `bench` picks a scenario and a target; `amqp` or
 //! `direct` drives it (`wire` is the load generator's AMQP client); `measure`
 //! reads latencies, CPU and memory; `report` writes the table and the chart.
+//! `first` is scenario 5 (a new consumer's first delivery), latency only.
 
 pub mod amqp;
 pub mod direct;
+pub mod first;
 pub mod measure;
 pub mod report;
 pub mod wire;
@@ -42,6 +44,8 @@ pub struct Outcome {
     pub seconds: f64,
     pub confirm: Latencies,
     pub e2e: Latencies,
+    /// Scenario 5's measures; None in the others.
+    pub first: Option<first::FirstDelivery>,
 }
 
 /// How a target is reached.
@@ -71,6 +75,9 @@ pub enum Scenario {
     FanOut(usize),
     /// This many connections publishing `rate` msg/s each, one consumer.
     Many { connections: usize, rate: f64 },
+    /// From consume-ok to a new consumer's first delivery, on an idle queue
+    /// and on a busy one (latency only: no msg/s).
+    FirstDelivery,
 }
 
 impl Scenario {
@@ -82,6 +89,7 @@ impl Scenario {
             Scenario::Many { connections, rate } => {
                 format!("{connections} connections × {rate} msg/s")
             }
+            Scenario::FirstDelivery => "first delivery to a new consumer".into(),
         }
     }
 
@@ -90,6 +98,9 @@ impl Scenario {
         match (self, &target.kind) {
             (Scenario::Many { .. }, Kind::Direct(_)) => Some(
                 "connections are an AMQP notion: the RocketMQ client multiplexes one connection per broker",
+            ),
+            (Scenario::FirstDelivery, Kind::Direct(_)) => Some(
+                "a pull reader has no consume-ok to time from: it reads a topic from any offset, whenever it asks",
             ),
             _ => None,
         }

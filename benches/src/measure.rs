@@ -23,6 +23,11 @@ impl Latencies {
         self.0.extend(other.0);
     }
 
+    /// Samples recorded.
+    pub fn count(&self) -> usize {
+        self.0.len()
+    }
+
     /// The p-th quantile (0..=1) in milliseconds; None without samples.
     pub fn quantile_ms(&mut self, p: f64) -> Option<f64> {
         if self.0.is_empty() {
@@ -140,7 +145,7 @@ impl Watch {
                         peak.1 = peak.1.max(rss);
                     }
                 }
-                if n % 4 == 0 {
+                if n.is_multiple_of(4) {
                     eprintln!(
                         "  {name}: {:>4.0} s  published {}  confirmed {}  delivered {}",
                         started.elapsed().as_secs_f64(),

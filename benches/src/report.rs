@@ -2,7 +2,7 @@
 
 use std::fmt::Write;
 
-use crate::Outcome;
+use crate::{Outcome, Scenario};
 
 /// One scenario on one target, ready to print.
 #[derive(Debug)]
@@ -91,6 +91,10 @@ pub fn markdown(rows: &mut [Row]) -> String {
     }
     for scenario in &scenarios {
         let _ = writeln!(out, "### {scenario}\n");
+        if is_first_delivery(scenario) {
+            first_delivery_table(&mut out, rows, scenario);
+            continue;
+        }
         let _ = writeln!(
             out,
             "| target | msg/s | published msg/s | nacked | confirm p50 / p99 ms | end-to-end p50 / p99 ms | server CPU µs per message | … per delivery | peak RSS MiB | bench CPU µs/msg |"
@@ -146,6 +150,10 @@ pub fn markdown(rows: &mut [Row]) -> String {
         }
         let _ = writeln!(out);
     }
+    scenarios.retain(|s| !is_first_delivery(s));
+    if scenarios.is_empty() {
+        return out;
+    }
     let _ = writeln!(out, "### Ratios (msg/s through the scenario)\n");
     let _ = writeln!(out, "| scenario | gateway / RabbitMQ | gateway / direct RocketMQ | gateway / its null-upstream ceiling |");
     let _ = writeln!(out, "|---|---|---|---|");
@@ -170,6 +178,51 @@ pub fn markdown(rows: &mut [Row]) -> String {
     out
 }
 
+/// Scenario 5 measures latency only: its table has no msg/s or CPU per message.
+fn is_first_delivery(scenario: &str) -> bool {
+    scenario == Scenario::FirstDelivery.name()
+}
+
+/// "n" when every trial delivered, else "delivered of n".
+fn trials(delivered: usize, run: u32) -> String {
+    if delivered == run as usize {
+        run.to_string()
+    } else {
+        format!("{delivered} of {run}")
+    }
+}
+
+fn first_delivery_table(out: &mut String, rows: &mut [Row], scenario: &str) {
+    let _ = writeln!(
+        out,
+        "| target | idle: publish → deliver p50 / p99 ms | idle: consume-ok → deliver p50 / p99 ms | idle trials | busy: consume-ok → deliver p50 / p99 ms | busy trials | busy publisher msg/s |"
+    );
+    let _ = writeln!(out, "|---|---|---|---|---|---|---|");
+    for r in rows.iter_mut().filter(|r| r.scenario == scenario) {
+        let Some(f) = r.outcome.as_mut().and_then(|o| o.first.as_mut()) else {
+            let _ = writeln!(
+                out,
+                "| {} | {} | | | | | |",
+                r.target,
+                r.note.as_deref().unwrap_or("no result")
+            );
+            continue;
+        };
+        let idle_publish = p50_p99(&mut f.idle_publish);
+        let idle_consume = p50_p99(&mut f.idle_consume);
+        let busy_consume = p50_p99(&mut f.busy_consume);
+        let _ = writeln!(
+            out,
+            "| {} | {idle_publish} | {idle_consume} | {} | {busy_consume} | {} | {} |",
+            r.target,
+            trials(f.idle_consume.count(), f.idle_trials),
+            trials(f.busy_consume.count(), f.busy_trials),
+            thousands(Some(f.busy_rate)),
+        );
+    }
+    let _ = writeln!(out);
+}
+
 const COLORS: [(&str, &str); 4] = [
     ("gateway", "#1f77b4"),
     ("gateway-null", "#9ecae1"),
@@ -182,7 +235,7 @@ const COLORS: [(&str, &str); 4] = [
 pub fn svg(rows: &[Row], title: &str) -> String {
     let mut scenarios: Vec<&str> = Vec::new();
     for r in rows {
-        if !scenarios.contains(&r.scenario.as_str()) {
+        if !scenarios.contains(&r.scenario.as_str()) && !is_first_delivery(&r.scenario) {
             scenarios.push(&r.scenario);
         }
     }

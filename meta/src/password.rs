@@ -20,6 +20,13 @@ fn hash_with_salt(salt: &[u8], password: &str) -> String {
     STANDARD.encode(out)
 }
 
+/// A hash this module can check: base64 of a 4-byte salt and a SHA-256
+/// digest, or empty (a user without a password, who cannot log in with one,
+/// as RabbitMQ stores it).
+pub fn is_valid_hash(stored: &str) -> bool {
+    stored.is_empty() || STANDARD.decode(stored).is_ok_and(|raw| raw.len() == 4 + 32)
+}
+
 /// Checks `password` against a stored hash; a malformed hash never matches.
 pub fn verify_password(stored: &str, password: &str) -> bool {
     let Ok(raw) = STANDARD.decode(stored) else {
@@ -46,6 +53,9 @@ mod tests {
         assert!(verify_password(&hash, "s3cret"));
         assert!(!verify_password(&hash, "s3cret "));
         assert!(!verify_password("not base64!", "s3cret"));
+        assert!(is_valid_hash(&hash) && is_valid_hash(""));
+        assert!(!is_valid_hash("not base64!") && !is_valid_hash("c2hvcnQ="));
+        assert!(!verify_password("", ""));
     }
 
     #[test]

@@ -161,6 +161,28 @@ fn get_flag(r: &AnyRow, i: usize) -> bool {
     r.get::<i64, _>(i) != 0
 }
 
+/// The SQLite file holds password hashes: it is created readable by its
+/// owner only, and an existing one is narrowed to that (SQLite gives its
+/// -wal and -shm files the database file's mode).
+fn owner_only(path: &str) -> std::io::Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let path = path.strip_prefix("//").unwrap_or(path);
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(path)?;
+    for suffix in ["", "-wal", "-shm"] {
+        let file = format!("{path}{suffix}");
+        if let Ok(meta) = std::fs::metadata(&file) {
+            if meta.permissions().mode() & 0o077 != 0 {
+                std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600))?;
+            }
+        }
+    }
+    Ok(())
+}
+
 impl Store {
     /// Opens the store at `url` (`sqlite:<path>`, `sqlite::memory:` or
     /// `postgres://user@host/db`) and applies pending migrations.
@@ -171,6 +193,8 @@ impl Store {
             let url = if rest.contains(":memory:") || rest.contains("mode=") {
                 url.to_owned()
             } else {
+                owner_only(rest.split('?').next().unwrap_or(rest))
+                    .map_err(|e| MetaError::Unavailable(sqlx::Error::Io(e)))?;
                 format!("{url}{sep}mode=rwc")
             };
             (Backend::Sqlite, url)

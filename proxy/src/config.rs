@@ -20,7 +20,8 @@ pub struct Config {
     /// "rocketmq" (the real store) or "null" (confirms at once, keeps
     /// messages in memory only; for measuring the gateway's own ceiling).
     pub upstream: String,
-    /// Most connections served at once; more wait in the accept queue.
+    /// Most connections served at once; a client beyond it is told so
+    /// (connection.close 530 at connection.open) and logged.
     pub max_connections: usize,
     /// channel_max offered in connection.tune.
     pub channel_max: u16,
@@ -28,6 +29,10 @@ pub struct Config {
     pub frame_max: u32,
     /// Heartbeat offered in connection.tune, in seconds (0 disables).
     pub heartbeat: u16,
+    /// A client whose socket takes none of the waiting output for this long
+    /// is disconnected and its unacked messages requeued, in milliseconds
+    /// (RabbitMQ's send_timeout with send_timeout_close).
+    pub client_write_timeout_ms: u64,
     /// Largest message body accepted, in bytes (RabbitMQ's default is 128 MiB).
     pub max_message_size: u64,
     /// Publishes a connection may have in flight to RocketMQ; the gateway
@@ -62,6 +67,7 @@ impl Default for Config {
             channel_max: 2047,
             frame_max: 131_072,
             heartbeat: 60,
+            client_write_timeout_ms: 15_000,
             max_message_size: 128 * 1024 * 1024,
             max_in_flight: 2048,
             upstream_max_in_flight: 256,
@@ -135,6 +141,11 @@ impl Config {
             &mut self.max_connections,
         )?;
         set(&get, "AMQP_GATEWAY_HEARTBEAT", &mut self.heartbeat)?;
+        set(
+            &get,
+            "AMQP_GATEWAY_CLIENT_WRITE_TIMEOUT_MS",
+            &mut self.client_write_timeout_ms,
+        )?;
         set(&get, "AMQP_GATEWAY_FRAME_MAX", &mut self.frame_max)?;
         set(
             &get,
@@ -162,6 +173,9 @@ impl Config {
         }
         if !matches!(self.upstream.as_str(), "rocketmq" | "null") {
             return invalid("upstream must be \"rocketmq\" or \"null\"");
+        }
+        if self.client_write_timeout_ms == 0 {
+            return invalid("client_write_timeout_ms must be at least 1");
         }
         if self.queues_per_topic < 1 {
             return invalid("queues_per_topic must be at least 1");

@@ -288,6 +288,13 @@ pub async fn import(
             ));
             continue;
         }
+        if !meta::password::is_valid_hash(&u.password_hash) {
+            report.skipped.push((
+                what,
+                "password_hash is not a salted SHA-256 hash in RabbitMQ's format".into(),
+            ));
+            continue;
+        }
         let user = meta::User {
             name: u.name.clone(),
             password_hash: u.password_hash.clone(),

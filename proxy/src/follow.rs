@@ -37,8 +37,19 @@ pub fn now_ms() -> i64 {
         .map_or(0, |d| d.as_millis() as i64)
 }
 
-/// Runs until the gateway is dropped; `revision` is where its snapshot stood.
-pub async fn follow(gateway: std::sync::Weak<Gateway>, mut revision: i64) {
+/// Applies what the store's log holds beyond this gateway's revision, now
+/// rather than at the follower's next look: before answering 404 for a name
+/// another gateway may just have declared. A failure leaves the topology as
+/// it was (the follower reports the store's health).
+pub async fn catch_up_now(gw: &Arc<Gateway>) {
+    let mut revision = gw.followed.lock().await;
+    if let Err(error) = catch_up(gw, &mut revision).await {
+        tracing::debug!(%error, "Catching up with the meta store before a lookup failed.");
+    }
+}
+
+/// Runs until the gateway is dropped, from the revision in `Gateway::followed`.
+pub async fn follow(gateway: std::sync::Weak<Gateway>) {
     let mut wakeups = None;
     let mut heartbeat_at = Instant::now() + HEARTBEAT_EVERY;
     let mut orphans_at = Instant::now() + ORPHANS_EVERY;
@@ -47,7 +58,10 @@ pub async fn follow(gateway: std::sync::Weak<Gateway>, mut revision: i64) {
         if wakeups.is_none() {
             wakeups = gw.store.wakeups().await.ok();
         }
-        let mut result = catch_up(&gw, &mut revision).await;
+        let mut result = {
+            let mut revision = gw.followed.lock().await;
+            catch_up(&gw, &mut revision).await
+        };
         if result.is_ok() && Instant::now() >= heartbeat_at {
             heartbeat_at = Instant::now() + HEARTBEAT_EVERY;
             result = gw.heartbeat().await;
@@ -60,12 +74,12 @@ pub async fn follow(gateway: std::sync::Weak<Gateway>, mut revision: i64) {
         match result {
             Ok(()) => {
                 if !gw.meta_healthy.swap(true, Ordering::AcqRel) {
-                    tracing::warn!(revision, "Meta store is back; topology caught up.");
+                    tracing::warn!("Meta store is back; topology caught up.");
                 }
             }
             Err(error) => {
                 if gw.meta_healthy.swap(false, Ordering::AcqRel) {
-                    tracing::error!(%error, revision, "Meta store unreachable: serving with the last topology, refusing changes until it returns.");
+                    tracing::error!(%error, "Meta store unreachable: serving with the last topology, refusing changes until it returns.");
                 }
                 wakeups = None;
             }
@@ -170,6 +184,7 @@ async fn apply(gw: &Arc<Gateway>, c: &Change) -> Result<(), MetaError> {
             if let Some(topic) = gone_topic {
                 gw.feeds.stop(&topic);
                 gw.admissions.forget(&topic);
+                gw.upstream.forget_topic(&topic);
             }
         }
         ChangeKind::Bindings => {

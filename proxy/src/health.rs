@@ -28,10 +28,16 @@ pub fn report(gateway: &Gateway) -> (u16, String) {
 /// Answers every request on `listener` with the health report, until the
 /// gateway is dropped.
 pub async fn serve(gateway: std::sync::Weak<Gateway>, listener: TcpListener) {
+    let mut backoff = crate::server::AcceptBackoff::default();
     loop {
-        let Ok((mut socket, _)) = listener.accept().await else {
-            continue;
+        let mut socket = match listener.accept().await {
+            Ok((socket, _)) => socket,
+            Err(error) => {
+                backoff.failed("health", &error).await;
+                continue;
+            }
         };
+        backoff.succeeded();
         let Some(gw) = gateway.upgrade() else { return };
         let (code, body) = report(&gw);
         drop(gw);

@@ -40,6 +40,7 @@ pub mod delivery;
 pub mod error;
 pub mod follow;
 pub mod health;
+pub mod logging;
 pub mod mapping;
 pub mod metrics;
 pub mod server;
@@ -80,6 +81,9 @@ pub struct Gateway {
     /// The meta store answered the follower's last look (false: serving
     /// with the last topology, changes refused).
     pub meta_healthy: std::sync::atomic::AtomicBool,
+    /// The meta store revision the topology has applied; held while
+    /// applying (the follower, or a lookup catching up: follow.rs).
+    pub followed: tokio::sync::Mutex<i64>,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -146,11 +150,12 @@ impl Gateway {
             admissions: Default::default(),
             instance_id,
             meta_healthy: std::sync::atomic::AtomicBool::new(true),
+            followed: tokio::sync::Mutex::new(snapshot.revision),
         });
         gateway.heartbeat().await?;
         gateway.delete_orphaned_exclusive_queues().await?;
         gateway.start_expiring_feeds();
-        tokio::spawn(follow::follow(Arc::downgrade(&gateway), snapshot.revision));
+        tokio::spawn(follow::follow(Arc::downgrade(&gateway)));
         Ok(gateway)
     }
 

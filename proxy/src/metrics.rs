@@ -16,3 +16,5 @@ pub const DEAD_LETTERED: &str = "amqp_gateway_dead_lettered_total";
 pub const REDELIVERY_LOST: &str = "amqp_gateway_redelivery_lost_total";
 pub const EXPIRED: &str = "amqp_gateway_expired_total";
 pub const REJECTED_FULL: &str = "amqp_gateway_rejected_full_queue_total";
+pub const CONNECTIONS_REFUSED: &str = "amqp_gateway_connections_refused_total";
+pub const GET_EMPTY_UNANSWERED: &str = "amqp_gateway_get_empty_unanswered_total";

@@ -1,16 +1,27 @@
 //! Accepts TCP connections and gives each its own task, within a cap.
+//!
+//! Beyond the cap a client is still accepted, but only to be told why it is
+//! refused (connection.close 530 at connection.open); a second, small cap
+//! bounds those refusals, past which sockets are closed at once. A failing
+//! accept (out of file descriptors) waits before the next try instead of
+//! spinning, and says so once per interval.
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tracing::Instrument;
 
 use crate::connection::Connection;
+use crate::logging::{Throttle, LOG_INTERVAL};
 use crate::Gateway;
+
+/// Clients being told that the gateway is full, at most.
+const MAX_REFUSING: usize = 64;
 
 /// Serves connections until `shutdown` resolves.
 pub async fn serve(
@@ -19,40 +30,98 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) {
     let limit = Arc::new(Semaphore::new(gateway.config.max_connections));
+    let refusing = Arc::new(Semaphore::new(MAX_REFUSING));
     let ids = AtomicU64::new(0);
+    let mut backoff = AcceptBackoff::default();
     tokio::pin!(shutdown);
     loop {
-        // Wait for room first: beyond the cap, clients wait in the accept queue.
-        let permit = tokio::select! {
-            permit = limit.clone().acquire_owned() => match permit {
-                Ok(p) => p,
-                Err(_) => return,
-            },
-            () = &mut shutdown => return,
-        };
         let (socket, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(a) => a,
                 Err(error) => {
-                    tracing::warn!(%error, "Accept failed.");
+                    backoff.failed("AMQP", &error).await;
                     continue;
                 }
             },
             () = &mut shutdown => return,
         };
+        backoff.succeeded();
         let id = ids.fetch_add(1, Ordering::Relaxed) + 1;
-        let span = tracing::info_span!("connection", id, %peer);
-        let gateway = gateway.clone();
-        metrics::counter!(crate::metrics::CONNECTIONS_OPENED).increment(1);
-        tokio::spawn(
-            async move {
-                metrics::gauge!(crate::metrics::CONNECTIONS_OPEN).increment(1.0);
-                Connection::new(gateway, socket, peer, id).run().await;
-                metrics::gauge!(crate::metrics::CONNECTIONS_OPEN).decrement(1.0);
-                drop(permit);
+        match limit.clone().try_acquire_owned() {
+            Ok(permit) => {
+                spawn_connection(&gateway, socket, peer, id, permit, false);
             }
-            .instrument(span),
-        );
+            Err(_) => {
+                static FULL: Throttle = Throttle::new(LOG_INTERVAL);
+                if let Some(more) = FULL.admit() {
+                    tracing::warn!(%peer, max_connections = gateway.config.max_connections, more_since_last_line = more, "Connection limit reached; refusing new clients with connection.close 530.");
+                }
+                metrics::counter!(crate::metrics::CONNECTIONS_REFUSED).increment(1);
+                // Past the refusal cap the socket just closes.
+                if let Ok(permit) = refusing.clone().try_acquire_owned() {
+                    spawn_connection(&gateway, socket, peer, id, permit, true);
+                }
+            }
+        }
+    }
+}
+
+fn spawn_connection(
+    gateway: &Arc<Gateway>,
+    socket: TcpStream,
+    peer: SocketAddr,
+    id: u64,
+    permit: tokio::sync::OwnedSemaphorePermit,
+    over_limit: bool,
+) {
+    let span = tracing::info_span!("connection", id, %peer);
+    let gateway = gateway.clone();
+    if !over_limit {
+        metrics::counter!(crate::metrics::CONNECTIONS_OPENED).increment(1);
+    }
+    tokio::spawn(
+        async move {
+            let connection = Connection::new(gateway, socket, peer, id);
+            if over_limit {
+                connection.over_limit().run().await;
+            } else {
+                metrics::gauge!(crate::metrics::CONNECTIONS_OPEN).increment(1.0);
+                connection.run().await;
+                metrics::gauge!(crate::metrics::CONNECTIONS_OPEN).decrement(1.0);
+            }
+            drop(permit);
+        }
+        .instrument(span),
+    );
+}
+
+/// Waits after failed accepts, longer each time up to a second (as
+/// mini-redis's listener does), and logs once per interval.
+#[derive(Debug, Default)]
+pub struct AcceptBackoff {
+    delay: Duration,
+}
+
+impl AcceptBackoff {
+    const FIRST: Duration = Duration::from_millis(10);
+    const MOST: Duration = Duration::from_secs(1);
+
+    pub async fn failed(&mut self, listener: &'static str, error: &std::io::Error) {
+        static FAILED: Throttle = Throttle::new(LOG_INTERVAL);
+        self.delay = self.next();
+        if let Some(more) = FAILED.admit() {
+            tracing::warn!(listener, %error, retry_in_ms = self.delay.as_millis() as u64, more_since_last_line = more, "Accept failed (out of file descriptors?); waiting before the next try.");
+        }
+        tokio::time::sleep(self.delay).await;
+    }
+
+    pub fn succeeded(&mut self) {
+        self.delay = Duration::ZERO;
+    }
+
+    /// The wait after one more failure.
+    fn next(&self) -> Duration {
+        (self.delay * 2).clamp(Self::FIRST, Self::MOST)
     }
 }
 
@@ -65,4 +134,22 @@ pub async fn spawn(
     let local = listener.local_addr()?;
     let handle = tokio::spawn(serve(gateway, listener, std::future::pending()));
     Ok((local, handle))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failed_accepts_wait_longer_each_time_up_to_a_second() {
+        let mut b = AcceptBackoff::default();
+        let mut waits = Vec::new();
+        for _ in 0..9 {
+            b.delay = b.next();
+            waits.push(b.delay.as_millis());
+        }
+        assert_eq!(waits, [10, 20, 40, 80, 160, 320, 640, 1000, 1000]);
+        b.succeeded();
+        assert_eq!(b.next().as_millis(), 10);
+    }
 }

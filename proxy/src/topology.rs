@@ -209,6 +209,12 @@ impl Permission {
     }
 }
 
+/// RabbitMQ reads an empty pattern as `^$`: it grants nothing (a name is
+/// never empty when checked; the default exchange is "amq.default").
+fn permission_pattern(pattern: &str) -> Result<Regex, regex::Error> {
+    Regex::new(if pattern.is_empty() { "^$" } else { pattern })
+}
+
 /// Users, permissions and vhosts of this gateway.
 #[derive(Debug, Default)]
 pub struct Topology {
@@ -329,9 +335,9 @@ impl Topology {
     pub fn put_permission(&self, p: &meta::Permission) {
         let compiled = (|| {
             Ok::<_, regex::Error>(Permission {
-                configure: Regex::new(&p.configure)?,
-                write: Regex::new(&p.write)?,
-                read: Regex::new(&p.read)?,
+                configure: permission_pattern(&p.configure)?,
+                write: permission_pattern(&p.write)?,
+                read: permission_pattern(&p.read)?,
             })
         })();
         match compiled {
@@ -456,6 +462,9 @@ pub fn integer_argument(value: &AMQPValue) -> Option<i64> {
 pub fn decode_arguments(raw: &[u8]) -> Result<FieldTable, String> {
     if raw.is_empty() {
         return Ok(FieldTable::default());
+    }
+    if crate::codec::depth::table_depth(raw, 0) > crate::codec::depth::MAX_DEPTH {
+        return Err("arguments nested too deep".to_owned());
     }
     match amq_protocol::types::parsing::parse_field_table(raw) {
         Ok(([], table)) => Ok(table),

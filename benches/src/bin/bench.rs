@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use benches::measure::{cpu_seconds, Counters, CpuMeter, Process, Watch};
 use benches::report::{self, Row};
-use benches::{amqp, direct::Direct, Kind, Outcome, Plan, Scenario, Target};
+use benches::{amqp, direct::Direct, first, Kind, Outcome, Plan, Scenario, Target};
 use clap::Parser;
 
 #[derive(Debug, Parser)]
@@ -47,8 +47,9 @@ struct Args {
     size: usize,
     #[arg(long, default_value_t = 1000)]
     connections: usize,
-    /// Scenarios to run, by number (1 publish, 2 end to end, 3 fan-out, 4 many connections).
-    #[arg(long, value_delimiter = ',', default_values_t = [1, 2, 3, 4])]
+    /// Scenarios to run, by number (1 publish, 2 end to end, 3 fan-out, 4 many connections,
+    /// 5 first delivery to a new consumer).
+    #[arg(long, value_delimiter = ',', default_values_t = [1, 2, 3, 4, 5])]
     only: Vec<u8>,
     /// Targets to run, by name (gateway, gateway-null, rabbitmq, direct).
     #[arg(long, value_delimiter = ',')]
@@ -125,13 +126,16 @@ async fn run(
         (Kind::Amqp(addr), Scenario::Many { connections, rate }) => {
             amqp::many_connections(addr, plan, connections, rate, c).await
         }
+        (Kind::Amqp(addr), Scenario::FirstDelivery) => first::first_delivery(addr, plan, c).await,
         (Kind::Direct(_), scenario) => {
             let direct = direct.ok_or_else(|| std::io::Error::other("no RocketMQ client"))?;
             match scenario {
                 Scenario::Publish(w) => direct.publish_only(plan, w, c).await,
                 Scenario::EndToEnd => direct.fan_out(plan, 1, c).await,
                 Scenario::FanOut(n) => direct.fan_out(plan, n, c).await,
-                Scenario::Many { .. } => Err(std::io::Error::other("not applicable")),
+                Scenario::Many { .. } | Scenario::FirstDelivery => {
+                    Err(std::io::Error::other("not applicable"))
+                }
             }
         }
     }
@@ -204,6 +208,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 connections: args.connections,
                 rate: 10.0,
             }),
+            5 => scenarios.push(Scenario::FirstDelivery),
             other => return Err(format!("no scenario {other}").into()),
         }
     }
@@ -235,11 +240,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             row.cpu = meters.iter().map(CpuMeter::stop).collect();
             row.bench_cpu = cpu_seconds("self").unwrap_or(0.0) - bench_started;
             match result {
-                Ok(outcome) => {
-                    eprintln!(
-                        "   {} published, {} delivered, {} nacked in {:.1} s",
-                        outcome.published, outcome.delivered, outcome.nacked, outcome.seconds
-                    );
+                Ok(mut outcome) => {
+                    match outcome.first.as_mut() {
+                        Some(f) => eprintln!("   {}", f.summary()),
+                        None => eprintln!(
+                            "   {} published, {} delivered, {} nacked in {:.1} s",
+                            outcome.published, outcome.delivered, outcome.nacked, outcome.seconds
+                        ),
+                    }
                     row.outcome = Some(outcome);
                 }
                 Err(e) => {

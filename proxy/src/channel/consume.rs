@@ -18,7 +18,7 @@ use crate::delivery::feed::{Got, SubscribeError};
 use crate::delivery::{
     ConsumerCredit, ConsumerSlot, Credit, Delivery, Feed, FeedCommand, Gate, Outcome,
 };
-use crate::error::{upstream_failure, ConnectionException, HardCode, ProtocolError, SoftCode};
+use crate::error::{ConnectionException, HardCode, ProtocolError, SoftCode};
 use crate::mapping::properties::{
     stored_properties_wire, unescape_value, EXCHANGE, PROPERTIES, ROUTING_KEY,
 };
@@ -289,14 +289,24 @@ pub async fn handle_basic_get(
     let state = queue_for(ch, s, m.queue.as_str(), 70)?;
     let feed = s.gateway.feeds.get_or_start(s.vhost, &state.record);
     let wait = Duration::from_millis(s.gateway.config.send_timeout_ms);
-    let got = tokio::time::timeout(wait, feed.get())
-        .await
-        .unwrap_or_else(|_| {
-            Err(crate::upstream::UpstreamError::Unavailable(
-                "basic.get timed out".into(),
-            ))
-        })
-        .map_err(|e| upstream_failure("basic.get", &e))?;
+    // A get answers get-ok or get-empty, never a connection error: what
+    // RocketMQ could not hand over in time stays in the queue for the next.
+    let got = match tokio::time::timeout(wait, feed.get()).await {
+        Ok(Ok(got)) => got,
+        outcome => {
+            static UNANSWERED: crate::logging::Throttle =
+                crate::logging::Throttle::new(crate::logging::LOG_INTERVAL);
+            if let Some(more) = UNANSWERED.admit() {
+                let error = match outcome {
+                    Ok(Err(error)) => error.to_string(),
+                    _ => format!("no answer from RocketMQ within {} ms", wait.as_millis()),
+                };
+                tracing::warn!(queue = %state.record.name, %error, more_since_last_line = more, "basic.get answered get-empty: RocketMQ did not hand over a message in time.");
+            }
+            metrics::counter!(crate::metrics::GET_EMPTY_UNANSWERED).increment(1);
+            None
+        }
+    };
     let Some(Got {
         message,
         redelivered,
@@ -357,7 +367,11 @@ fn origin(message: &InboundMessage) -> (String, String) {
 /// The content header (properties as stored) and body frames.
 fn write_content(out: &mut FrameEncoder, channel: u16, message: &InboundMessage, frame_max: usize) {
     let wire = stored_properties_wire(message.property(PROPERTIES)).unwrap_or_else(|error| {
-        tracing::error!(%error, offset = message.offset, "Stored AMQP properties are unreadable; delivered without properties.");
+        static UNREADABLE: crate::logging::Throttle =
+            crate::logging::Throttle::new(crate::logging::LOG_INTERVAL);
+        if let Some(more) = UNREADABLE.admit() {
+            tracing::error!(%error, offset = message.offset, more_since_last_line = more, "Stored AMQP properties are unreadable; delivered without properties.");
+        }
         vec![0, 0]
     });
     out.content_raw(channel, CLASS, &wire, &message.body, frame_max);
@@ -375,7 +389,7 @@ pub fn deliver(
     d.credit
         .gate
         .in_transit
-        .fetch_sub(d.message.body.len(), Ordering::AcqRel);
+        .fetch_sub(d.message.footprint(), Ordering::AcqRel);
     let Some((ch, no_ack)) = ch.and_then(|ch| {
         let no_ack = ch.consuming.consumers.get(&d.consumer_tag)?.no_ack;
         Some((ch, no_ack))

@@ -108,6 +108,48 @@ impl Session<'_> {
     }
 }
 
+/// Whether `method` names a queue or exchange this gateway does not know.
+/// Another gateway may have declared it a moment ago; the caller catches up
+/// with the meta store before answering 404 (read-your-writes across
+/// gateways behind one load balancer).
+pub fn names_unknown(vhost: &Vhost, method: &AMQPClass) -> bool {
+    use amq_protocol::protocol::{basic, exchange, queue};
+    let t = vhost.read();
+    let queue = |name: &str| !name.is_empty() && !t.queues.contains_key(name);
+    let exchange = |name: &str| !t.has_exchange(name);
+    match method {
+        // A mandatory message routed nowhere would be returned: a binding
+        // made elsewhere may not have arrived yet (headers are not known
+        // here, so a headers exchange may catch up needlessly).
+        AMQPClass::Basic(basic::AMQPMethod::Publish(m)) => {
+            exchange(m.exchange.as_str())
+                || (m.mandatory
+                    && t.destination_topics(m.exchange.as_str(), m.routing_key.as_str(), None)
+                        .is_empty())
+        }
+        AMQPClass::Basic(basic::AMQPMethod::Consume(m)) => queue(m.queue.as_str()),
+        AMQPClass::Basic(basic::AMQPMethod::Get(m)) => queue(m.queue.as_str()),
+        AMQPClass::Queue(queue::AMQPMethod::Declare(m)) => queue(m.queue.as_str()),
+        AMQPClass::Queue(queue::AMQPMethod::Bind(m)) => {
+            queue(m.queue.as_str()) || exchange(m.exchange.as_str())
+        }
+        AMQPClass::Queue(queue::AMQPMethod::Unbind(m)) => {
+            queue(m.queue.as_str()) || exchange(m.exchange.as_str())
+        }
+        AMQPClass::Queue(queue::AMQPMethod::Purge(m)) => queue(m.queue.as_str()),
+        AMQPClass::Queue(queue::AMQPMethod::Delete(m)) => queue(m.queue.as_str()),
+        AMQPClass::Exchange(exchange::AMQPMethod::Declare(m)) => exchange(m.exchange.as_str()),
+        AMQPClass::Exchange(exchange::AMQPMethod::Delete(m)) => exchange(m.exchange.as_str()),
+        AMQPClass::Exchange(exchange::AMQPMethod::Bind(m)) => {
+            exchange(m.source.as_str()) || exchange(m.destination.as_str())
+        }
+        AMQPClass::Exchange(exchange::AMQPMethod::Unbind(m)) => {
+            exchange(m.source.as_str()) || exchange(m.destination.as_str())
+        }
+        _ => false,
+    }
+}
+
 fn display_name(name: &str) -> &str {
     if name.is_empty() {
         "amq.default"

@@ -6,6 +6,7 @@
 //! copied. Method and content-header payloads are parsed by amq-protocol.
 
 pub mod content;
+pub mod depth;
 
 use amq_protocol::frame::parsing::parse_content_header;
 use amq_protocol::frame::{gen_frame, AMQPContentHeader, AMQPFrame};
@@ -77,6 +78,9 @@ impl FrameDecoder {
         buf.advance(1);
         let frame = match kind {
             FRAME_METHOD => Frame::Method(channel, parse_method(&payload)?),
+            FRAME_HEADER if depth::header_depth(&payload) > depth::MAX_DEPTH => {
+                return Err(too_deep(&payload, "content header"));
+            }
             FRAME_HEADER => match parse_content_header(&payload[..]) {
                 Ok(([], header)) => Frame::Header(channel, header),
                 _ => {
@@ -99,9 +103,31 @@ impl FrameDecoder {
     }
 }
 
+/// A payload whose field tables nest deeper than the parser may recurse:
+/// 502, as for any malformed argument (depth.rs says why).
+fn too_deep(payload: &[u8], what: &str) -> ConnectionException {
+    let error = ConnectionException::new(
+        HardCode::SyntaxError,
+        format!(
+            "{what} has field tables nested deeper than {} levels",
+            depth::MAX_DEPTH
+        ),
+    );
+    match (payload.get(0..2), payload.get(2..4)) {
+        (Some(c), Some(m)) if what == "method" => error.on_method(
+            u16::from_be_bytes([c[0], c[1]]),
+            u16::from_be_bytes([m[0], m[1]]),
+        ),
+        _ => error,
+    }
+}
+
 /// Parses a method payload: unknown class/method ids are 540 NOT_IMPLEMENTED
 /// (as RabbitMQ answers them), malformed arguments of a known method 502.
 fn parse_method(payload: &[u8]) -> Result<AMQPClass, ConnectionException> {
+    if depth::method_depth(payload) > depth::MAX_DEPTH {
+        return Err(too_deep(payload, "method"));
+    }
     match parse_class(payload) {
         Ok(([], class)) => Ok(class),
         Ok(_) => Err(ConnectionException::new(
@@ -149,10 +175,12 @@ fn is_known_method(class_id: u16, method_id: u16) -> bool {
     methods.contains(&method_id)
 }
 
-/// Appends frames to a connection's output buffer.
+/// Appends frames to a connection's output buffer. The socket takes what
+/// it can; `written` marks how far, so a slow reader never blocks encoding.
 #[derive(Debug, Default)]
 pub struct FrameEncoder {
     out: Vec<u8>,
+    written: usize,
 }
 
 impl FrameEncoder {
@@ -219,7 +247,15 @@ impl FrameEncoder {
 
     /// Bytes waiting to be written.
     pub fn len(&self) -> usize {
-        self.out.len()
+        self.out.len() - self.written
+    }
+
+    /// The socket took `n` more of the pending bytes.
+    pub fn advance(&mut self, n: usize) {
+        self.written = (self.written + n).min(self.out.len());
+        if self.written == self.out.len() {
+            self.clear();
+        }
     }
 
     fn frame(&mut self, frame: &AMQPFrame) {
@@ -235,15 +271,17 @@ impl FrameEncoder {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.out.is_empty()
+        self.len() == 0
     }
 
+    /// Bytes not yet written.
     pub fn pending(&self) -> &[u8] {
-        &self.out
+        &self.out[self.written..]
     }
 
     pub fn clear(&mut self) {
         self.out.clear();
+        self.written = 0;
     }
 }
 

@@ -96,12 +96,18 @@ pub fn authenticate(
             m.mechanism
         )));
     };
-    if record.loopback_only && !peer.ip().is_loopback() {
+    if record.loopback_only && !is_loopback(peer) {
         return Err(refused(format!(
             "user '{user}' can only connect via localhost"
         )));
     }
     Ok((user, capabilities(&m.client_properties)))
+}
+
+/// A dual-stack `[::]` listener sees IPv4 clients as `::ffff:a.b.c.d`:
+/// `::ffff:127.0.0.1` is loopback too.
+fn is_loopback(peer: SocketAddr) -> bool {
+    peer.ip().to_canonical().is_loopback()
 }
 
 fn refused(text: String) -> ConnectionException {
@@ -124,6 +130,9 @@ fn amqplain(response: &LongString) -> Option<(String, String)> {
     let raw = response.as_bytes();
     let mut framed = (raw.len() as u32).to_be_bytes().to_vec();
     framed.extend_from_slice(raw);
+    if crate::codec::depth::table_depth(&framed, 0) > crate::codec::depth::MAX_DEPTH {
+        return None;
+    }
     let (_, table) = amq_protocol::types::parsing::parse_field_table(framed.as_slice()).ok()?;
     let text = |key: &str| match table.inner().get(key)? {
         AMQPValue::LongString(s) => Some(String::from_utf8_lossy(s.as_bytes()).into_owned()),
@@ -235,6 +244,21 @@ mod tests {
         let response = LongString::from(encoded[4..].to_vec());
         assert_eq!(amqplain(&response), Some(("bob".into(), "pw".into())));
         assert_eq!(amqplain(&LongString::from(vec![1u8, 2, 3])), None);
+    }
+
+    #[test]
+    fn ipv4_mapped_loopback_is_loopback() {
+        for (addr, expected) in [
+            ("127.0.0.1:1", true),
+            ("[::1]:1", true),
+            ("[::ffff:127.0.0.1]:1", true),
+            ("[::ffff:127.9.0.1]:1", true),
+            ("[::ffff:10.0.0.1]:1", false),
+            ("10.0.0.1:1", false),
+            ("[2001:db8::1]:1", false),
+        ] {
+            assert_eq!(is_loopback(addr.parse().unwrap()), expected, "{addr}");
+        }
     }
 
     #[test]

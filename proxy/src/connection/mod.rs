@@ -29,6 +29,7 @@ use crate::channel::{self, Channel, Pipeline, PublishDone, Session};
 use crate::codec::{Frame, FrameDecoder, FrameEncoder, PROTOCOL_HEADER};
 use crate::delivery::{ConnectionSink, FeedCommand, ToConnection};
 use crate::error::{ConnectionException, HardCode, ProtocolError};
+use crate::logging::{Throttle, LOG_INTERVAL};
 use crate::topology::{Permission, Vhost};
 use crate::Gateway;
 use handshake::{ClientCapabilities, Tuning};
@@ -37,6 +38,11 @@ use handshake::{ClientCapabilities, Tuning};
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long we wait for close-ok after sending connection.close.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(3);
+/// Deliveries are taken from feeds only while less than this is waiting
+/// for the socket: a client that stops reading stops its feeds.
+const OUT_LIMIT: usize = 1 << 20;
+/// How long the last bytes may take to leave once the connection is done.
+const LAST_WRITE_TIMEOUT: Duration = Duration::from_secs(2);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
@@ -92,6 +98,11 @@ pub struct Connection {
     close_ok_owed: bool,
     last_read: Instant,
     last_write: Instant,
+    /// Since when output has waited without the socket taking any of it.
+    write_stalled_since: Option<Instant>,
+    /// Accepted beyond max_connections: refused at connection.open, so the
+    /// client reads a reason instead of waiting in the accept queue.
+    over_limit: bool,
     deadline: Option<Instant>,
 }
 
@@ -136,8 +147,16 @@ impl Connection {
             close_ok_owed: false,
             last_read: now,
             last_write: now,
+            write_stalled_since: None,
+            over_limit: false,
             deadline: Some(now + HANDSHAKE_TIMEOUT),
         }
+    }
+
+    /// Marks a connection accepted beyond max_connections (see `over_limit`).
+    pub fn over_limit(mut self) -> Connection {
+        self.over_limit = true;
+        self
     }
 
     /// Serves the connection until it ends; never panics on client input.
@@ -154,10 +173,9 @@ impl Connection {
             return Ok(());
         }
         self.out.method(0, handshake::start());
-        self.flush().await?;
         while self.state != State::Closed {
+            self.write_what_fits()?;
             self.turn().await?;
-            self.flush().await?;
         }
         Ok(())
     }
@@ -195,7 +213,13 @@ impl Connection {
         let blocked_at = self
             .full_since
             .map(|t| t + Duration::from_millis(self.gateway.config.blocked_after_ms));
+        let writing = !self.out.is_empty();
+        let taking_deliveries = self.out.len() < OUT_LIMIT;
         tokio::select! {
+            // The socket had no room at the end of the last turn.
+            written = self.writer.write(self.out.pending()), if writing => {
+                self.wrote(written?)?;
+            }
             Some(done) = self.pipeline.next(), if !self.pipeline.is_empty() => {
                 self.publish_done(done);
                 while let Some(Some(done)) = self.pipeline.next().now_or_never() {
@@ -212,7 +236,7 @@ impl Connection {
                 self.process_frames().await;
                 self.send_acks();
             }
-            Some(first) = self.deliveries.recv() => self.on_deliveries(first),
+            Some(first) = self.deliveries.recv(), if taking_deliveries => self.on_deliveries(first),
             _ = sleep_until(heartbeat) => self.on_clock(),
             _ = sleep_until(blocked_at.unwrap_or_else(far_future)), if blocked_at.is_some() && !self.blocked => {
                 self.block();
@@ -224,8 +248,6 @@ impl Connection {
 
     /// Writes what the feeds sent, a batch per turn (one write for all).
     fn on_deliveries(&mut self, first: ToConnection) {
-        /// Stop taking deliveries once this much output is waiting.
-        const OUT_BATCH: usize = 1 << 20;
         let mut wake: Vec<Arc<crate::delivery::Feed>> = Vec::new();
         let was_full =
             self.in_transit.load(Ordering::Acquire) >= crate::delivery::credit::MAX_IN_TRANSIT;
@@ -264,7 +286,7 @@ impl Connection {
                     }
                 }
             }
-            if self.out.len() < OUT_BATCH {
+            if self.out.len() < OUT_LIMIT {
                 next = self.deliveries.try_recv().ok();
             }
         }
@@ -340,7 +362,8 @@ impl Connection {
         }
     }
 
-    /// When the clock next needs looking at: handshake/close deadline or heartbeat.
+    /// When the clock next needs looking at: handshake/close deadline,
+    /// heartbeat, or a write that made no progress.
     fn next_heartbeat_check(&self) -> Instant {
         let beat = match self.tuning.heartbeat {
             0 => far_future(),
@@ -349,13 +372,60 @@ impl Connection {
                 (self.last_write + hb / 2).min(self.last_read + hb * 2)
             }
         };
-        self.deadline.map_or(beat, |d| d.min(beat))
+        let stall = self
+            .write_stalled_since
+            .map_or_else(far_future, |t| t + self.write_timeout());
+        self.deadline.map_or(beat, |d| d.min(beat)).min(stall)
+    }
+
+    fn write_timeout(&self) -> Duration {
+        Duration::from_millis(self.gateway.config.client_write_timeout_ms)
+    }
+
+    /// Writes as much output as the socket takes now, without waiting.
+    fn write_what_fits(&mut self) -> std::io::Result<()> {
+        while !self.out.is_empty() {
+            match self.writer.try_write(self.out.pending()) {
+                Ok(n) => self.wrote(n)?,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) => return Err(e),
+            }
+        }
+        if !self.out.is_empty() && self.write_stalled_since.is_none() {
+            self.write_stalled_since = Some(Instant::now());
+        }
+        Ok(())
+    }
+
+    /// The socket took `n` bytes of output.
+    fn wrote(&mut self, n: usize) -> std::io::Result<()> {
+        if n == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        self.out.advance(n);
+        let now = Instant::now();
+        self.last_write = now;
+        self.write_stalled_since = (!self.out.is_empty()).then_some(now);
+        Ok(())
     }
 
     fn on_clock(&mut self) {
         let now = Instant::now();
         if self.deadline.is_some_and(|d| now >= d) {
             tracing::info!(state = ?self.state, "Connection timed out in handshake or close.");
+            self.state = State::Closed;
+            return;
+        }
+        if self
+            .write_stalled_since
+            .is_some_and(|t| now.duration_since(t) >= self.write_timeout())
+        {
+            tracing::warn!(
+                waiting_bytes = self.out.len(),
+                timeout_ms = self.gateway.config.client_write_timeout_ms,
+                "Client stopped reading; closing the connection (its unacked messages are requeued)."
+            );
+            self.out.clear();
             self.state = State::Closed;
             return;
         }
@@ -374,14 +444,18 @@ impl Connection {
         }
     }
 
-    async fn flush(&mut self) -> std::io::Result<()> {
-        if self.out.is_empty() {
-            return Ok(());
-        }
-        self.writer.write_all(self.out.pending()).await?;
+    /// Writes what is left when the connection ends, for a short while.
+    async fn flush(&mut self) {
+        let _ = tokio::time::timeout(LAST_WRITE_TIMEOUT, async {
+            while !self.out.is_empty() {
+                match self.writer.write(self.out.pending()).await {
+                    Ok(n) if n > 0 => self.out.advance(n),
+                    _ => break,
+                }
+            }
+        })
+        .await;
         self.out.clear();
-        self.last_write = Instant::now();
-        Ok(())
     }
 
     async fn process_frames(&mut self) {
@@ -472,6 +546,17 @@ impl Connection {
                 self.decoder.frame_max = self.tuning.frame_max;
                 self.state = State::AwaitOpen;
                 Ok(())
+            }
+            (State::AwaitOpen, connection::AMQPMethod::Open(_)) if self.over_limit => {
+                Err(ConnectionException::new(
+                    HardCode::NotAllowed,
+                    format!(
+                        "this gateway serves at most {} connections (max_connections); try again later or another gateway",
+                        self.gateway.config.max_connections
+                    ),
+                )
+                .on_method(10, 40)
+                .into())
             }
             (State::AwaitOpen, connection::AMQPMethod::Open(m)) => {
                 let (vhost, permission) = handshake::open(&self.gateway, &self.user, &m)?;
@@ -583,6 +668,11 @@ impl Connection {
             method => {
                 if reads_queue_state(&method) {
                     self.settle_pipeline().await;
+                }
+                if let Some(opened) = self.opened.as_ref() {
+                    if channel::names_unknown(&opened.vhost, &method) {
+                        crate::follow::catch_up_now(&self.gateway).await;
+                    }
                 }
                 let (Some(opened), Some(ch)) = (self.opened.as_ref(), self.channels.get_mut(&id))
                 else {
@@ -724,10 +814,16 @@ impl Connection {
         let stored = done.result.is_ok();
         if let Err(error) = &done.result {
             metrics::counter!(crate::metrics::SEND_FAILED).increment(1);
+            // Once per interval, not once per message: a RocketMQ restart
+            // fails every publish in flight.
+            static NACKED: Throttle = Throttle::new(LOG_INTERVAL);
+            static LOST: Throttle = Throttle::new(LOG_INTERVAL);
             if done.tag.is_some() {
-                tracing::warn!(channel = done.channel, %error, "RocketMQ did not store a message; nacked.");
-            } else {
-                tracing::error!(channel = done.channel, %error, "RocketMQ did not store a message and its channel is not in confirm mode: the publisher cannot know.");
+                if let Some(more) = NACKED.admit() {
+                    tracing::warn!(channel = done.channel, %error, more_since_last_line = more, "RocketMQ did not store a message; nacked.");
+                }
+            } else if let Some(more) = LOST.admit() {
+                tracing::error!(channel = done.channel, %error, more_since_last_line = more, "RocketMQ did not store a message and its channel is not in confirm mode: the publisher cannot know.");
             }
         } else {
             metrics::counter!(crate::metrics::CONFIRMED).increment(1);
@@ -796,8 +892,8 @@ impl Connection {
                 AMQPClass::Connection(connection::AMQPMethod::CloseOk(connection::CloseOk {})),
             );
         }
-        let _ = self.flush().await;
-        let _ = self.writer.shutdown().await;
+        self.flush().await;
+        let _ = tokio::time::timeout(LAST_WRITE_TIMEOUT, self.writer.shutdown()).await;
     }
 
     async fn delete_exclusive_queues(&mut self, opened: &Opened) {

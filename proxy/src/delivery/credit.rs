@@ -67,8 +67,9 @@ impl Credit {
     }
 }
 
-/// Bytes of message bodies handed to a connection and not yet written to
-/// its socket. Bounds a connection's memory whatever its consumers' prefetch
+/// Bytes of messages (`InboundMessage::footprint`) handed to a connection
+/// and not yet encoded into its output (which itself waits for the socket
+/// only up to 1 MiB before the connection takes no more). Bounds a connection's memory whatever its consumers' prefetch
 /// (prefetch 0 means unlimited unacked messages, not unlimited buffering).
 pub const MAX_IN_TRANSIT: usize = 4 << 20;
 

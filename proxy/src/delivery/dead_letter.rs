@@ -177,7 +177,11 @@ pub async fn republish(
     let topics: Vec<crate::topology::Target> = {
         let topology = vhost.read();
         if !topology.has_exchange(&target.exchange) {
-            tracing::warn!(vhost = %vhost.name, %queue, exchange = %target.exchange, reason = reason.as_str(), "Dead-letter exchange does not exist; the message is dropped, as RabbitMQ drops it.");
+            static MISSING: crate::logging::Throttle =
+                crate::logging::Throttle::new(crate::logging::LOG_INTERVAL);
+            if let Some(more) = MISSING.admit() {
+                tracing::warn!(vhost = %vhost.name, %queue, exchange = %target.exchange, reason = reason.as_str(), more_since_last_line = more, "Dead-letter exchange does not exist; the message is dropped, as RabbitMQ drops it.");
+            }
             return Ok(());
         }
         topology.destination_topics(&target.exchange, &new_key, properties.headers().as_ref())

@@ -871,7 +871,7 @@ impl Task {
                 credit: consumer.credit.clone(),
             };
             let no_ack = consumer.no_ack;
-            let size = delivery.message.body.len();
+            let size = delivery.message.footprint();
             let in_transit = consumer.credit.gate.in_transit.clone();
             in_transit.fetch_add(size, std::sync::atomic::Ordering::AcqRel);
             if let Some(part) = self.parts.iter_mut().find(|p| p.id == id) {

@@ -101,6 +101,11 @@ pub fn rocketmq_to_properties(stored: Option<&str>) -> Result<AMQPProperties, Pr
     let wire = STANDARD_NO_PAD
         .decode(stored)
         .map_err(|e| PropertiesError::Corrupt(e.to_string()))?;
+    if crate::codec::depth::properties_depth(&wire) > crate::codec::depth::MAX_DEPTH {
+        return Err(PropertiesError::Corrupt(
+            "headers nested too deep".to_owned(),
+        ));
+    }
     match parse_properties(wire.as_slice()) {
         Ok(([], properties)) => Ok(properties),
         Ok((rest, _)) => Err(PropertiesError::Corrupt(format!(

@@ -8,6 +8,7 @@
 
 pub mod batch;
 pub mod null;
+pub mod reader;
 pub mod rocketmq;
 
 use std::future::Future;
@@ -42,6 +43,21 @@ pub struct InboundMessage {
 }
 
 impl InboundMessage {
+    /// Roughly the memory it holds: its body, its properties and their
+    /// allocations. Buffers of messages count this, not the body alone, so
+    /// that a stalled reader of small messages stays within its bound.
+    pub fn footprint(&self) -> usize {
+        const FIXED: usize = 128;
+        const PER_PROPERTY: usize = 64;
+        FIXED
+            + self.body.len()
+            + self
+                .properties
+                .iter()
+                .map(|(k, v)| PER_PROPERTY + k.len() + v.len())
+                .sum::<usize>()
+    }
+
     pub fn property(&self, key: &str) -> Option<&str> {
         self.properties
             .iter()
@@ -102,8 +118,13 @@ pub trait Upstream: Send + Sync + 'static {
         message_queues: Option<i32>,
     ) -> UpstreamFuture<'a, ()>;
 
-    /// Removes a queue's topic and group.
+    /// Removes a queue's topic and group (and forgets the topic).
     fn delete_queue<'a>(&'a self, topic: &'a str, group: &'a str) -> UpstreamFuture<'a, ()>;
+
+    /// Drops what this gateway keeps about a topic (routes, send lanes,
+    /// stored ends) once its queue is gone, deleted here or elsewhere: no
+    /// state grows with every queue ever deleted, and nothing reads it again.
+    fn forget_topic(&self, _topic: &str) {}
 
     /// Messages stored in the topic that the group has not consumed.
     fn backlog<'a>(&'a self, topic: &'a str, group: &'a str) -> UpstreamFuture<'a, u64>;

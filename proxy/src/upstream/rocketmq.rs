@@ -13,21 +13,23 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use cheetah_string::CheetahString;
 use dashmap::DashMap;
 use rocketmq_client_rust::{
     ClientRuntime, ClientRuntimeConfig, ConsumerAdmin, DefaultMQAdminExt, DefaultMQProducer,
-    DefaultMQPullConsumer, MessageSelector, OffsetAdmin, PullOptions, PullStatus, RouteAdmin,
-    SendStatus, TopicAdmin,
+    DefaultMQPullConsumer, OffsetAdmin, RouteAdmin, SendStatus, TopicAdmin,
 };
 use rocketmq_model::common::message::message_ext::MessageExt;
 use rocketmq_model::common::message::message_queue::MessageQueue;
 use rocketmq_model::common::message::message_single::Message;
 use rocketmq_model::common::message::MessageTrait;
+use rocketmq_protocol::protocol::admin::consume_stats::ConsumeStats;
 use rocketmq_runtime::{RuntimeConfig, RuntimeOwner};
 use tokio::sync::{oneshot, Mutex, Semaphore};
 
 use super::batch::{Lane, Limits};
+use super::reader::Reader;
 use super::{
     InboundMessage, OutboundMessage, Partition, Pulled, Upstream, UpstreamError, UpstreamFuture,
 };
@@ -48,8 +50,8 @@ pub struct RocketMqSettings {
 pub struct RocketMq {
     settings: RocketMqSettings,
     producer: DefaultMQProducer,
-    /// Reads by explicit offset; its own group's offsets are never used.
-    reader: DefaultMQPullConsumer,
+    /// Reads by explicit offset without subscribing to anything (reader.rs).
+    reader: Reader,
     admin: Arc<DefaultMQAdminExt>,
     /// Serialises topology changes so two declares do not race on the broker.
     admin_lock: Mutex<()>,
@@ -81,10 +83,24 @@ const BATCH_LIMITS: Limits = Limits {
 /// The client's message, and the topic handed back (no copy of it is made
 /// per message).
 fn to_message(message: OutboundMessage) -> (Message, String) {
+    // RocketMQ refuses an empty body; AMQP allows it (signals, header-only
+    // events). One placeholder byte is stored, marked, and taken off on read.
+    let empty = message.body.is_empty();
+    let body = if empty {
+        Bytes::from_static(EMPTY_BODY_PLACEHOLDER)
+    } else {
+        message.body
+    };
     let mut msg = Message::builder()
         .topic(message.topic.as_str())
-        .body(message.body)
+        .body(body)
         .build_unchecked();
+    if empty {
+        msg.put_property(
+            CheetahString::from_static_str(EMPTY_BODY),
+            CheetahString::from_static_str("1"),
+        );
+    }
     for (key, value) in message.properties {
         if !value.is_empty() {
             msg.put_property(
@@ -164,16 +180,20 @@ fn is_admission_refusal(e: &rocketmq_client_rust::ClientError) -> bool {
     e.to_string().contains("admission")
 }
 
-fn unavailable(what: &str, e: impl std::fmt::Display) -> UpstreamError {
+pub(super) fn unavailable(what: &str, e: impl std::fmt::Display) -> UpstreamError {
     UpstreamError::Unavailable(format!("{what}: {e}"))
 }
 
-/// rocketmq-client-rust's producer, pull consumer and admin client, on their
-/// own runtime. The gateway wraps them in `RocketMq`; benches/ uses them
-/// directly as the "direct client" baseline.
+/// rocketmq-client-rust's producer, reader and admin client, on their own
+/// runtime. The gateway wraps them in `RocketMq`; benches/ uses them
+/// directly as the "direct client" baseline, with the client's own pull
+/// consumer (which the gateway does not use: it subscribes to every topic
+/// it reads, for good, see reader.rs).
 pub struct Clients {
     pub producer: DefaultMQProducer,
-    pub reader: DefaultMQPullConsumer,
+    pub reader: Reader,
+    /// Only with `start_with_pull_consumer`.
+    pub pull_consumer: Option<DefaultMQPullConsumer>,
     pub admin: Arc<DefaultMQAdminExt>,
     pub runtime: ClientRuntimeGuard,
 }
@@ -188,6 +208,20 @@ impl Clients {
     /// Starts a producer (group `settings.producer_group`), a pull consumer
     /// and an admin client against the name server.
     pub async fn start(settings: &RocketMqSettings) -> Result<Clients, UpstreamError> {
+        Self::start_inner(settings, false).await
+    }
+
+    /// As `start`, plus the client's pull consumer (for benches' direct target).
+    pub async fn start_with_pull_consumer(
+        settings: &RocketMqSettings,
+    ) -> Result<Clients, UpstreamError> {
+        Self::start_inner(settings, true).await
+    }
+
+    async fn start_inner(
+        settings: &RocketMqSettings,
+        with_pull_consumer: bool,
+    ) -> Result<Clients, UpstreamError> {
         let owner = RuntimeOwner::plan(RuntimeConfig {
             thread_name: "rocketmq-client".to_owned(),
             worker_threads: 2,
@@ -216,15 +250,27 @@ impl Clients {
             .await
             .map_err(|e| unavailable("producer start", e))?;
 
-        let reader = DefaultMQPullConsumer::builder(client.clone())
-            .consumer_group(format!("{}-reader", settings.producer_group))
-            .name_server_addr(settings.name_server.clone())
-            .build()
-            .map_err(|e| unavailable("pull consumer", e))?;
-        reader
-            .start()
-            .await
-            .map_err(|e| unavailable("pull consumer start", e))?;
+        let pull_consumer = if with_pull_consumer {
+            let consumer = DefaultMQPullConsumer::builder(client.clone())
+                .consumer_group(format!("{}-pull", settings.producer_group))
+                .name_server_addr(settings.name_server.clone())
+                .build()
+                .map_err(|e| unavailable("pull consumer", e))?;
+            consumer
+                .start()
+                .await
+                .map_err(|e| unavailable("pull consumer start", e))?;
+            Some(consumer)
+        } else {
+            None
+        };
+        let reader = Reader::start(
+            &client,
+            &settings.name_server,
+            &format!("{}-reader", settings.producer_group),
+            settings.send_timeout,
+        )
+        .await?;
 
         let mut admin = DefaultMQAdminExt::new(client.clone());
         admin.set_namesrv_addr(settings.name_server.as_str());
@@ -235,6 +281,7 @@ impl Clients {
         Ok(Clients {
             producer,
             reader,
+            pull_consumer,
             admin: Arc::new(admin),
             runtime: ClientRuntimeGuard {
                 _client: client,
@@ -252,6 +299,7 @@ impl RocketMq {
             reader,
             admin,
             runtime,
+            ..
         } = Clients::start(&settings).await?;
         let send_permits = Arc::new(Semaphore::new(settings.max_in_flight));
         Ok(RocketMq {
@@ -292,6 +340,27 @@ impl RocketMq {
             ));
         }
         Ok(addresses)
+    }
+
+    /// One broker's consume stats of `group` on `topic`. Asked of each broker
+    /// by address: without one the client looks brokers up through the
+    /// group's retry topic, which exists only once a consumer has run.
+    async fn consume_stats(
+        &self,
+        group: &str,
+        topic: &str,
+        addr: &CheetahString,
+    ) -> Result<ConsumeStats, UpstreamError> {
+        self.admin
+            .examine_consume_stats(
+                group.into(),
+                Some(topic.into()),
+                None,
+                Some(addr.clone()),
+                None,
+            )
+            .await
+            .map_err(|e| unavailable("consume stats", e))
     }
 }
 
@@ -391,18 +460,32 @@ impl Routes {
 }
 
 /// A stored message as the gateway sees it: only the gateway's own properties.
+/// Property marking a message whose AMQP body is empty (see `to_message`).
+const EMPTY_BODY: &str = "AMQP_EMPTY_BODY";
+const EMPTY_BODY_PLACEHOLDER: &[u8] = b"\0";
+
 fn inbound(m: &MessageExt) -> InboundMessage {
+    let mut empty = false;
     let properties = m
         .properties()
         .iter()
         .filter(|(k, _)| k.starts_with("AMQP_"))
+        .filter(|(k, _)| {
+            let marker = k.as_str() == EMPTY_BODY;
+            empty |= marker;
+            !marker
+        })
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
     InboundMessage {
         queue_id: m.queue_id(),
         offset: m.queue_offset(),
         born_ms: m.born_timestamp(),
-        body: m.body().unwrap_or_default(),
+        body: if empty {
+            Bytes::new()
+        } else {
+            m.body().unwrap_or_default()
+        },
         properties,
     }
 }
@@ -486,10 +569,14 @@ impl Upstream for RocketMq {
         })
     }
 
-    fn delete_queue<'a>(&'a self, topic: &'a str, group: &'a str) -> UpstreamFuture<'a, ()> {
+    fn forget_topic(&self, topic: &str) {
         self.lanes.remove(topic);
         self.routes.cache.remove(topic);
         self.written.retain(|(t, _), _| t != topic);
+    }
+
+    fn delete_queue<'a>(&'a self, topic: &'a str, group: &'a str) -> UpstreamFuture<'a, ()> {
+        self.forget_topic(topic);
         Box::pin(async move {
             let _guard = self.admin_lock.lock().await;
             for addr in self.broker_addresses().await? {
@@ -508,9 +595,6 @@ impl Upstream for RocketMq {
 
     fn backlog<'a>(&'a self, topic: &'a str, group: &'a str) -> UpstreamFuture<'a, u64> {
         Box::pin(async move {
-            // Asked of each broker hosting the topic: without an address the
-            // client looks brokers up through the group's retry topic, which
-            // exists only once a consumer has run.
             let mut brokers: Vec<CheetahString> = self
                 .routes
                 .queues_of(topic)
@@ -522,11 +606,7 @@ impl Upstream for RocketMq {
             brokers.dedup();
             let mut total = 0u64;
             for addr in brokers {
-                let stats = self
-                    .admin
-                    .examine_consume_stats(group.into(), Some(topic.into()), None, Some(addr), None)
-                    .await
-                    .map_err(|e| unavailable("consume stats", e))?;
+                let stats = self.consume_stats(group, topic, &addr).await?;
                 // Confirmed sends count even before the broker indexed them.
                 total += stats
                     .offset_table
@@ -579,28 +659,14 @@ impl Upstream for RocketMq {
                 if out.len() >= max as usize {
                     break;
                 }
-                let stats = self
-                    .admin
-                    .examine_consume_stats(group.into(), Some(topic.into()), None, Some(addr), None)
-                    .await
-                    .map_err(|e| unavailable("consume stats", e))?;
+                let stats = self.consume_stats(group, topic, &addr).await?;
                 let from = stats
                     .offset_table
                     .get(&mq)
                     .map_or(0, |w| w.get_consumer_offset().max(0));
                 let wanted = (max as usize - out.len()).min(i32::MAX as usize) as i32;
-                let pulled = self
-                    .reader
-                    .pull(&mq, "*", from, wanted)
-                    .await
-                    .map_err(|e| unavailable("pull", e))?;
-                out.extend(
-                    pulled
-                        .msg_found_list()
-                        .unwrap_or_default()
-                        .iter()
-                        .map(inbound),
-                );
+                let pulled = self.reader.pull(&addr, &mq, from, wanted, None).await?;
+                out.extend(pulled.messages.iter().map(inbound));
             }
             Ok(out)
         })
@@ -618,17 +684,7 @@ impl Upstream for RocketMq {
             brokers.dedup();
             let mut out = Vec::with_capacity(route.len());
             for addr in brokers {
-                let stats = self
-                    .admin
-                    .examine_consume_stats(
-                        group.into(),
-                        Some(topic.into()),
-                        None,
-                        Some(addr.clone()),
-                        None,
-                    )
-                    .await
-                    .map_err(|e| unavailable("consume stats", e))?;
+                let stats = self.consume_stats(group, topic, addr).await?;
                 for (a, mq) in route.iter().filter(|(a, _)| a == addr) {
                     let (committed, max) = match stats.offset_table.get(mq) {
                         Some(w) => (w.get_consumer_offset().max(0), w.get_broker_offset().max(0)),
@@ -670,33 +726,14 @@ impl Upstream for RocketMq {
         wait: Option<Duration>,
     ) -> UpstreamFuture<'a, Pulled> {
         Box::pin(async move {
-            let (_, mq) = self.routes.message_queue(topic, queue_id).await?;
+            let (addr, mq) = self.routes.message_queue(topic, queue_id).await?;
             let wanted = max.clamp(1, i32::MAX as u32) as i32;
-            let mut options = PullOptions::new(mq, MessageSelector::by_tag("*"), offset, wanted)
-                .map_err(|e| unavailable("pull", e))?;
-            if let Some(wait) = wait {
-                options = options
-                    .block_if_not_found(true)
-                    .broker_suspend_timeout(wait)
-                    .timeout(wait + self.settings.send_timeout);
-            } else {
-                options = options.timeout(self.settings.send_timeout);
-            }
-            let result = self
-                .reader
-                .pull_with_options(options)
-                .await
-                .map_err(|e| unavailable("pull", e))?;
+            let batch = self.reader.pull(&addr, &mq, offset, wanted, wait).await?;
             Ok(Pulled {
-                messages: result
-                    .msg_found_list()
-                    .unwrap_or_default()
-                    .iter()
-                    .map(inbound)
-                    .collect(),
-                next_offset: result.next_begin_offset() as i64,
-                max_offset: result.max_offset() as i64,
-                offset_illegal: *result.pull_status() == PullStatus::OffsetIllegal,
+                messages: batch.messages.iter().map(inbound).collect(),
+                next_offset: batch.next_offset,
+                max_offset: batch.max_offset,
+                offset_illegal: batch.offset_illegal,
             })
         })
     }

@@ -136,7 +136,10 @@ fn init_logging() {
         if let Ok(filter) = std::env::var("TEST_LOG") {
             let _ = tracing_subscriber::fmt()
                 .with_env_filter(filter)
-                .with_test_writer()
+                .with_writer(proxy::logging::OneLine(
+                    tracing_subscriber::fmt::TestWriter::new,
+                ))
+                .with_ansi(false)
                 .try_init();
         }
     });

@@ -7,6 +7,7 @@ mod consume;
 mod features;
 mod harness;
 mod meta;
+mod probe;
 mod publish;
 mod raw;
 mod topology;

@@ -18,7 +18,7 @@ use crate::harness::{
 use crate::publish::{message_count_expecting, publish_all};
 use crate::reply_code;
 
-const PG_PORT: u16 = 15432;
+pub const PG_PORT: u16 = 15432;
 
 /// The raw answer to `GET /health`.
 async fn http_get(addr: std::net::SocketAddr) -> String {
