@@ -311,10 +311,14 @@ impl Part {
 
     /// Nothing handed out or waiting, and all of it committed: the lease can go.
     fn idle(&self) -> bool {
-        self.outstanding.is_empty()
-            && self.redeliver.is_empty()
-            && self.again.is_empty()
-            && self.settled_below() <= self.committed
+        self.redeliver.is_empty() && self.again.is_empty() && self.settled()
+    }
+
+    /// Nothing handed out, and committed up to the first message not
+    /// settled: another reader could take over from the committed offset
+    /// (reading again what was requeued here, and what was acked after it).
+    fn settled(&self) -> bool {
+        self.outstanding.is_empty() && self.settled_below() <= self.committed
     }
 }
 
@@ -493,7 +497,7 @@ impl Task {
         self.expiry.reaps
             || !self.consumers.is_empty()
             || !self.gets.is_empty()
-            || self.parts.iter().any(|p| p.leased && !p.idle())
+            || self.parts.iter().any(|p| p.leased && !p.settled())
     }
 
     /// Starts a lease round when one is due: announce (or withdraw) this
@@ -515,10 +519,19 @@ impl Task {
             .map(|p| p.id)
             .collect();
         // Settled leases that may go if they are (or turn out to be) beyond the share.
-        let idle: Vec<i32> = self
+        let mut idle: Vec<i32> = self
             .parts
             .iter()
             .filter(|p| p.leased && p.idle())
+            .map(|p| p.id)
+            .collect();
+        // Parts holding only requeued messages nobody here asks for: handed
+        // over when another gateway wants to read (or they would wait for a
+        // consumer here forever).
+        let settled: Vec<i32> = self
+            .parts
+            .iter()
+            .filter(|p| p.leased && p.settled())
             .map(|p| p.id)
             .collect();
         let all: Vec<i32> = self.parts.iter().map(|p| p.id).collect();
@@ -547,6 +560,12 @@ impl Task {
                     }
                 } else {
                     store.withdraw_reader(&topic, &owner).await?;
+                    if !settled.is_empty() {
+                        let readers = store.reader_consumers(&topic, now).await?;
+                        if readers.iter().any(|(other, _, _)| *other != owner) {
+                            idle.extend(settled);
+                        }
+                    }
                     0
                 };
                 let mut round = LeaseRound {
@@ -633,6 +652,10 @@ impl Task {
             if let Some(part) = self.parts.iter_mut().find(|p| p.id == id) {
                 part.leased = false;
                 part.releasing = false;
+                // The next holder reads these from the committed offset.
+                part.fresh.clear();
+                part.again.clear();
+                part.redeliver.clear();
                 tracing::debug!(topic = %self.topic, queue_id = id, "Read lease given back.");
             }
         }
