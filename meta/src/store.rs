@@ -468,29 +468,39 @@ impl Store {
         Ok(())
     }
 
-    pub async fn put_queue(&self, q: &Queue) -> Result<()> {
-        self.write(
-            sqlx::query(
-                "INSERT INTO queues (vhost, name, durable, auto_delete, exclusive_owner, arguments, topic, \
-                 consumer_group) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
-                 ON CONFLICT (vhost, name) DO UPDATE SET durable = excluded.durable, \
-                 auto_delete = excluded.auto_delete, exclusive_owner = excluded.exclusive_owner, \
-                 arguments = excluded.arguments, topic = excluded.topic, consumer_group = excluded.consumer_group",
-            )
-            .bind(&q.vhost)
-            .bind(&q.name)
-            .bind(flag(q.durable))
-            .bind(flag(q.auto_delete))
-            .bind(&q.exclusive_owner)
-            .bind(&q.arguments)
-            .bind(&q.topic)
-            .bind(&q.group),
-            ChangeKind::Queue,
-            &q.vhost,
-            &q.name,
-        )
-        .await
-        .map(drop)
+    /// Stores a new queue unless one of its name is there, and returns the
+    /// one that is stored with whether it is this one: when two gateways
+    /// declare a queue at once, the first insert wins and both use it.
+    pub async fn insert_queue(&self, q: &Queue) -> Result<(Queue, bool)> {
+        loop {
+            let inserted = self
+                .write(
+                    sqlx::query(
+                        "INSERT INTO queues (vhost, name, durable, auto_delete, exclusive_owner, arguments, \
+                         topic, consumer_group) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+                         ON CONFLICT (vhost, name) DO NOTHING",
+                    )
+                    .bind(&q.vhost)
+                    .bind(&q.name)
+                    .bind(flag(q.durable))
+                    .bind(flag(q.auto_delete))
+                    .bind(&q.exclusive_owner)
+                    .bind(&q.arguments)
+                    .bind(&q.topic)
+                    .bind(&q.group),
+                    ChangeKind::Queue,
+                    &q.vhost,
+                    &q.name,
+                )
+                .await?;
+            if inserted > 0 {
+                return Ok((q.clone(), true));
+            }
+            // Deleted again between the insert and this read: try again.
+            if let Some(stored) = self.queue(&q.vhost, &q.name).await? {
+                return Ok((stored, false));
+            }
+        }
     }
 
     /// Deletes a queue and every binding to it.

@@ -116,19 +116,28 @@ async fn delete_queue_cascades(store: Store) {
         })
         .await
         .unwrap();
-    store
-        .put_queue(&Queue {
-            vhost: "/".into(),
-            name: "q1".into(),
-            durable: true,
-            auto_delete: false,
-            exclusive_owner: None,
-            arguments: vec![],
-            topic: "t_q1".into(),
-            group: "g_q1".into(),
-        })
-        .await
-        .unwrap();
+    let q1 = Queue {
+        vhost: "/".into(),
+        name: "q1".into(),
+        durable: true,
+        auto_delete: false,
+        exclusive_owner: None,
+        arguments: vec![],
+        topic: "t_q1".into(),
+        group: "g_q1".into(),
+    };
+    assert_eq!(store.insert_queue(&q1).await.unwrap(), (q1.clone(), true));
+    // A second declare of the name (another gateway's, with its own topic)
+    // gets the stored queue back, not its own.
+    let late = Queue {
+        topic: "t_q1_late".into(),
+        group: "g_q1_late".into(),
+        ..q1.clone()
+    };
+    assert_eq!(
+        store.insert_queue(&late).await.unwrap(),
+        (q1.clone(), false)
+    );
     let binding = Binding {
         vhost: "/".into(),
         source: "logs".into(),

@@ -14,6 +14,9 @@ use serde_json::{Map, Number, Value};
 
 use crate::mapping::names;
 use crate::mapping::routing::{ExchangeKind, HeadersSpec};
+use crate::registry::arguments::QueueArguments;
+use crate::registry::queues::{self, QueueSpec};
+use crate::registry::RegistryError;
 use crate::topology::{decode_arguments, encode_arguments};
 use crate::upstream::Upstream;
 
@@ -388,17 +391,6 @@ pub async fn import(
     }
     for q in &defs.queues {
         let what = format!("queue '{}' in vhost '{}'", q.name, q.vhost);
-        let kind = q.arguments.get("x-queue-type").and_then(Value::as_str);
-        if kind.is_some_and(|k| k != "classic" && k != "quorum") {
-            report.skipped.push((
-                what,
-                format!(
-                    "x-queue-type '{}' is not supported",
-                    kind.unwrap_or_default()
-                ),
-            ));
-            continue;
-        }
         let Some(vhost) = store.vhost(&q.vhost).await? else {
             report.skipped.push((what, "its vhost is not there".into()));
             continue;
@@ -407,25 +399,35 @@ pub async fn import(
             report.existing.push(what);
             continue;
         }
-        let arguments = json_to_table(&q.arguments);
-        let (topic, group) = names::new_queue_names(&vhost.namespace, &q.name);
-        let record = meta::Queue {
-            vhost: q.vhost.clone(),
+        let spec = QueueSpec {
             name: q.name.clone(),
             durable: q.durable,
             auto_delete: q.auto_delete,
             exclusive_owner: None,
-            arguments: encode_arguments(&arguments),
-            topic,
-            group,
+            arguments: json_to_table(&q.arguments),
         };
-        let levels = crate::topology::max_priority(&arguments).map(|max| i32::from(max) + 1);
-        upstream
-            .create_queue(&record.topic, &record.group, levels)
-            .await?;
-        store.put_queue(&record).await?;
-        report.created.push(what.clone());
-        for key in crate::channel::queue::unapplied_arguments(&arguments) {
+        // Checked as queue.declare checks them.
+        let arguments = match QueueArguments::parse(&spec.arguments, &q.name, &q.vhost) {
+            Ok(arguments) => arguments,
+            Err(refused) => {
+                report.skipped.push((what, refused.to_string()));
+                continue;
+            }
+        };
+        match queues::create(store, upstream, &vhost, &spec, &arguments).await {
+            Ok((_, true)) => report.created.push(what.clone()),
+            Ok((_, false)) => {
+                report.existing.push(what);
+                continue;
+            }
+            Err(RegistryError::Meta { error, .. }) => return Err(error.into()),
+            Err(RegistryError::Upstream { error, .. }) => return Err(error.into()),
+            Err(refused) => {
+                report.skipped.push((what, refused.to_string()));
+                continue;
+            }
+        }
+        for key in arguments.unapplied() {
             report.skipped.push((
                 format!("argument {key} of {what}"),
                 "stored, not applied yet (docs/mapping.md)".into(),
@@ -648,6 +650,30 @@ mod tests {
         assert_eq!(table_to_json(&table), json);
         let stored = encode_arguments(&table);
         assert_eq!(stored_json(&stored), json);
+    }
+
+    #[tokio::test]
+    async fn import_refuses_queue_arguments_that_queue_declare_refuses() {
+        let store = meta::Store::open("sqlite::memory:").await.unwrap();
+        let upstream = crate::upstream::null::NullUpstream::default();
+        let defs: Definitions = serde_json::from_str(
+            r#"{"vhosts": [{"name": "/"}], "queues": [
+                {"name": "good", "vhost": "/", "durable": true, "auto_delete": false,
+                 "arguments": {"x-max-length": 10}},
+                {"name": "bad", "vhost": "/", "durable": true, "auto_delete": false,
+                 "arguments": {"x-max-length": -1}},
+                {"name": "stream", "vhost": "/", "durable": true, "auto_delete": false,
+                 "arguments": {"x-queue-type": "stream"}}]}"#,
+        )
+        .unwrap();
+        let report = import(&store, &upstream, &defs).await.unwrap();
+        assert_eq!(report.created, ["vhost '/'", "queue 'good' in vhost '/'"]);
+        let skipped: Vec<&str> = report.skipped.iter().map(|(w, _)| w.as_str()).collect();
+        assert!(skipped.contains(&"queue 'bad' in vhost '/'"), "{report}");
+        assert!(skipped.contains(&"queue 'stream' in vhost '/'"), "{report}");
+        assert!(store.queue("/", "bad").await.unwrap().is_none());
+        let again = import(&store, &upstream, &defs).await.unwrap();
+        assert_eq!(again.existing, ["vhost '/'", "queue 'good' in vhost '/'"]);
     }
 
     #[test]

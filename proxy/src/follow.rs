@@ -17,8 +17,7 @@ use tokio::time::Instant;
 
 use meta::{Change, ChangeKind, MetaError};
 
-use crate::mapping::routing::Destination;
-use crate::topology::{decode_arguments, exchange_state, push_binding, QueueState};
+use crate::registry::image;
 use crate::Gateway;
 
 /// Longest wait between looks at the log (a NOTIFY usually comes first).
@@ -132,25 +131,13 @@ async fn apply(gw: &Arc<Gateway>, c: &Change) -> Result<(), MetaError> {
             let Some(vhost) = topology.vhost(&c.vhost) else {
                 return Ok(());
             };
-            let mut t = vhost.write();
             match record {
-                Some(e) => match exchange_state(&e) {
-                    Ok(mut state) => {
-                        // Its bindings follow their own changes; keep them.
-                        if let Some(old) = t.exchanges.remove(&e.name) {
-                            state.bindings = old.bindings;
-                            state.records = old.records;
-                        }
-                        t.exchanges.insert(e.name.clone(), state);
-                    }
-                    Err(error) => {
+                Some(e) => {
+                    if let Err(error) = image::put_exchange(&vhost, &e) {
                         tracing::error!(vhost = %c.vhost, exchange = %c.name, %error, "Changed exchange skipped.")
                     }
-                },
-                None => {
-                    t.exchanges.remove(&c.name);
-                    t.remove_bindings_to(&Destination::Exchange(c.name.clone()));
                 }
+                None => image::remove_exchange(&vhost, &c.name),
             }
         }
         ChangeKind::Queue => {
@@ -158,50 +145,19 @@ async fn apply(gw: &Arc<Gateway>, c: &Change) -> Result<(), MetaError> {
             let Some(vhost) = topology.vhost(&c.vhost) else {
                 return Ok(());
             };
-            let gone_topic = {
-                let mut t = vhost.write();
-                match record {
-                    Some(q) => {
-                        let arguments = decode_arguments(&q.arguments).unwrap_or_default();
-                        let old = t.queues.insert(
-                            q.name.clone(),
-                            QueueState {
-                                record: q.clone(),
-                                arguments,
-                            },
-                        );
-                        old.map(|o| o.record.topic)
-                            .filter(|topic| *topic != q.topic)
-                    }
-                    None => {
-                        let old = t.queues.remove(&c.name);
-                        t.remove_bindings_to(&Destination::Queue(c.name.clone()));
-                        old.map(|o| o.record.topic)
-                    }
-                }
+            let gone_topic = match record {
+                Some(q) => image::put_queue(&vhost, q).1,
+                None => image::remove_queue(&vhost, &c.name).map(|(old, _)| old.record.topic),
             };
             // Deleted elsewhere: this gateway's consumers of it are cancelled.
             if let Some(topic) = gone_topic {
-                gw.feeds.stop(&topic);
-                gw.admissions.forget(&topic);
-                gw.upstream.forget_topic(&topic);
+                image::queue_gone(gw, &topic);
             }
         }
         ChangeKind::Bindings => {
             let bindings = gw.store.bindings_from(&c.vhost, &c.name).await?;
-            let Some(vhost) = topology.vhost(&c.vhost) else {
-                return Ok(());
-            };
-            let mut t = vhost.write();
-            let Some(source) = t.exchanges.get_mut(&c.name) else {
-                return Ok(());
-            };
-            source.bindings.clear();
-            source.records.clear();
-            for b in &bindings {
-                if let Err(error) = push_binding(source, b) {
-                    tracing::error!(vhost = %b.vhost, source = %b.source, %error, "Changed binding skipped.");
-                }
+            if let Some(vhost) = topology.vhost(&c.vhost) {
+                image::set_bindings(&vhost, &c.name, &bindings);
             }
         }
     }

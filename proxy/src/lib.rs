@@ -43,6 +43,7 @@ pub mod health;
 pub mod logging;
 pub mod mapping;
 pub mod metrics;
+pub mod registry;
 pub mod server;
 pub mod topology;
 pub mod upstream;
@@ -219,7 +220,7 @@ impl Gateway {
             .collect();
         for (vhost, q) in orphans {
             let _changes = vhost.changes.lock().await;
-            match channel::queue::delete_queue(self, &vhost, &q).await {
+            match registry::queues::delete(self, &vhost, &q).await {
                 Ok(()) => {
                     tracing::info!(vhost = %q.vhost, queue = %q.name, owner = ?q.exclusive_owner, "Exclusive queue of a gateway that is gone deleted.")
                 }
@@ -242,7 +243,7 @@ impl Gateway {
                 .read()
                 .queues
                 .values()
-                .filter(|q| self.feeds.get(&q.record.topic).is_none() && expires(&q.arguments))
+                .filter(|q| self.feeds.get(&q.record.topic).is_none() && q.arguments.reaps())
                 .map(|q| q.record.clone())
                 .collect();
             for queue in queues {
@@ -257,10 +258,4 @@ impl Gateway {
             .max_message_size
             .min(self.upstream.max_message_size())
     }
-}
-
-/// Whether a queue's messages can expire or be dead-lettered without a consumer.
-pub fn expires(arguments: &amq_protocol::types::FieldTable) -> bool {
-    let args = arguments.inner();
-    args.contains_key("x-message-ttl") || args.contains_key("x-dead-letter-exchange")
 }

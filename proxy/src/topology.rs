@@ -13,6 +13,7 @@ use crate::mapping::names;
 use crate::mapping::routing::{
     Destination, ExchangeGraph, ExchangeKind, HeadersSpec, RouteBinding,
 };
+use crate::registry::arguments::QueueArguments;
 
 /// The exchanges every vhost has, as RabbitMQ creates them.
 pub const BUILTIN_EXCHANGES: &[(&str, ExchangeKind)] = &[
@@ -36,7 +37,23 @@ pub struct ExchangeState {
 #[derive(Debug, Clone)]
 pub struct QueueState {
     pub record: meta::Queue,
-    pub arguments: FieldTable,
+    /// Read once, when the record is loaded or changed.
+    pub arguments: QueueArguments,
+}
+
+impl QueueState {
+    /// The state of a stored record; arguments that cannot be read are
+    /// left unapplied (logged).
+    pub fn new(record: meta::Queue) -> QueueState {
+        let table = decode_arguments(&record.arguments).unwrap_or_else(|error| {
+            tracing::error!(vhost = %record.vhost, queue = %record.name, %error, "Stored queue arguments unreadable; none applied.");
+            FieldTable::default()
+        });
+        QueueState {
+            arguments: QueueArguments::read(&table),
+            record,
+        }
+    }
 }
 
 /// One vhost's exchanges and queues.
@@ -72,8 +89,8 @@ impl VhostTopology {
     ) -> Vec<Target> {
         let target = |q: &QueueState| Target {
             topic: q.record.topic.clone(),
-            max_priority: q.max_priority(),
-            limit: q.reject_publish().map(|rule| Limited {
+            max_priority: q.arguments.max_priority,
+            limit: q.arguments.reject_publish().map(|rule| Limited {
                 queue: q.record.name.clone(),
                 group: q.record.group.clone(),
                 rule,
@@ -251,14 +268,10 @@ impl Topology {
         }
         for q in &snapshot.queues {
             if let Some(vhost) = topology.vhost(&q.vhost) {
-                let arguments = decode_arguments(&q.arguments).unwrap_or_default();
-                vhost.write().queues.insert(
-                    q.name.clone(),
-                    QueueState {
-                        record: q.clone(),
-                        arguments,
-                    },
-                );
+                vhost
+                    .write()
+                    .queues
+                    .insert(q.name.clone(), QueueState::new(q.clone()));
             }
         }
         for b in &snapshot.bindings {
@@ -362,18 +375,6 @@ impl Topology {
     }
 }
 
-/// Decodes stored field-table arguments (AMQP wire encoding).
-impl QueueState {
-    /// A priority queue's highest priority level.
-    pub fn max_priority(&self) -> Option<u8> {
-        max_priority(&self.arguments)
-    }
-
-    pub fn reject_publish(&self) -> Option<RejectPublish> {
-        reject_publish(&self.arguments)
-    }
-}
-
 /// Where a published message goes: one queue's topic.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Target {
@@ -400,24 +401,6 @@ pub struct RejectPublish {
     pub dead_letter: bool,
 }
 
-/// x-max-length with x-overflow reject-publish or reject-publish-dlx.
-pub fn reject_publish(arguments: &FieldTable) -> Option<RejectPublish> {
-    let args = arguments.inner();
-    let dead_letter = match text_argument(args.get("x-overflow")?)?.as_str() {
-        "reject-publish" => false,
-        "reject-publish-dlx" => true,
-        _ => return None,
-    };
-    let max_length = args
-        .get("x-max-length")
-        .and_then(integer_argument)
-        .and_then(|n| u64::try_from(n).ok())?;
-    Some(RejectPublish {
-        max_length,
-        dead_letter,
-    })
-}
-
 /// A string argument, long or short.
 pub fn text_argument(value: &AMQPValue) -> Option<String> {
     match value {
@@ -425,17 +408,6 @@ pub fn text_argument(value: &AMQPValue) -> Option<String> {
         AMQPValue::ShortString(s) => Some(s.as_str().to_owned()),
         _ => None,
     }
-}
-
-/// x-max-priority 1..=255 makes a priority queue: one RocketMQ message queue
-/// per level, 0 to the maximum.
-pub fn max_priority(arguments: &FieldTable) -> Option<u8> {
-    arguments
-        .inner()
-        .get("x-max-priority")
-        .and_then(integer_argument)
-        .and_then(|n| u8::try_from(n).ok())
-        .filter(|n| *n > 0)
 }
 
 /// The message queue a message of `priority` goes to in a queue whose

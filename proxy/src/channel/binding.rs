@@ -68,10 +68,11 @@ pub async fn remove(s: &mut Session<'_>, binding: &meta::Binding) -> Result<(), 
         .await
         .map_err(|e| meta_failure("unbind", &e))?;
     remove_binding(&mut vhost.write(), binding);
-    super::exchange::delete_unused_auto_delete(
+    crate::registry::exchanges::delete_unused_auto_delete(
         s.gateway,
         &vhost,
         std::slice::from_ref(&binding.source),
     )
     .await
+    .map_err(|e| s.refusal(e, 0, 0))
 }

@@ -275,7 +275,7 @@ pub async fn remove_consumer(
         .map(|q| q.record.clone());
     if let Some(record) = record {
         tracing::info!(vhost = %vhost.name, queue = %record.name, "Last consumer of an auto-delete queue went; deleting it.");
-        if let Err(error) = super::queue::delete_queue(gateway, vhost, &record).await {
+        if let Err(error) = crate::registry::queues::delete(gateway, vhost, &record).await {
             tracing::error!(queue = %record.name, %error, "Auto-delete queue could not be deleted.");
         }
     }

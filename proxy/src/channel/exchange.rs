@@ -8,8 +8,7 @@ use amq_protocol::types::FieldTable;
 use super::{binding, Channel, Session};
 use crate::error::{meta_failure, ConnectionException, HardCode, ProtocolError, SoftCode};
 use crate::mapping::routing::ExchangeKind;
-use crate::topology::{encode_arguments, exchange_state, Access, Vhost};
-use crate::Gateway;
+use crate::topology::{encode_arguments, Access};
 
 const CLASS: u16 = 40;
 
@@ -127,9 +126,8 @@ pub async fn handle_exchange_declare(
         .put_exchange(&record)
         .await
         .map_err(|e| meta_failure("exchange.declare", &e))?;
-    let state = exchange_state(&record)
+    crate::registry::image::put_exchange(&vhost, &record)
         .map_err(|e| ConnectionException::new(HardCode::InternalError, e))?;
-    vhost.write().exchanges.insert(name.to_owned(), state);
     tracing::info!(vhost = %vhost.name, exchange = %name, kind = kind.as_str(), "Exchange declared.");
     reply(
         ch,
@@ -202,13 +200,7 @@ pub async fn handle_exchange_delete(
         .delete_exchange(&vhost.name, name)
         .await
         .map_err(|e| meta_failure("exchange.delete", &e))?;
-    {
-        let mut topology = vhost.write();
-        topology.exchanges.remove(name);
-        topology.remove_bindings_to(&crate::mapping::routing::Destination::Exchange(
-            name.to_owned(),
-        ));
-    }
+    crate::registry::image::remove_exchange(&vhost, name);
     tracing::info!(vhost = %vhost.name, exchange = %name, "Exchange deleted.");
     reply(
         ch,
@@ -315,37 +307,6 @@ fn reply(
 ) -> Result<(), ProtocolError> {
     if !nowait {
         s.out.method(ch.id, AMQPClass::Exchange(method));
-    }
-    Ok(())
-}
-
-/// Deletes the auto-delete exchanges among `sources` that have no binding
-/// left (RabbitMQ deletes one when its last binding goes).
-pub async fn delete_unused_auto_delete(
-    gateway: &Gateway,
-    vhost: &Vhost,
-    sources: &[String],
-) -> Result<(), ProtocolError> {
-    for source in sources {
-        let unused = vhost
-            .read()
-            .exchanges
-            .get(source)
-            .is_some_and(|e| e.record.auto_delete && e.bindings.is_empty());
-        if !unused {
-            continue;
-        }
-        gateway
-            .store
-            .delete_exchange(&vhost.name, source)
-            .await
-            .map_err(|e| meta_failure("auto-delete", &e))?;
-        let mut topology = vhost.write();
-        topology.exchanges.remove(source);
-        topology.remove_bindings_to(&crate::mapping::routing::Destination::Exchange(
-            source.clone(),
-        ));
-        tracing::info!(vhost = %vhost.name, exchange = %source, "Auto-delete exchange deleted.");
     }
     Ok(())
 }

@@ -26,6 +26,7 @@ use futures_util::stream::FuturesUnordered;
 use crate::codec::content::ContentAssembler;
 use crate::codec::FrameEncoder;
 use crate::error::{ChannelException, ConnectionException, HardCode, ProtocolError, SoftCode};
+use crate::registry::RegistryError;
 use crate::topology::{Access, Permission, Vhost};
 use crate::upstream::UpstreamError;
 use crate::Gateway;
@@ -91,6 +92,29 @@ impl Session<'_> {
             class_id,
             method_id,
         ))
+    }
+
+    /// The one mapping from a registry error to an AMQP exception: a
+    /// refused request closes the channel (or, for what the spec makes a
+    /// connection error, the connection); a failed meta store or RocketMQ
+    /// closes the connection with 541.
+    pub fn refusal(&self, error: RegistryError, class_id: u16, method_id: u16) -> ProtocolError {
+        let soft = |code, text| self.channel_error(code, text, class_id, method_id);
+        let hard = |code, text| {
+            ProtocolError::from(ConnectionException::new(code, text).on_method(class_id, method_id))
+        };
+        match error {
+            RegistryError::NotFound(text) => soft(SoftCode::NotFound, text),
+            RegistryError::PreconditionFailed(text) => soft(SoftCode::PreconditionFailed, text),
+            RegistryError::ResourceLocked(text) => soft(SoftCode::ResourceLocked, text),
+            RegistryError::AccessRefused(text) => soft(SoftCode::AccessRefused, text),
+            RegistryError::NotImplemented(text) => hard(HardCode::NotImplemented, text),
+            RegistryError::CommandInvalid(text) => hard(HardCode::CommandInvalid, text),
+            RegistryError::Meta { doing, error } => crate::error::meta_failure(doing, &error),
+            RegistryError::Upstream { doing, error } => {
+                crate::error::upstream_failure(doing, &error)
+            }
+        }
     }
 
     pub fn channel_error(

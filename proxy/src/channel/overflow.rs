@@ -71,7 +71,7 @@ impl Admissions {
         let mut t = tally.lock().await;
         let stale = t.looked_at.is_none_or(|at| at.elapsed() >= LOOK_EVERY);
         if stale || t.counted + t.admitted >= max_length {
-            let ready = crate::channel::queue::ready_messages(gateway, topic, group).await?;
+            let ready = crate::registry::queues::ready_messages(gateway, topic, group).await?;
             // What is still on its way to RocketMQ is not in its count.
             t.counted = ready + t.storing.load(Ordering::Acquire);
             t.admitted = 0;

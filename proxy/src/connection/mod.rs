@@ -911,7 +911,7 @@ impl Connection {
         let _changes = opened.vhost.changes.lock().await;
         for queue in owned {
             if let Err(error) =
-                channel::queue::delete_queue(&self.gateway, &opened.vhost, &queue).await
+                crate::registry::queues::delete(&self.gateway, &opened.vhost, &queue).await
             {
                 tracing::error!(queue = %queue.name, %error, "Exclusive queue of a closed connection could not be deleted.");
             }

@@ -14,28 +14,17 @@ use crate::mapping::properties::{
 use crate::topology::Vhost;
 use crate::upstream::{InboundMessage, OutboundMessage, Upstream, UpstreamError};
 
-/// Where a queue's dead letters go.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Target {
-    pub exchange: String,
-    /// Replaces the message's routing key when set.
-    pub routing_key: Option<String>,
-}
+pub use crate::registry::arguments::DeadLetter as Target;
 
 /// The queue's dead-letter exchange, if its arguments name one.
 pub fn target(vhost: &Vhost, queue: &str) -> Option<Target> {
-    let topology = vhost.read();
-    let arguments = &topology.queues.get(queue)?.arguments;
-    let text = |key: &str| {
-        arguments
-            .inner()
-            .get(key)
-            .and_then(crate::topology::text_argument)
-    };
-    Some(Target {
-        exchange: text("x-dead-letter-exchange")?,
-        routing_key: text("x-dead-letter-routing-key"),
-    })
+    vhost
+        .read()
+        .queues
+        .get(queue)?
+        .arguments
+        .dead_letter
+        .clone()
 }
 
 /// The reasons RabbitMQ records in x-death.

@@ -111,7 +111,7 @@ impl Feed {
     pub fn start(context: FeedContext, vhost: Arc<Vhost>, queue: &meta::Queue) -> Arc<Feed> {
         let (tx, rx) = mpsc::unbounded_channel();
         let (expiry, priority) = match vhost.read().queues.get(&queue.name) {
-            Some(state) => (Expiry::of(state), state.max_priority().is_some()),
+            Some(state) => (Expiry::of(state), state.arguments.max_priority.is_some()),
             None => (Expiry::default(), false),
         };
         let feed = Arc::new(Feed {
@@ -206,14 +206,9 @@ pub struct Expiry {
 
 impl Expiry {
     pub fn of(state: &crate::topology::QueueState) -> Expiry {
-        let args = state.arguments.inner();
-        let queue_ttl = args
-            .get("x-message-ttl")
-            .and_then(crate::topology::integer_argument)
-            .filter(|ttl| *ttl >= 0);
         Expiry {
-            queue_ttl,
-            reaps: crate::expires(&state.arguments),
+            queue_ttl: state.arguments.message_ttl,
+            reaps: state.arguments.reaps(),
         }
     }
 

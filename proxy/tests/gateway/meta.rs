@@ -629,3 +629,59 @@ async fn consumer_counts_and_exclusive_consumers_hold_across_gateways() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// Two gateways declare the same new queue at the same moment and publish to
+/// it at once, before either follower has seen the other's declare. The
+/// store decides which topic the queue has; both gateways then use it, so
+/// nothing published through the loser lands in a topic nobody reads.
+#[tokio::test]
+async fn a_queue_declared_through_two_gateways_at_once_has_one_topic() {
+    let (a, b) = pair().await;
+    let (ca, cb) = (a.connect().await, b.connect().await);
+    let (cha, chb) = (
+        ca.create_channel().await.unwrap(),
+        cb.create_channel().await.unwrap(),
+    );
+    for ch in [&cha, &chb] {
+        ch.confirm_select(ConfirmSelectOptions::default())
+            .await
+            .unwrap();
+    }
+    for round in 0..8 {
+        let q = unique(&format!("race{round}"));
+        let declare_and_publish = |ch: &lapin::Channel| {
+            let (ch, q) = (ch.clone(), q.clone());
+            async move {
+                ch.queue_declare(
+                    q.as_str().into(),
+                    QueueDeclareOptions::default(),
+                    FieldTable::default(),
+                )
+                .await
+                .unwrap();
+                let body = [b'x'; 8];
+                publish_all(
+                    &ch,
+                    (0..10).map(|_| ("", q.as_str(), &body[..], Default::default())),
+                )
+                .await;
+            }
+        };
+        tokio::join!(declare_and_publish(&cha), declare_and_publish(&chb));
+        let topic = |gw: &TestGateway| {
+            let vhost = gw.gateway.topology.vhost("/").unwrap();
+            let t = vhost.read();
+            t.queues.get(&q).map(|s| s.record.topic.clone())
+        };
+        assert_eq!(
+            topic(&a),
+            topic(&b),
+            "round {round}: one topic for the queue"
+        );
+        assert_eq!(
+            message_count_expecting(&cha, &q, Some(20)).await,
+            20,
+            "round {round}: what both gateways published is in the queue"
+        );
+    }
+}

@@ -1,0 +1,14 @@
+//! The domain layer: declaring, deleting, counting and purging queues, and
+//! the exchanges that go with them. It is the only writer of the meta
+//! store's topology and of the in-memory image (`image`, which the follower
+//! applies through too). AMQP handlers, definitions import and the HTTP API
+//! call it; they check permissions and turn a `RegistryError` into their own
+//! answer (a reply code, a report line, a status).
+
+pub mod arguments;
+mod error;
+pub mod exchanges;
+pub mod image;
+pub mod queues;
+
+pub use error::RegistryError;
