@@ -85,6 +85,9 @@ pub struct Gateway {
     /// The meta store revision the topology has applied; held while
     /// applying (the follower, or a lookup catching up: follow.rs).
     pub followed: tokio::sync::Mutex<i64>,
+    /// Set once when the gateway shuts down: every connection closes with
+    /// 320 (server.rs, connection/).
+    pub stopping: tokio::sync::watch::Sender<bool>,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -152,6 +155,7 @@ impl Gateway {
             instance_id,
             meta_healthy: std::sync::atomic::AtomicBool::new(true),
             followed: tokio::sync::Mutex::new(snapshot.revision),
+            stopping: tokio::sync::watch::Sender::new(false),
         });
         gateway.heartbeat().await?;
         gateway.delete_orphaned_exclusive_queues().await?;

@@ -41,7 +41,8 @@ async fn main() -> std::process::ExitCode {
     proxy::logging::init("info");
     let args = Args::parse();
     match run(args).await {
-        Ok(()) => std::process::ExitCode::SUCCESS,
+        // Exit at once: connections and feeds are done (server.rs).
+        Ok(()) => std::process::exit(0),
         Err(error) => {
             tracing::error!(%error, "Gateway stopped.");
             std::process::ExitCode::FAILURE
@@ -93,6 +94,9 @@ async fn serve(config: proxy::Config) -> Result<(), Box<dyn std::error::Error>> 
     proxy::health::start(&gateway).await?;
     let listener = TcpListener::bind(listen).await?;
     tracing::info!(address = %listener.local_addr()?, "Listening for AMQP clients.");
+    // Never dropped: the process exits right after serve (main), and
+    // dropping RocketMQ's clients would only write shutdown reports.
+    std::mem::forget(gateway.clone());
     proxy::server::serve(gateway, listener, shutdown_signal()).await;
     tracing::info!("Shut down.");
     Ok(())

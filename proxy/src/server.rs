@@ -1,4 +1,5 @@
-//! Accepts TCP connections and gives each its own task, within a cap.
+//! Accepts TCP connections and gives each its own task, within a cap; shuts
+//! the gateway down gracefully when told to.
 //!
 //! Beyond the cap a client is still accepted, but only to be told why it is
 //! refused (connection.close 530 at connection.open); a second, small cap
@@ -23,7 +24,8 @@ use crate::Gateway;
 /// Clients being told that the gateway is full, at most.
 const MAX_REFUSING: usize = 64;
 
-/// Serves connections until `shutdown` resolves.
+/// Serves connections until `shutdown` resolves, then shuts down (see
+/// `shut_down`).
 pub async fn serve(
     gateway: Arc<Gateway>,
     listener: TcpListener,
@@ -43,7 +45,7 @@ pub async fn serve(
                     continue;
                 }
             },
-            () = &mut shutdown => return,
+            () = &mut shutdown => break,
         };
         backoff.succeeded();
         let id = ids.fetch_add(1, Ordering::Relaxed) + 1;
@@ -63,6 +65,44 @@ pub async fn serve(
                 }
             }
         }
+    }
+    drop(listener);
+    shut_down(&gateway, &limit).await;
+}
+
+/// How long connections get to settle their publishes and close, beyond
+/// the send timeout of a publish in flight.
+const CLOSE_GRACE: Duration = Duration::from_secs(5);
+/// How long feeds get to commit and give their leases back.
+const FEEDS_GRACE: Duration = Duration::from_secs(5);
+
+/// Graceful shutdown, with the listener closed: every connection settles
+/// its publishes in flight (their confirms go out), is closed with 320
+/// CONNECTION_FORCED, requeues what it had unacked and deletes its
+/// exclusive queues; then every feed commits what is settled and gives its
+/// read leases back, so another gateway reads on at once. Each step has a
+/// bounded wait; what does not finish in time is logged.
+async fn shut_down(gateway: &Gateway, connections: &Semaphore) {
+    let max = gateway.config.max_connections.min(u32::MAX as usize) as u32;
+    let open = max as usize - connections.available_permits();
+    tracing::info!(open, "Shutting down: closing every connection with 320.");
+    gateway.stopping.send_replace(true);
+    let within = Duration::from_millis(gateway.config.send_timeout_ms) + CLOSE_GRACE;
+    if tokio::time::timeout(within, connections.acquire_many(max))
+        .await
+        .is_err()
+    {
+        let left = max as usize - connections.available_permits();
+        tracing::warn!(
+            left,
+            "Connections still open after the shutdown grace period; ending them."
+        );
+    }
+    if tokio::time::timeout(FEEDS_GRACE, gateway.feeds.drain())
+        .await
+        .is_err()
+    {
+        tracing::warn!("Feeds did not all commit within the shutdown grace period; their readers start from the last commit.");
     }
 }
 

@@ -22,7 +22,7 @@ use futures_util::{FutureExt, StreamExt};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::time::{sleep_until, Instant};
 
 use crate::channel::{self, Channel, Pipeline, PublishDone, Session};
@@ -104,6 +104,8 @@ pub struct Connection {
     /// client reads a reason instead of waiting in the accept queue.
     over_limit: bool,
     deadline: Option<Instant>,
+    /// Turns true when the gateway shuts down (`Gateway::stopping`).
+    stopping: watch::Receiver<bool>,
 }
 
 impl Connection {
@@ -119,6 +121,7 @@ impl Connection {
         let now = Instant::now();
         let (sink, deliveries) = mpsc::unbounded_channel();
         Connection {
+            stopping: gateway.stopping.subscribe(),
             sink,
             deliveries,
             in_transit: Arc::default(),
@@ -127,7 +130,6 @@ impl Connection {
             decoder: FrameDecoder {
                 frame_max: config.frame_max as usize,
             },
-            gateway,
             peer,
             reader,
             writer,
@@ -150,6 +152,7 @@ impl Connection {
             write_stalled_since: None,
             over_limit: false,
             deadline: Some(now + HANDSHAKE_TIMEOUT),
+            gateway,
         }
     }
 
@@ -174,6 +177,7 @@ impl Connection {
         }
         self.out.method(0, handshake::start());
         while self.state != State::Closed {
+            self.stop_if_told();
             self.write_what_fits()?;
             self.turn().await?;
         }
@@ -227,7 +231,7 @@ impl Connection {
                 }
                 self.send_acks();
             }
-            read = self.reader.read_buf(&mut self.read_buf), if room && self.state != State::Closed => {
+            read = self.reader.read_buf(&mut self.read_buf), if room && self.reading() => {
                 if read? == 0 {
                     self.state = State::Closed;
                     return Ok(());
@@ -237,6 +241,7 @@ impl Connection {
                 self.send_acks();
             }
             Some(first) = self.deliveries.recv(), if taking_deliveries => self.on_deliveries(first),
+            Ok(()) = self.stopping.changed() => {}
             _ = sleep_until(heartbeat) => self.on_clock(),
             _ = sleep_until(blocked_at.unwrap_or_else(far_future)), if blocked_at.is_some() && !self.blocked => {
                 self.block();
@@ -244,6 +249,38 @@ impl Connection {
         }
         self.release_channels().await;
         Ok(())
+    }
+
+    /// Whether to read the socket: not once closed, and not while shutting
+    /// down until connection.close is sent (no new publishes; the close-ok
+    /// is read after).
+    fn reading(&self) -> bool {
+        match self.state {
+            State::Closed => false,
+            State::Closing => true,
+            _ => !*self.stopping.borrow(),
+        }
+    }
+
+    /// The gateway is shutting down: once every publish in flight is
+    /// settled and its confirm written, close with 320 as RabbitMQ does.
+    /// Unacked messages are requeued and exclusive queues deleted as for
+    /// any close (`finish`).
+    fn stop_if_told(&mut self) {
+        if matches!(self.state, State::Closing | State::Closed)
+            || !*self.stopping.borrow()
+            || !self.pipeline.is_empty()
+        {
+            return;
+        }
+        self.send_acks();
+        self.raise(
+            ConnectionException::new(
+                HardCode::ConnectionForced,
+                "broker forced connection closure with reason 'shutdown'",
+            )
+            .into(),
+        );
     }
 
     /// Writes what the feeds sent, a batch per turn (one write for all).

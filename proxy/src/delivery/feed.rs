@@ -97,6 +97,9 @@ pub enum FeedCommand {
     Purge(Vec<Partition>, oneshot::Sender<u64>),
     /// The queue is deleted: cancel every consumer and end.
     Stop,
+    /// The gateway shuts down: commit what is settled, give the read leases
+    /// back, answer, and end.
+    Drain(oneshot::Sender<()>),
 }
 
 /// The handle to a queue's feed task.
@@ -749,6 +752,10 @@ impl Task {
                 self.commit_soon();
                 let _ = reply.send(ready);
             }
+            FeedCommand::Drain(done) => {
+                self.drain(done);
+                return false;
+            }
             FeedCommand::Stop => {
                 for c in self.consumers.drain(..) {
                     let _ = c.sink.send(ToConnection::Cancelled {
@@ -1282,6 +1289,41 @@ impl Task {
     }
 
     /// Commits what is settled, at most every COMMIT_EVERY per message queue.
+    /// Commits every leased part up to what is settled, now, then gives
+    /// the leases back; answers `done` when finished. Runs on its own
+    /// task: the feed ends at once.
+    fn drain(&mut self, done: oneshot::Sender<()>) {
+        let targets: Vec<(i32, Option<i64>)> = self
+            .parts
+            .iter()
+            .filter(|p| p.leased)
+            .map(|p| {
+                let target = p.settled_below();
+                (p.id, (target > p.committed).then_some(target))
+            })
+            .collect();
+        let (upstream, store, owner, topic, group) = (
+            self.upstream.clone(),
+            self.store.clone(),
+            self.owner.clone(),
+            self.topic.clone(),
+            self.group.clone(),
+        );
+        tokio::spawn(async move {
+            for (id, target) in targets {
+                if let Some(target) = target {
+                    if let Err(error) = upstream.commit(&topic, &group, id, target).await {
+                        tracing::warn!(%topic, queue_id = id, %error, "Commit at shutdown failed; the next reader starts from the last commit.");
+                        continue;
+                    }
+                }
+                let _ = store.release_lease(&topic, id, &owner).await;
+            }
+            let _ = store.withdraw_reader(&topic, &owner).await;
+            let _ = done.send(());
+        });
+    }
+
     fn commit(&mut self) {
         if self.commit_at.is_none_or(|t| t > Instant::now()) {
             return;

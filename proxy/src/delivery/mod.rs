@@ -118,6 +118,22 @@ impl Feeds {
         self.feeds.get(topic).map(|f| f.clone())
     }
 
+    /// The gateway shuts down: every feed commits what is settled and gives
+    /// its read leases back; resolves when all have.
+    pub async fn drain(&self) {
+        let feeds: Vec<Arc<Feed>> = self.feeds.iter().map(|f| f.clone()).collect();
+        self.feeds.clear();
+        let mut answers = Vec::with_capacity(feeds.len());
+        for feed in feeds {
+            let (done, answer) = tokio::sync::oneshot::channel();
+            feed.send(FeedCommand::Drain(done));
+            answers.push(answer);
+        }
+        for answer in answers {
+            let _ = answer.await;
+        }
+    }
+
     /// The queue is being deleted: its feed cancels its consumers and ends.
     pub fn stop(&self, topic: &str) {
         if let Some((_, feed)) = self.feeds.remove(topic) {

@@ -55,7 +55,7 @@ async fn unique_queue_on(ch: &Channel) -> String {
     q
 }
 
-async fn consume(ch: &Channel, queue: &str, tag: &str) -> Consumer {
+pub async fn consume(ch: &Channel, queue: &str, tag: &str) -> Consumer {
     ch.basic_consume(
         queue.into(),
         tag.into(),
@@ -67,7 +67,7 @@ async fn consume(ch: &Channel, queue: &str, tag: &str) -> Consumer {
 }
 
 /// The next delivery within `wait`, or None.
-async fn next(consumer: &mut Consumer, wait: Duration) -> Option<lapin::message::Delivery> {
+pub async fn next(consumer: &mut Consumer, wait: Duration) -> Option<lapin::message::Delivery> {
     match tokio::time::timeout(wait, consumer.next()).await {
         Ok(Some(Ok(d))) => Some(d),
         Ok(Some(Err(e))) => panic!("consumer error: {e}"),
@@ -87,7 +87,7 @@ async fn closed_with(consumer: &mut Consumer) -> Option<u16> {
     }
 }
 
-fn body(d: &lapin::message::Delivery) -> String {
+pub fn body(d: &lapin::message::Delivery) -> String {
     String::from_utf8(d.data.clone()).unwrap()
 }
 

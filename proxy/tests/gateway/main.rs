@@ -10,6 +10,7 @@ mod meta;
 mod probe;
 mod publish;
 mod raw;
+mod shutdown;
 mod topology;
 
 /// The AMQP reply code carried by a lapin error, if it is a protocol error.
