@@ -13,8 +13,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Number, Value};
 
 use crate::mapping::names;
-use crate::mapping::routing::{ExchangeKind, HeadersSpec};
+use crate::mapping::routing::HeadersSpec;
 use crate::registry::arguments::QueueArguments;
+use crate::registry::exchanges;
 use crate::registry::queues::{self, QueueSpec};
 use crate::registry::RegistryError;
 use crate::topology::{decode_arguments, encode_arguments};
@@ -353,13 +354,10 @@ pub async fn import(
             report.existing.push(format!("{what} (built in)"));
             continue;
         }
-        if ExchangeKind::parse(&e.kind).is_none() {
+        if let Err(refused) = exchanges::kind(&e.kind) {
             report.skipped.push((
                 what,
-                format!(
-                    "type '{}' is not supported (direct, fanout, topic, headers are)",
-                    e.kind
-                ),
+                format!("{refused} (direct, fanout, topic, headers are supported)"),
             ));
             continue;
         }
@@ -381,9 +379,9 @@ pub async fn import(
             continue;
         }
         store.put_exchange(&record).await?;
-        if e.arguments.contains_key("alternate-exchange") {
+        for key in exchanges::unapplied_arguments(&json_to_table(&e.arguments)) {
             report.skipped.push((
-                format!("alternate-exchange of {what}"),
+                format!("{key} of {what}"),
                 "stored, not applied yet (docs/mapping.md)".into(),
             ));
         }

@@ -43,6 +43,7 @@ pub mod health;
 pub mod logging;
 pub mod mapping;
 pub mod metrics;
+pub mod publish;
 pub mod registry;
 pub mod server;
 pub mod topology;
@@ -76,7 +77,7 @@ pub struct Gateway {
     /// The queues consumed through this gateway (delivery/).
     pub feeds: delivery::Feeds,
     /// Lengths of queues that refuse publishes when full.
-    pub admissions: channel::overflow::Admissions,
+    pub admissions: publish::admission::Admissions,
     /// Distinguishes this process's connections from other gateways'.
     pub instance_id: String,
     /// The meta store answered the follower's last look (false: serving
@@ -139,18 +140,18 @@ impl Gateway {
         let topology = Topology::from_snapshot(&snapshot);
         let upstream = connect_upstream(&config).await?;
         let instance_id = format!("{:016x}", rand::random::<u64>());
-        let feeds = delivery::Feeds::new(delivery::FeedContext {
-            upstream: upstream.clone(),
-            store: store.clone(),
-            owner: instance_id.clone(),
-        });
         tracing::info!(revision = snapshot.revision, vhosts = snapshot.vhosts.len(), queues = snapshot.queues.len(), %instance_id, "Gateway started.");
-        let gateway = Arc::new(Gateway {
+        let gateway = Arc::new_cyclic(|gateway| Gateway {
+            feeds: delivery::Feeds::new(delivery::FeedContext {
+                upstream: upstream.clone(),
+                store: store.clone(),
+                owner: instance_id.clone(),
+                gateway: gateway.clone(),
+            }),
             config,
             topology,
             store,
             upstream,
-            feeds,
             admissions: Default::default(),
             instance_id,
             meta_healthy: std::sync::atomic::AtomicBool::new(true),

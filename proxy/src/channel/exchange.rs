@@ -1,14 +1,12 @@
-//! exchange.declare / delete / bind / unbind. Exchanges exist only in the
-//! meta store and the gateways' routing tables: RocketMQ stores queues, and
-//! routing is decided at publish time (docs/architecture.md).
+//! exchange.declare / delete / bind / unbind: permission checks and replies
+//! around the registry (registry/exchanges.rs, registry/bindings.rs).
 
 use amq_protocol::protocol::{exchange, AMQPClass};
-use amq_protocol::types::FieldTable;
 
 use super::{binding, Channel, Session};
-use crate::error::{meta_failure, ConnectionException, HardCode, ProtocolError, SoftCode};
-use crate::mapping::routing::ExchangeKind;
-use crate::topology::{encode_arguments, Access};
+use crate::error::{ProtocolError, SoftCode};
+use crate::registry::exchanges::{self, ExchangeSpec};
+use crate::topology::Access;
 
 const CLASS: u16 = 40;
 
@@ -30,126 +28,28 @@ pub async fn handle_exchange_declare(
             exchange::AMQPMethod::DeclareOk(exchange::DeclareOk {}),
         );
     }
-    if name.is_empty() {
-        return Err(s.channel_error(
-            SoftCode::AccessRefused,
-            "operation not permitted on the default exchange".into(),
-            CLASS,
-            10,
-        ));
-    }
-    if name.starts_with("amq.") {
-        return Err(s.channel_error(
-            SoftCode::AccessRefused,
-            format!("exchange name '{name}' contains reserved prefix 'amq.*'"),
-            CLASS,
-            10,
-        ));
-    }
-    let Some(kind) = ExchangeKind::parse(m.kind.as_str()) else {
-        return Err(ConnectionException::new(
-            HardCode::CommandInvalid,
-            format!("unknown exchange type '{}'", m.kind),
-        )
-        .on_method(CLASS, 10)
-        .into());
-    };
+    // RabbitMQ's order: the name, the type, then the permission.
+    exchanges::check_name(name)
+        .and_then(|()| exchanges::kind(m.kind.as_str()))
+        .map_err(|e| s.refusal(e, CLASS, 10))?;
     s.check(Access::Configure, "exchange", name, CLASS, 10)?;
-    let _changes = vhost.changes.lock().await;
-    if let Some(existing) = vhost.read().exchanges.get(name) {
-        let current = &existing.record;
-        let inequivalent = |arg: &str, received: String, current: String| {
-            s.channel_error(
-                SoftCode::PreconditionFailed,
-                format!(
-                    "inequivalent arg '{arg}' for exchange '{name}' in vhost '{}': received '{received}' but current is '{current}'",
-                    vhost.name
-                ),
-                CLASS,
-                10,
-            )
-        };
-        if existing.kind != kind {
-            return Err(inequivalent(
-                "type",
-                kind.as_str().into(),
-                existing.kind.as_str().into(),
-            ));
-        }
-        if current.durable != m.durable {
-            return Err(inequivalent(
-                "durable",
-                m.durable.to_string(),
-                current.durable.to_string(),
-            ));
-        }
-        if current.auto_delete != m.auto_delete {
-            return Err(inequivalent(
-                "auto_delete",
-                m.auto_delete.to_string(),
-                current.auto_delete.to_string(),
-            ));
-        }
-        if current.internal != m.internal {
-            return Err(inequivalent(
-                "internal",
-                m.internal.to_string(),
-                current.internal.to_string(),
-            ));
-        }
-        if !same_arguments(&existing.arguments, &m.arguments) {
-            return Err(inequivalent(
-                "arguments",
-                format!("{:?}", m.arguments),
-                format!("{:?}", existing.arguments),
-            ));
-        }
-        return reply(
-            ch,
-            s,
-            m.nowait,
-            exchange::AMQPMethod::DeclareOk(exchange::DeclareOk {}),
-        );
-    }
-    let record = meta::Exchange {
-        vhost: vhost.name.clone(),
+    let spec = ExchangeSpec {
         name: name.to_owned(),
-        kind: kind.as_str().to_owned(),
+        kind: m.kind.to_string(),
         durable: m.durable,
         auto_delete: m.auto_delete,
         internal: m.internal,
-        arguments: encode_arguments(&m.arguments),
+        arguments: m.arguments,
     };
-    warn_unapplied_arguments(&m.arguments, name);
-    s.gateway
-        .store
-        .put_exchange(&record)
+    exchanges::declare(s.gateway, &vhost, &spec)
         .await
-        .map_err(|e| meta_failure("exchange.declare", &e))?;
-    crate::registry::image::put_exchange(&vhost, &record)
-        .map_err(|e| ConnectionException::new(HardCode::InternalError, e))?;
-    tracing::info!(vhost = %vhost.name, exchange = %name, kind = kind.as_str(), "Exchange declared.");
+        .map_err(|e| s.refusal(e, CLASS, 10))?;
     reply(
         ch,
         s,
         m.nowait,
         exchange::AMQPMethod::DeclareOk(exchange::DeclareOk {}),
     )
-}
-
-/// RabbitMQ compares arguments as tables; so do we.
-fn same_arguments(a: &FieldTable, b: &FieldTable) -> bool {
-    a == b
-}
-
-/// Arguments whose behaviour the gateway does not implement yet are kept but
-/// said out loud, never silently ignored.
-fn warn_unapplied_arguments(arguments: &FieldTable, exchange: &str) {
-    for key in arguments.inner().keys() {
-        if key.as_str() == "alternate-exchange" {
-            tracing::warn!(exchange = %exchange, argument = %key, "Exchange argument stored but not applied yet (see docs/mapping.md).");
-        }
-    }
 }
 
 pub async fn handle_exchange_delete(
@@ -171,37 +71,10 @@ pub async fn handle_exchange_delete(
         ));
     }
     s.check(Access::Configure, "exchange", name, CLASS, 20)?;
-    let _changes = vhost.changes.lock().await;
-    {
-        let topology = vhost.read();
-        if !topology.exchanges.contains_key(name) {
-            drop(topology);
-            // RabbitMQ 3.10 answers delete-ok for an exchange that is not there.
-            if !m.nowait {
-                s.out.method(
-                    ch.id,
-                    AMQPClass::Exchange(exchange::AMQPMethod::DeleteOk(exchange::DeleteOk {})),
-                );
-            }
-            return Ok(());
-        }
-        if m.if_unused && topology.exchange_in_use(name) {
-            drop(topology);
-            return Err(s.channel_error(
-                SoftCode::PreconditionFailed,
-                format!("exchange '{name}' in vhost '{}' in use", vhost.name),
-                CLASS,
-                20,
-            ));
-        }
-    }
-    s.gateway
-        .store
-        .delete_exchange(&vhost.name, name)
+    // RabbitMQ 3.10 answers delete-ok for an exchange that is not there.
+    exchanges::delete(s.gateway, &vhost, name, m.if_unused)
         .await
-        .map_err(|e| meta_failure("exchange.delete", &e))?;
-    crate::registry::image::remove_exchange(&vhost, name);
-    tracing::info!(vhost = %vhost.name, exchange = %name, "Exchange deleted.");
+        .map_err(|e| s.refusal(e, CLASS, 20))?;
     reply(
         ch,
         s,
@@ -249,7 +122,7 @@ pub async fn handle_exchange_unbind(
         &m.arguments,
     );
     if check_endpoints(s, &b, UNBIND)? {
-        binding::remove(s, &b).await?;
+        binding::remove(s, &b, CLASS, UNBIND).await?;
     }
     reply(
         ch,

@@ -10,7 +10,6 @@ pub mod binding;
 pub mod confirm;
 pub mod consume;
 pub mod exchange;
-pub mod overflow;
 pub mod queue;
 pub mod tx;
 

@@ -126,7 +126,7 @@ pub async fn handle_queue_unbind(
         &m.arguments,
     );
     if check_endpoints(s, &b, UNBIND)? {
-        binding::remove(s, &b).await?;
+        binding::remove(s, &b, CLASS, UNBIND).await?;
     }
     reply(
         ch,

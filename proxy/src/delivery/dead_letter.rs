@@ -3,16 +3,18 @@
 //! the x-death headers RabbitMQ 3.10 writes and without its expiration,
 //! before the original is settled.
 
+use std::sync::Arc;
+
 use amq_protocol::protocol::BasicProperties;
 use amq_protocol::types::{AMQPValue, FieldArray, FieldTable, LongString};
-use futures_util::future::try_join_all;
 
 use crate::mapping::properties::{
-    escape_value, properties_to_rocketmq, rocketmq_to_properties, unescape_value,
-    without_expiration, EXCHANGE, PROPERTIES, ROUTING_KEY,
+    rocketmq_to_properties, unescape_value, without_expiration, EXCHANGE, PROPERTIES, ROUTING_KEY,
 };
+use crate::publish::Message;
 use crate::topology::Vhost;
-use crate::upstream::{InboundMessage, OutboundMessage, Upstream, UpstreamError};
+use crate::upstream::{InboundMessage, UpstreamError};
+use crate::Gateway;
 
 pub use crate::registry::arguments::DeadLetter as Target;
 
@@ -121,28 +123,33 @@ pub fn with_death(
 
 /// Reads the message at `offset` back, publishes it to the dead-letter
 /// exchange and resolves once every copy is stored.
+#[allow(clippy::too_many_arguments)]
 pub async fn send(
-    upstream: &dyn Upstream,
-    vhost: &Vhost,
+    gateway: &Arc<Gateway>,
+    vhost: &Arc<Vhost>,
     topic: &str,
     queue: &str,
     queue_id: i32,
     offset: i64,
     target: &Target,
 ) -> Result<(), UpstreamError> {
-    let pulled = upstream.pull(topic, queue_id, offset, 1, None).await?;
+    let pulled = gateway
+        .upstream
+        .pull(topic, queue_id, offset, 1, None)
+        .await?;
     let Some(message) = pulled.messages.into_iter().find(|m| m.offset == offset) else {
         tracing::error!(%topic, offset, "A rejected message is no longer in RocketMQ; it cannot be dead-lettered.");
         return Ok(());
     };
-    republish(upstream, vhost, queue, &message, target, Reason::Rejected).await
+    republish(gateway, vhost, queue, &message, target, Reason::Rejected).await
 }
 
-/// Publishes a message that died in `queue` to the dead-letter exchange;
-/// resolves once every copy is stored.
+/// Publishes a message that died in `queue` to the dead-letter exchange,
+/// through the one publish path (so a full dead-letter queue refuses it as
+/// it refuses a publisher); resolves once every copy is stored.
 pub async fn republish(
-    upstream: &dyn Upstream,
-    vhost: &Vhost,
+    gateway: &Arc<Gateway>,
+    vhost: &Arc<Vhost>,
     queue: &str,
     message: &InboundMessage,
     target: &Target,
@@ -163,40 +170,27 @@ pub async fn republish(
         .map_or(0, |d| d.as_secs());
     let properties = with_death(&properties, queue, reason, &exchange, &routing_key, now);
     let new_key = target.routing_key.clone().unwrap_or(routing_key);
-    let topics: Vec<crate::topology::Target> = {
-        let topology = vhost.read();
-        if !topology.has_exchange(&target.exchange) {
-            static MISSING: crate::logging::Throttle =
-                crate::logging::Throttle::new(crate::logging::LOG_INTERVAL);
-            if let Some(more) = MISSING.admit() {
-                tracing::warn!(vhost = %vhost.name, %queue, exchange = %target.exchange, reason = reason.as_str(), more_since_last_line = more, "Dead-letter exchange does not exist; the message is dropped, as RabbitMQ drops it.");
-            }
-            return Ok(());
+    if !vhost.read().has_exchange(&target.exchange) {
+        static MISSING: crate::logging::Throttle =
+            crate::logging::Throttle::new(crate::logging::LOG_INTERVAL);
+        if let Some(more) = MISSING.admit() {
+            tracing::warn!(vhost = %vhost.name, %queue, exchange = %target.exchange, reason = reason.as_str(), more_since_last_line = more, "Dead-letter exchange does not exist; the message is dropped, as RabbitMQ drops it.");
         }
-        topology.destination_topics(&target.exchange, &new_key, properties.headers().as_ref())
+        return Ok(());
+    }
+    let dead = Message {
+        exchange: &target.exchange,
+        routing_key: &new_key,
+        properties: &properties,
+        body: &message.body,
     };
     let stored =
-        properties_to_rocketmq(&properties).map_err(|e| UpstreamError::Refused(e.to_string()))?;
-    let mut props = vec![
-        (ROUTING_KEY, escape_value(&new_key)),
-        (EXCHANGE, escape_value(&target.exchange)),
-    ];
-    if let Some(stored) = stored {
-        props.push((PROPERTIES, stored));
-    }
-    let sends: Vec<_> = topics
-        .into_iter()
-        .map(|t| {
-            upstream.send(OutboundMessage {
-                topic: t.topic,
-                queue_id: crate::topology::priority_level(t.max_priority, *properties.priority()),
-                body: message.body.clone(),
-                properties: props.clone(),
-            })
-        })
-        .collect();
+        crate::publish::publish(gateway, vhost, dead).map_err(|e| UpstreamError::Refused(e.0))?;
     metrics::counter!(crate::metrics::DEAD_LETTERED).increment(1);
-    try_join_all(sends).await.map(drop)
+    match stored {
+        Some(stored) => stored.await,
+        None => Ok(()),
+    }
 }
 
 #[cfg(test)]

@@ -127,6 +127,7 @@ impl Feed {
             upstream: context.upstream,
             store: context.store,
             owner: context.owner,
+            gateway: context.gateway,
             leasing: false,
             lease_at: Instant::now(),
             leases_known: false,
@@ -350,6 +351,7 @@ struct Task {
     upstream: Arc<dyn Upstream>,
     store: meta::Store,
     owner: String,
+    gateway: std::sync::Weak<crate::Gateway>,
     /// A lease round is running.
     leasing: bool,
     lease_at: Instant,
@@ -810,18 +812,23 @@ impl Task {
                 Outcome::Reject => match &dead_letter_to {
                     // Stays outstanding until the dead-lettered copy is stored.
                     Some(target) if part.outstanding.contains(&offset) => {
-                        let (upstream, vhost, topic, target) = (
-                            self.upstream.clone(),
+                        let (gateway, vhost, topic, target) = (
+                            self.gateway.clone(),
                             self.vhost.clone(),
                             self.topic.clone(),
                             target.clone(),
                         );
                         let queue = self.feed.queue.clone();
                         self.pending.push(Box::pin(async move {
-                            let result = dead_letter::send(
-                                &*upstream, &vhost, &topic, &queue, id, offset, &target,
-                            )
-                            .await;
+                            let result = match gateway.upgrade() {
+                                Some(gateway) => {
+                                    dead_letter::send(
+                                        &gateway, &vhost, &topic, &queue, id, offset, &target,
+                                    )
+                                    .await
+                                }
+                                None => Err(gateway_gone()),
+                            };
                             Event::DeadLettered(id, offset, result)
                         }));
                     }
@@ -992,21 +999,26 @@ impl Task {
             if let Some(part) = self.parts.iter_mut().find(|p| p.id == id) {
                 part.outstanding.insert(message.offset);
             }
-            let (upstream, vhost, queue) = (
-                self.upstream.clone(),
+            let (gateway, vhost, queue) = (
+                self.gateway.clone(),
                 self.vhost.clone(),
                 self.feed.queue.clone(),
             );
             self.pending.push(Box::pin(async move {
-                let result = dead_letter::republish(
-                    &*upstream,
-                    &vhost,
-                    &queue,
-                    &message,
-                    &target,
-                    dead_letter::Reason::Expired,
-                )
-                .await;
+                let result = match gateway.upgrade() {
+                    Some(gateway) => {
+                        dead_letter::republish(
+                            &gateway,
+                            &vhost,
+                            &queue,
+                            &message,
+                            &target,
+                            dead_letter::Reason::Expired,
+                        )
+                        .await
+                    }
+                    None => Err(gateway_gone()),
+                };
                 Event::DeadLettered(id, message.offset, result)
             }));
         }
@@ -1347,6 +1359,12 @@ impl Task {
             }));
         }
     }
+}
+
+/// Dead letters need the gateway's publish path; it is gone only while the
+/// process ends (the message stays unsettled and is read again).
+fn gateway_gone() -> UpstreamError {
+    UpstreamError::Unavailable("the gateway is shutting down".into())
 }
 
 fn far() -> Instant {

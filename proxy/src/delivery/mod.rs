@@ -80,6 +80,8 @@ pub struct FeedContext {
     pub store: meta::Store,
     /// This gateway, as a lease owner.
     pub owner: String,
+    /// The gateway, for dead letters (they go through its publish path).
+    pub gateway: std::sync::Weak<crate::Gateway>,
 }
 
 /// The running feeds of this gateway, one per queue topic.

@@ -444,3 +444,40 @@ async fn a_full_queue_refuses_publishes_with_a_nack_and_takes_again_when_read() 
         assert_eq!(reply_code(&error), Some(406), "{key}");
     }
 }
+
+/// Dead letters are published the way clients publish: a full dead-letter
+/// queue with x-overflow reject-publish refuses them too (they are dropped,
+/// as RabbitMQ drops a dead letter a full queue refuses).
+#[tokio::test]
+async fn a_full_dead_letter_queue_refuses_dead_letters_as_it_refuses_publishes() {
+    let gw = TestGateway::start().await;
+    let conn = gw.connect().await;
+    let ch = conn.create_channel().await.unwrap();
+    let (q, dead) = (unique("expiring"), unique("full-dead"));
+    let mut limit = FieldTable::default();
+    limit.insert("x-max-length".into(), AMQPValue::LongInt(1));
+    limit.insert(
+        "x-overflow".into(),
+        AMQPValue::LongString("reject-publish".into()),
+    );
+    declare(&ch, &dead, limit).await;
+    let mut args = FieldTable::default();
+    args.insert("x-message-ttl".into(), AMQPValue::LongInt(100));
+    dead_letter_to(&mut args, &dead);
+    declare(&ch, &q, args).await;
+    ch.confirm_select(ConfirmSelectOptions::default())
+        .await
+        .unwrap();
+    for i in 0..3 {
+        send(&ch, &q, &format!("m{i}"), BasicProperties::default()).await;
+        // One at a time, so each dead letter finds the one before it stored.
+        message_count_expecting(&ch, &q, Some(0)).await;
+    }
+    assert_eq!(message_count(&ch, &q).await, 0, "all three expired");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        message_count(&ch, &dead).await,
+        1,
+        "the dead-letter queue holds its one message, not three"
+    );
+}

@@ -99,7 +99,7 @@ pub fn send_if_room(
     vhost: Arc<Vhost>,
     limited: Limited,
     message: OutboundMessage,
-) -> super::basic::Stored {
+) -> super::Stored {
     Box::pin(async move {
         let (topic, group) = (message.topic.as_str(), limited.group.as_str());
         let admitted = gateway
@@ -122,8 +122,8 @@ pub fn send_if_room(
 }
 
 async fn dead_letter_refused(
-    gateway: &Gateway,
-    vhost: &Vhost,
+    gateway: &Arc<Gateway>,
+    vhost: &Arc<Vhost>,
     queue: &str,
     message: OutboundMessage,
 ) {
@@ -143,7 +143,7 @@ async fn dead_letter_refused(
     };
     let reason = dead_letter::Reason::MaxLen;
     if let Err(error) =
-        dead_letter::republish(&*gateway.upstream, vhost, queue, &refused, &target, reason).await
+        dead_letter::republish(gateway, vhost, queue, &refused, &target, reason).await
     {
         tracing::warn!(vhost = %vhost.name, %queue, %error, "Dead-lettering a message refused by a full queue failed.");
     }

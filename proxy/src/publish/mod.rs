@@ -1,0 +1,119 @@
+//! The one publish path: a message is routed through its vhost's bindings
+//! now (as RabbitMQ decides routing at publish time), encoded for RocketMQ
+//! once, admitted to queues that refuse publishes when full, and stored as
+//! one RocketMQ message per destination queue. basic.publish, tx.commit and
+//! dead-lettering all publish through `publish`; nothing here waits on
+//! RocketMQ (the caller awaits the returned `Stored`).
+
+pub mod admission;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use amq_protocol::protocol::BasicProperties;
+use bytes::Bytes;
+use futures_util::future::join_all;
+
+use crate::mapping::properties::{
+    escape_value, parse_expiration, properties_to_rocketmq, EXCHANGE, MESSAGE_TTL, PROPERTIES,
+    ROUTING_KEY,
+};
+use crate::topology::{priority_level, Target, Vhost};
+use crate::upstream::{OutboundMessage, UpstreamError};
+use crate::Gateway;
+
+/// Resolves once every copy of one published message is stored.
+pub type Stored = Pin<Box<dyn Future<Output = Result<(), UpstreamError>> + Send>>;
+
+/// A message as published: where to, and what.
+#[derive(Debug, Clone, Copy)]
+pub struct Message<'a> {
+    pub exchange: &'a str,
+    pub routing_key: &'a str,
+    pub properties: &'a BasicProperties,
+    pub body: &'a Bytes,
+}
+
+/// A message that cannot be stored as it is (406 to a publisher).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Unpublishable(pub String);
+
+/// Routes `message` and starts storing one copy per destination queue;
+/// None if it reached no queue. Every destination is tried (a full queue
+/// does not keep the message from the others); the message is stored when
+/// every copy is.
+pub fn publish(
+    gateway: &Arc<Gateway>,
+    vhost: &Arc<Vhost>,
+    message: Message<'_>,
+) -> Result<Option<Stored>, Unpublishable> {
+    let headers = message.properties.headers().as_ref();
+    let mut targets =
+        vhost
+            .read()
+            .destination_topics(message.exchange, message.routing_key, headers);
+    if targets.is_empty() {
+        metrics::counter!(crate::metrics::UNROUTABLE).increment(1);
+        return Ok(None);
+    }
+    let properties = encode(&message)?;
+    let priority = *message.properties.priority();
+    let start = |target: Target, body: Bytes, properties| -> Stored {
+        let outbound = OutboundMessage {
+            topic: target.topic,
+            queue_id: priority_level(target.max_priority, priority),
+            body,
+            properties,
+        };
+        match target.limit {
+            None => gateway.upstream.send(outbound),
+            Some(limited) => {
+                admission::send_if_room(gateway.clone(), vhost.clone(), limited, outbound)
+            }
+        }
+    };
+    // Copies for all destinations but the last, which takes the originals
+    // (a body copy is a reference count).
+    let Some(last) = targets.pop() else {
+        return Ok(None);
+    };
+    let mut sends: Vec<Stored> = targets
+        .into_iter()
+        .map(|target| start(target, message.body.clone(), properties.clone()))
+        .collect();
+    sends.push(start(last, message.body.clone(), properties));
+    if sends.len() == 1 {
+        return Ok(sends.pop());
+    }
+    Ok(Some(Box::pin(async move {
+        join_all(sends)
+            .await
+            .into_iter()
+            .collect::<Result<Vec<()>, _>>()
+            .map(drop)
+    })))
+}
+
+/// The RocketMQ properties of a message: where it was published, its AMQP
+/// properties, and its expiration as a TTL.
+fn encode(message: &Message<'_>) -> Result<Vec<(&'static str, String)>, Unpublishable> {
+    let ttl = match message.properties.expiration() {
+        Some(text) => Some(parse_expiration(text.as_str()).map_err(Unpublishable)?),
+        None => None,
+    };
+    let stored =
+        properties_to_rocketmq(message.properties).map_err(|e| Unpublishable(e.to_string()))?;
+    let mut properties = vec![
+        (ROUTING_KEY, escape_value(message.routing_key)),
+        (EXCHANGE, escape_value(message.exchange)),
+    ];
+    if let Some(stored) = stored {
+        properties.push((PROPERTIES, stored));
+    }
+    if let Some(ttl) = ttl {
+        properties.push((MESSAGE_TTL, ttl.to_string()));
+    }
+    Ok(properties)
+}
