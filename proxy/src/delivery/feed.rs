@@ -13,7 +13,7 @@
 //! gateways with consumers of one queue split its message queues between
 //! them, and the share of a gateway that dies lapses to the others.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -24,6 +24,7 @@ use futures_util::StreamExt;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::{sleep_until, Instant};
 
+use super::ledger::Part;
 use super::{dead_letter, ConsumerSlot, Delivery, FeedContext, ToConnection};
 use crate::follow::now_ms;
 use crate::mapping::properties::MESSAGE_TTL;
@@ -224,100 +225,6 @@ impl Expiry {
             (q, o) => q.or(o)?,
         };
         Some(m.born_ms.saturating_add(ttl))
-    }
-}
-
-/// One message queue of the topic.
-#[derive(Debug, Default)]
-struct Part {
-    id: i32,
-    next: i64,
-    max: i64,
-    committed: i64,
-    fresh: VecDeque<InboundMessage>,
-    /// Read back for redelivery, with their redelivered flag.
-    again: VecDeque<(InboundMessage, bool)>,
-    redeliver: BTreeMap<i64, bool>,
-    outstanding: BTreeSet<i64>,
-    pulling_fresh: bool,
-    pulling_again: bool,
-    committing: bool,
-    retry_at: Option<Instant>,
-    /// This gateway holds the read lease: only then is it read and committed.
-    leased: bool,
-    /// Beyond this gateway's share: not read further, given back once settled.
-    releasing: bool,
-    /// A read answered since consumers came (priority queues: a lower level
-    /// waits until every higher one was looked at).
-    looked: bool,
-}
-
-impl Part {
-    fn ready(&self) -> usize {
-        self.fresh.len() + self.again.len() + self.redeliver.len()
-    }
-
-    /// Every offset below this one is settled.
-    fn settled_below(&self) -> i64 {
-        [
-            self.outstanding.first().copied(),
-            self.redeliver.keys().next().copied(),
-            self.again.front().map(|(m, _)| m.offset),
-            self.fresh.front().map(|m| m.offset),
-            Some(self.next),
-        ]
-        .into_iter()
-        .flatten()
-        .min()
-        .unwrap_or(self.next)
-    }
-
-    /// The next message in queue order: requeued messages go back to their
-    /// place (lowest offset first, as RabbitMQ puts them back at the head),
-    /// so nothing later goes out while an earlier one is being read back.
-    fn take(&mut self) -> Option<(InboundMessage, bool)> {
-        if !self.has_message() {
-            return None;
-        }
-        match self.again.pop_front() {
-            Some(again) => Some(again),
-            None => self.fresh.pop_front().map(|m| (m, false)),
-        }
-    }
-
-    /// The message `take` would return, left in place.
-    fn head(&self) -> Option<&InboundMessage> {
-        if !self.has_message() {
-            return None;
-        }
-        match self.again.front() {
-            Some((m, _)) => Some(m),
-            None => self.fresh.front(),
-        }
-    }
-
-    fn has_message(&self) -> bool {
-        let pending = self.redeliver.keys().next().copied();
-        match self.again.front() {
-            Some((m, _)) => pending.is_none_or(|p| m.offset < p),
-            None => pending.is_none() && !self.fresh.is_empty(),
-        }
-    }
-
-    fn unread(&self, max: i64) -> u64 {
-        (max.max(self.max) - self.next).max(0) as u64 + self.ready() as u64
-    }
-
-    /// Nothing handed out or waiting, and all of it committed: the lease can go.
-    fn idle(&self) -> bool {
-        self.redeliver.is_empty() && self.again.is_empty() && self.settled()
-    }
-
-    /// Nothing handed out, and committed up to the first message not
-    /// settled: another reader could take over from the committed offset
-    /// (reading again what was requeued here, and what was acked after it).
-    fn settled(&self) -> bool {
-        self.outstanding.is_empty() && self.settled_below() <= self.committed
     }
 }
 
@@ -642,10 +549,7 @@ impl Task {
             };
             if !renewed {
                 tracing::warn!(topic = %self.topic, queue_id = id, "Read lease lost to another gateway; what this one handed out will be delivered again there.");
-                part.leased = false;
-                part.fresh.clear();
-                part.again.clear();
-                part.redeliver.clear();
+                part.lose_lease();
             }
         }
         for id in round.released {
@@ -661,14 +565,7 @@ impl Task {
         }
         for position in round.acquired {
             if let Some(part) = self.parts.iter_mut().find(|p| p.id == position.queue_id) {
-                *part = Part {
-                    id: part.id,
-                    next: position.committed,
-                    max: position.max,
-                    committed: position.committed,
-                    leased: true,
-                    ..Part::default()
-                };
+                *part = Part::acquired(part.id, position.committed, position.max);
                 tracing::debug!(topic = %self.topic, queue_id = part.id, from = part.next, "Read lease taken.");
             }
         }
@@ -801,14 +698,7 @@ impl Task {
                 continue;
             };
             match outcome {
-                Outcome::Ack => {
-                    part.outstanding.remove(&offset);
-                }
-                Outcome::Requeue | Outcome::Unsent => {
-                    if part.outstanding.remove(&offset) {
-                        part.redeliver.insert(offset, outcome == Outcome::Requeue);
-                    }
-                }
+                Outcome::Ack | Outcome::Requeue | Outcome::Unsent => part.settle(offset, outcome),
                 Outcome::Reject => match &dead_letter_to {
                     // Stays outstanding until the dead-lettered copy is stored.
                     Some(target) if part.outstanding.contains(&offset) => {
@@ -832,9 +722,7 @@ impl Task {
                             Event::DeadLettered(id, offset, result)
                         }));
                     }
-                    _ => {
-                        part.outstanding.remove(&offset);
-                    }
+                    _ => part.settle(offset, Outcome::Reject),
                 },
             }
         }
@@ -865,7 +753,7 @@ impl Task {
             };
             let offset = message.offset;
             if let Some(part) = self.parts.iter_mut().find(|p| p.id == id) {
-                part.outstanding.insert(offset);
+                part.handed_out(offset);
             }
             let got = Got {
                 message,
@@ -908,7 +796,7 @@ impl Task {
             in_transit.fetch_add(size, std::sync::atomic::Ordering::AcqRel);
             if let Some(part) = self.parts.iter_mut().find(|p| p.id == id) {
                 if !no_ack {
-                    part.outstanding.insert(offset);
+                    part.handed_out(offset);
                 }
             }
             if let Err(returned) = consumer.sink.send(ToConnection::Deliver(delivery)) {
@@ -997,7 +885,7 @@ impl Task {
         metrics::counter!(crate::metrics::EXPIRED).increment(1);
         if let Some(target) = dead_letter::target(&self.vhost, &self.feed.queue) {
             if let Some(part) = self.parts.iter_mut().find(|p| p.id == id) {
-                part.outstanding.insert(message.offset);
+                part.handed_out(message.offset);
             }
             let (gateway, vhost, queue) = (
                 self.gateway.clone(),
@@ -1199,15 +1087,7 @@ impl Task {
                 part.pulling_again = false;
                 match result {
                     Ok(pulled) => {
-                        let mut found_from = false;
-                        for m in pulled.messages {
-                            if let Some(flag) = part.redeliver.remove(&m.offset) {
-                                found_from |= m.offset == from;
-                                let at = part.again.partition_point(|(a, _)| a.offset < m.offset);
-                                part.again.insert(at, (m, flag));
-                            }
-                        }
-                        if !found_from && part.redeliver.remove(&from).is_some() {
+                        if !part.read_back(pulled.messages, from) {
                             // Retention removed it from RocketMQ before it was redelivered.
                             tracing::error!(topic = %self.topic, queue_id = id, offset = from, "A requeued message is no longer in RocketMQ; it cannot be redelivered.");
                             metrics::counter!(crate::metrics::REDELIVERY_LOST).increment(1);
@@ -1240,10 +1120,9 @@ impl Task {
                 let Some(part) = self.parts.iter_mut().find(|p| p.id == id) else {
                     return;
                 };
-                if part.outstanding.remove(&offset) {
+                if part.dead_lettered(offset, result.is_ok()) {
                     if let Err(error) = result {
                         tracing::warn!(topic = %self.topic, offset, %error, "Dead-lettering failed; the message is requeued instead.");
-                        part.redeliver.insert(offset, true);
                     }
                 }
                 self.commit_soon();
@@ -1263,14 +1142,7 @@ impl Task {
         match result {
             Ok(pulled) => {
                 part.max = part.max.max(pulled.max_offset);
-                for m in pulled.messages {
-                    // A read that started before a purge or another read may
-                    // bring what is already had or dropped.
-                    if m.offset >= part.next {
-                        part.next = m.offset + 1;
-                        part.fresh.push_back(m);
-                    }
-                }
+                part.accept(pulled.messages);
                 // RocketMQ says where the next read starts. Past what it
                 // returned, that skips entries it has no message for: the
                 // blank ones a topic re-created after a broker restart starts

@@ -18,6 +18,7 @@
 pub mod credit;
 pub mod dead_letter;
 pub mod feed;
+mod ledger;
 
 use std::sync::Arc;
 
