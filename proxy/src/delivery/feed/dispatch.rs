@@ -1,0 +1,107 @@
+//! Handing ready messages out: to waiting basic.get first, then to
+//! consumers with credit, in turn.
+
+use super::{Got, Outcome, Task};
+use crate::delivery::ledger::Part;
+use crate::delivery::{Delivery, ToConnection};
+
+impl Task {
+    /// Hands ready messages to waiting gets, then to consumers with credit.
+    pub(super) fn dispatch(&mut self) {
+        self.reap();
+        while !self.gets.is_empty() {
+            let Some((id, message, redelivered)) = self.take_live() else {
+                break;
+            };
+            let remaining = self
+                .parts
+                .iter()
+                .filter(|p| p.leased)
+                .map(|p| p.unread(p.max))
+                .sum::<u64>();
+            let Some(reply) = self.gets.pop_front() else {
+                break;
+            };
+            let offset = message.offset;
+            if let Some(part) = self.parts.iter_mut().find(|p| p.id == id) {
+                part.handed_out(offset);
+            }
+            let got = Got {
+                message,
+                redelivered,
+                remaining: remaining.min(u64::from(u32::MAX)) as u32,
+            };
+            if let Err(Ok(Some(got))) = reply.send(Ok(Some(got))) {
+                // The asking channel went away: put it back.
+                self.settle(vec![(id, got.message.offset)], Outcome::Unsent);
+            }
+        }
+        if self.consumers.is_empty() {
+            return;
+        }
+        loop {
+            if !self.parts.iter().any(Part::has_message) {
+                return;
+            }
+            let Some(index) = self.consumer_with_credit() else {
+                return;
+            };
+            let Some((id, message, redelivered)) = self.take_live() else {
+                self.consumers[index].credit.release(1);
+                return;
+            };
+            let consumer = &self.consumers[index];
+            let offset = message.offset;
+            let delivery = Delivery {
+                channel: consumer.channel,
+                epoch: consumer.epoch,
+                consumer_tag: consumer.tag.clone(),
+                redelivered,
+                message,
+                feed: self.feed.clone(),
+                credit: consumer.credit.clone(),
+            };
+            let no_ack = consumer.no_ack;
+            let size = delivery.message.footprint();
+            let in_transit = consumer.credit.gate.in_transit.clone();
+            in_transit.fetch_add(size, std::sync::atomic::Ordering::AcqRel);
+            if let Some(part) = self.parts.iter_mut().find(|p| p.id == id) {
+                if !no_ack {
+                    part.handed_out(offset);
+                }
+            }
+            if let Err(returned) = consumer.sink.send(ToConnection::Deliver(delivery)) {
+                // Its connection is gone: drop the consumer, keep the message.
+                let ToConnection::Deliver(delivery) = returned.0 else {
+                    continue;
+                };
+                in_transit.fetch_sub(size, std::sync::atomic::Ordering::AcqRel);
+                let consumer = self.consumers.remove(index);
+                tracing::debug!(tag = %consumer.tag, "Consumer's connection is gone; removed.");
+                if let Some(part) = self.parts.iter_mut().find(|p| p.id == id) {
+                    part.outstanding.remove(&offset);
+                    let at = part
+                        .again
+                        .partition_point(|(a, _)| a.offset < delivery.message.offset);
+                    part.again.insert(at, (delivery.message, redelivered));
+                }
+            } else if no_ack {
+                self.commit_soon();
+            }
+        }
+    }
+
+    /// The next consumer in round-robin order that may take one more message
+    /// (its credit is taken).
+    pub(super) fn consumer_with_credit(&mut self) -> Option<usize> {
+        let n = self.consumers.len();
+        for step in 0..n {
+            let index = (self.next_consumer + step) % n;
+            if self.consumers[index].credit.try_take() {
+                self.next_consumer = (index + 1) % n;
+                return Some(index);
+            }
+        }
+        None
+    }
+}

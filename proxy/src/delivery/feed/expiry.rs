@@ -1,0 +1,124 @@
+//! Message TTL: a message expires when it reaches the head of its queue
+//! (as in RabbitMQ), by the queue's x-message-ttl or its own expiration,
+//! and is dead-lettered or dropped.
+
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::{gateway_gone, Event, Task};
+use crate::delivery::dead_letter;
+use crate::follow::now_ms;
+use crate::mapping::properties::MESSAGE_TTL;
+use crate::upstream::InboundMessage;
+
+/// How a queue's messages expire (x-message-ttl, per-message expiration).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Expiry {
+    /// The queue's x-message-ttl in milliseconds.
+    pub queue_ttl: Option<i64>,
+    /// The feed reads even without consumers, to expire messages when they
+    /// reach the head (and dead-letter them): queues with x-message-ttl or
+    /// a dead-letter exchange.
+    pub reaps: bool,
+}
+
+impl Expiry {
+    pub fn of(state: &crate::topology::QueueState) -> Expiry {
+        Expiry {
+            queue_ttl: state.arguments.message_ttl,
+            reaps: state.arguments.reaps(),
+        }
+    }
+
+    /// When the message expires (milliseconds since the epoch), if it does.
+    pub(super) fn deadline(&self, m: &InboundMessage) -> Option<i64> {
+        let own = m.property(MESSAGE_TTL).and_then(|t| t.parse::<i64>().ok());
+        let ttl = match (self.queue_ttl, own) {
+            (Some(q), Some(o)) => q.min(o),
+            (q, o) => q.or(o)?,
+        };
+        Some(m.born_ms.saturating_add(ttl))
+    }
+}
+
+impl Task {
+    /// A ready message that has not expired; expired ones met on the way are
+    /// dead-lettered or dropped.
+    pub(super) fn take_live(&mut self) -> Option<(i32, InboundMessage, bool)> {
+        let now = now_ms();
+        loop {
+            let (id, message, redelivered) = self.take_ready()?;
+            match self.expiry.deadline(&message) {
+                Some(at) if at <= now => self.expire(id, message),
+                _ => return Some((id, message, redelivered)),
+            }
+        }
+    }
+
+    /// Expires the messages at the head of each message queue read here
+    /// (RabbitMQ expires a message when it reaches the head), and sets the
+    /// timer for the next head to expire.
+    pub(super) fn reap(&mut self) {
+        let now = now_ms();
+        let mut next: Option<i64> = None;
+        for index in 0..self.parts.len() {
+            loop {
+                let part = &self.parts[index];
+                let deadline = match part.head() {
+                    Some(head) if part.leased => self.expiry.deadline(head),
+                    _ => None,
+                };
+                match deadline {
+                    Some(at) if at <= now => {
+                        let id = self.parts[index].id;
+                        if let Some((message, _)) = self.parts[index].take() {
+                            self.expire(id, message);
+                        }
+                    }
+                    Some(at) => {
+                        next = Some(next.map_or(at, |n| n.min(at)));
+                        break;
+                    }
+                    None => break,
+                }
+            }
+        }
+        self.expire_at =
+            next.map(|at| Instant::now() + Duration::from_millis((at - now).max(0) as u64));
+    }
+
+    /// An expired message: dead-lettered (it stays outstanding until the
+    /// copy is stored) or dropped.
+    pub(super) fn expire(&mut self, id: i32, message: InboundMessage) {
+        metrics::counter!(crate::metrics::EXPIRED).increment(1);
+        if let Some(target) = dead_letter::target(&self.vhost, &self.feed.queue) {
+            if let Some(part) = self.parts.iter_mut().find(|p| p.id == id) {
+                part.handed_out(message.offset);
+            }
+            let (gateway, vhost, queue) = (
+                self.gateway.clone(),
+                self.vhost.clone(),
+                self.feed.queue.clone(),
+            );
+            self.pending.push(Box::pin(async move {
+                let result = match gateway.upgrade() {
+                    Some(gateway) => {
+                        dead_letter::republish(
+                            &gateway,
+                            &vhost,
+                            &queue,
+                            &message,
+                            &target,
+                            dead_letter::Reason::Expired,
+                        )
+                        .await
+                    }
+                    None => Err(gateway_gone()),
+                };
+                Event::DeadLettered(id, message.offset, result)
+            }));
+        }
+        self.commit_soon();
+    }
+}
