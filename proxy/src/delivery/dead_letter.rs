@@ -188,7 +188,15 @@ pub async fn republish(
         crate::publish::publish(gateway, vhost, dead).map_err(|e| UpstreamError::Refused(e.0))?;
     metrics::counter!(crate::metrics::DEAD_LETTERED).increment(1);
     match stored {
-        Some(stored) => stored.await,
+        // A full dead-letter queue drops it, as RabbitMQ does (and as
+        // retrying would refuse it again, forever).
+        Some(stored) => match stored.await {
+            Err(UpstreamError::QueueFull(why)) => {
+                tracing::debug!(vhost = %vhost.name, %queue, %why, "Dead letter refused by a full queue; dropped.");
+                Ok(())
+            }
+            outcome => outcome,
+        },
         None => Ok(()),
     }
 }

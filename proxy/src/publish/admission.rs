@@ -112,7 +112,7 @@ pub fn send_if_room(
             if limited.rule.dead_letter {
                 dead_letter_refused(&gateway, &vhost, &limited.queue, message).await;
             }
-            return Err(UpstreamError::Refused(format!(
+            return Err(UpstreamError::QueueFull(format!(
                 "queue '{}' is full (x-max-length {})",
                 limited.queue, limited.rule.max_length
             )));

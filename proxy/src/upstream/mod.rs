@@ -10,6 +10,7 @@ pub mod batch;
 pub mod null;
 pub mod reader;
 pub mod rocketmq;
+mod routes;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -97,6 +98,10 @@ pub enum UpstreamError {
     /// RocketMQ answered, but did not store the message or apply the change.
     #[error("refused: {0}")]
     Refused(String),
+    /// The gateway refused the message: its queue is full (x-overflow
+    /// reject-publish). A publisher gets a nack; a dead letter is dropped.
+    #[error("queue full: {0}")]
+    QueueFull(String),
 }
 
 pub type UpstreamFuture<'a, T> =
