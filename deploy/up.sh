@@ -11,6 +11,7 @@
 #
 #   AMQP_GW_DATA   data directory (default <repo>/data)
 #   AMQP_PORT      gateway port (default 5672)
+#   MANAGEMENT_PORT  RabbitMQ's management HTTP API (default 15672)
 #   NAMESRV_PORT, BROKER_PORT, FLUSH: see deploy/rocketmq/start.sh
 #   SMOKE_MESSAGES messages the smoke job publishes (default 10000; 0 skips it)
 set -euo pipefail
@@ -18,6 +19,7 @@ root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/amqp-gw/target}"
 data="${AMQP_GW_DATA:-$root/data}"
 amqp_port="${AMQP_PORT:-5672}"
+management_port="${MANAGEMENT_PORT:-15672}"
 export NAMESRV_PORT="${NAMESRV_PORT:-9876}" BROKER_PORT="${BROKER_PORT:-10911}"
 export ROCKETMQ_DATA="$data/rocketmq"
 mkdir -p "$data/logs"
@@ -35,6 +37,7 @@ if answers "$amqp_port"; then
   echo "something already answers on 127.0.0.1:$amqp_port; using it"
 else
   AMQP_GATEWAY_LISTEN="127.0.0.1:$amqp_port" \
+  AMQP_GATEWAY_MANAGEMENT_LISTEN="127.0.0.1:$management_port" \
   AMQP_GATEWAY_META_URL="sqlite:$data/meta.db" \
   AMQP_GATEWAY_NAME_SERVER="127.0.0.1:$NAMESRV_PORT" \
   RUST_LOG="${RUST_LOG:-info,rocketmq=warn}" \
@@ -54,4 +57,4 @@ if [ "${SMOKE_MESSAGES:-10000}" != 0 ]; then
   python=$("$root/deploy/python-env.sh")
   AMQP_URL="amqp://guest:guest@127.0.0.1:$amqp_port/%2F" "$python" "$root/conformance/smoke/topic_counts.py"
 fi
-echo "== the stack is up: amqp://guest:guest@127.0.0.1:$amqp_port/  (stop it with deploy/down.sh)"
+echo "== the stack is up: amqp://guest:guest@127.0.0.1:$amqp_port/  management API http://127.0.0.1:$management_port/api/ (guest/guest; rabbitmqadmin -P $management_port)  (stop it with deploy/down.sh)"

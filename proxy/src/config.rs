@@ -54,6 +54,9 @@ pub struct Config {
     /// the meta store answers, 503 while the gateway serves without it);
     /// empty to turn it off.
     pub health_listen: String,
+    /// Address of RabbitMQ's management HTTP API (management/); empty to
+    /// turn it off.
+    pub management_listen: String,
 }
 
 impl Default for Config {
@@ -76,6 +79,7 @@ impl Default for Config {
             queues_per_topic: 1,
             producer_group: "amqp-gateway".to_owned(),
             health_listen: String::new(),
+            management_listen: "127.0.0.1:15672".to_owned(),
         }
     }
 }
@@ -154,6 +158,11 @@ impl Config {
         )?;
         set(&get, "AMQP_GATEWAY_MAX_IN_FLIGHT", &mut self.max_in_flight)?;
         set(&get, "AMQP_GATEWAY_HEALTH_LISTEN", &mut self.health_listen)?;
+        set(
+            &get,
+            "AMQP_GATEWAY_MANAGEMENT_LISTEN",
+            &mut self.management_listen,
+        )?;
         Ok(())
     }
 

@@ -41,6 +41,7 @@ pub mod error;
 pub mod follow;
 pub mod health;
 pub mod logging;
+pub mod management;
 pub mod mapping;
 pub mod metrics;
 pub mod publish;

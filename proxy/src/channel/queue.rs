@@ -77,9 +77,10 @@ async fn declare_ok(
     let (message_count, consumer_count) = if created {
         (0, 0)
     } else {
-        queues::counts(s.gateway, state)
+        let counts = queues::counts(s.gateway, state)
             .await
-            .map_err(|e| s.refusal(e, CLASS, 10))?
+            .map_err(|e| s.refusal(e, CLASS, 10))?;
+        (counts.ready, counts.consumers)
     };
     s.out.method(
         ch.id,
@@ -215,9 +216,10 @@ pub async fn handle_queue_delete(
     };
     queues::check_owner(&state, s.connection_name).map_err(|e| s.refusal(e, CLASS, 40))?;
     s.check(Access::Configure, "queue", m.queue.as_str(), CLASS, 40)?;
-    let (count, consumers) = queues::counts(s.gateway, &state)
+    let counts = queues::counts(s.gateway, &state)
         .await
         .map_err(|e| s.refusal(e, CLASS, 40))?;
+    let (count, consumers) = (counts.ready, counts.consumers);
     if m.if_unused && consumers > 0 {
         return Err(s.channel_error(
             SoftCode::PreconditionFailed,

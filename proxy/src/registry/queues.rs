@@ -10,6 +10,7 @@ use amq_protocol::types::FieldTable;
 use super::arguments::QueueArguments;
 use super::image;
 use super::RegistryError;
+use crate::delivery::feed::FeedCounts;
 use crate::mapping::names;
 use crate::topology::{encode_arguments, QueueState, Vhost};
 use crate::upstream::{Upstream, UpstreamError};
@@ -204,31 +205,51 @@ pub async fn delete(
     super::exchanges::delete_unused_auto_delete(gateway, vhost, &sources).await
 }
 
-/// Ready messages and consumers (of every gateway). While this gateway
-/// consumes the queue, its feed knows what is handed out; otherwise the
-/// group's backlog is the count.
-pub async fn counts(gateway: &Gateway, state: &QueueState) -> Result<(u32, u32), RegistryError> {
+/// A queue's counts as message_count, consumer_count and the management
+/// API say them.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Counts {
+    pub ready: u32,
+    /// Handed out through this gateway and not settled.
+    pub unacked: u32,
+    /// Consumers of every gateway.
+    pub consumers: u32,
+}
+
+/// Ready messages, unacked ones and consumers (of every gateway). While
+/// this gateway consumes the queue, its feed knows what is handed out;
+/// otherwise the group's backlog is the count.
+pub async fn counts(gateway: &Gateway, state: &QueueState) -> Result<Counts, RegistryError> {
     let topic = &state.record.topic;
-    let (ready, consumers) = ready_and_consumers(gateway, topic, &state.record.group)
+    let here = feed_counts(gateway, topic, &state.record.group)
         .await
         .map_err(RegistryError::upstream("message count"))?;
     let others = gateway.consumers_elsewhere(topic).await.count;
-    let consumers = consumers.saturating_add(others.clamp(0, i64::from(u32::MAX)) as u32);
-    Ok((ready.min(u64::from(u32::MAX)) as u32, consumers))
+    let clamp = |n: u64| n.min(u64::from(u32::MAX)) as u32;
+    Ok(Counts {
+        ready: clamp(here.ready),
+        unacked: clamp(here.unacked),
+        consumers: here
+            .consumers
+            .saturating_add(others.clamp(0, i64::from(u32::MAX)) as u32),
+    })
 }
 
-/// The queue's ready messages and this gateway's consumers of it.
-async fn ready_and_consumers(
+/// What this gateway knows of the queue.
+async fn feed_counts(
     gateway: &Gateway,
     topic: &str,
     group: &str,
-) -> Result<(u64, u32), UpstreamError> {
+) -> Result<FeedCounts, UpstreamError> {
     Ok(match gateway.feeds.get(topic) {
         Some(feed) => {
             let partitions = gateway.upstream.partitions(topic, group).await?;
             feed.count(partitions).await
         }
-        None => (gateway.upstream.backlog(topic, group).await?, 0),
+        None => FeedCounts {
+            ready: gateway.upstream.backlog(topic, group).await?,
+            ..FeedCounts::default()
+        },
     })
 }
 
@@ -238,7 +259,7 @@ pub async fn ready_messages(
     topic: &str,
     group: &str,
 ) -> Result<u64, UpstreamError> {
-    Ok(ready_and_consumers(gateway, topic, group).await?.0)
+    Ok(feed_counts(gateway, topic, group).await?.ready)
 }
 
 /// Moves the queue's read position past its ready messages (unacked ones

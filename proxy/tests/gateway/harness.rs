@@ -79,6 +79,8 @@ pub fn rocketmq() -> &'static str {
 
 pub struct TestGateway {
     pub addr: SocketAddr,
+    /// The management API's address.
+    pub management: Option<SocketAddr>,
     pub gateway: Arc<Gateway>,
     task: tokio::task::JoinHandle<()>,
     _dir: tempfile::TempDir,
@@ -102,16 +104,19 @@ impl TestGateway {
             meta_url: format!("sqlite:{}", dir.path().join("meta.db").display()),
             name_server: rocketmq().to_owned(),
             listen: "127.0.0.1:0".parse().unwrap(),
+            management_listen: "127.0.0.1:0".to_owned(),
             ..Config::default()
         };
         tweak(&mut config);
         config.validate().expect("valid test config");
         let gateway = Gateway::start(config).await.expect("gateway starts");
+        let management = proxy::management::start(&gateway).await;
         let (addr, task) = proxy::server::spawn(gateway.clone(), "127.0.0.1:0".parse().unwrap())
             .await
             .expect("bind");
         TestGateway {
             addr,
+            management,
             gateway,
             task,
             _dir: dir,
@@ -243,6 +248,7 @@ impl GatewayProcess {
     pub fn start_url(port: u16, meta_url: &str) -> GatewayProcess {
         let child = std::process::Command::new(env!("CARGO_BIN_EXE_amqp-gateway"))
             .env("AMQP_GATEWAY_LISTEN", format!("127.0.0.1:{port}"))
+            .env("AMQP_GATEWAY_MANAGEMENT_LISTEN", "127.0.0.1:0")
             .env("AMQP_GATEWAY_META_URL", meta_url)
             .env("AMQP_GATEWAY_NAME_SERVER", rocketmq())
             .env("RUST_LOG", "warn")

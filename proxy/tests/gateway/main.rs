@@ -6,6 +6,7 @@ mod connection;
 mod consume;
 mod features;
 mod harness;
+mod management;
 mod meta;
 mod probe;
 mod publish;

@@ -99,7 +99,7 @@ pub enum FeedCommand {
     Wake,
     Get(oneshot::Sender<Result<Option<Got>, UpstreamError>>),
     /// Ready messages (given the log ends now) and consumers.
-    Count(Vec<Partition>, oneshot::Sender<(u64, u32)>),
+    Count(Vec<Partition>, oneshot::Sender<FeedCounts>),
     /// Drops every ready message (given the log ends now); answers how many.
     Purge(Vec<Partition>, oneshot::Sender<u64>),
     /// The queue is deleted: cancel every consumer and end.
@@ -191,10 +191,10 @@ impl Feed {
         answer.await.unwrap_or(Ok(None))
     }
 
-    pub async fn count(&self, partitions: Vec<Partition>) -> (u64, u32) {
+    pub async fn count(&self, partitions: Vec<Partition>) -> FeedCounts {
         let (reply, answer) = oneshot::channel();
         self.send(FeedCommand::Count(partitions, reply));
-        answer.await.unwrap_or((0, 0))
+        answer.await.unwrap_or_default()
     }
 
     pub async fn purge(&self, partitions: Vec<Partition>) -> u64 {
@@ -202,6 +202,15 @@ impl Feed {
         self.send(FeedCommand::Purge(partitions, reply));
         answer.await.unwrap_or(0)
     }
+}
+
+/// A queue as its feed sees it: ready messages (given the log ends now),
+/// messages handed out here and not settled, consumers here.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct FeedCounts {
+    pub ready: u64,
+    pub unacked: u64,
+    pub consumers: u32,
 }
 
 enum Event {
@@ -376,8 +385,16 @@ impl Task {
                 self.lease_now_if_idle();
             }
             FeedCommand::Count(partitions, reply) => {
-                let ready = self.ready_given(&partitions);
-                let _ = reply.send((ready, self.consumers.len() as u32));
+                let _ = reply.send(FeedCounts {
+                    ready: self.ready_given(&partitions),
+                    unacked: self
+                        .parts
+                        .iter()
+                        .filter(|p| p.leased)
+                        .map(|p| p.outstanding.len() as u64)
+                        .sum(),
+                    consumers: self.consumers.len() as u32,
+                });
             }
             FeedCommand::Purge(partitions, reply) => {
                 let ready = self.ready_given(&partitions);

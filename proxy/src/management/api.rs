@@ -1,0 +1,674 @@
+//! Routing a request to its answer. Paths, methods, status codes and error
+//! bodies follow RabbitMQ 3.10's management API: 401 without valid
+//! credentials, 403 for a call the user's tags or permissions do not allow,
+//! 404 for an unknown object, 400 with a reason for a bad body, 413 past
+//! `MAX_BODY`. Topology changes go through the registry, as AMQP's do.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::{Method, Request, Response, StatusCode};
+use serde_json::{json, Map, Value};
+
+use super::auth::{self, Caller, Refused};
+use super::json;
+use crate::definitions::json_to_table;
+use crate::registry::exchanges::{self, ExchangeSpec};
+use crate::registry::queues::{self, QueueSpec};
+use crate::registry::{bindings, RegistryError};
+use crate::topology::{encode_arguments, Access, Vhost};
+use crate::Gateway;
+
+/// The largest request body read (definitions uploads included).
+const MAX_BODY: usize = 8 << 20;
+
+/// A status and a JSON body.
+pub struct Reply {
+    status: u16,
+    body: Value,
+}
+
+impl Reply {
+    fn ok(body: Value) -> Reply {
+        Reply { status: 200, body }
+    }
+
+    fn no_content() -> Reply {
+        Reply {
+            status: 204,
+            body: Value::Null,
+        }
+    }
+
+    fn created() -> Reply {
+        Reply {
+            status: 201,
+            body: Value::Null,
+        }
+    }
+
+    /// RabbitMQ's error shape: `{"error": ..., "reason": ...}`.
+    pub fn error(status: u16, error: &str, reason: &str) -> Reply {
+        Reply {
+            status,
+            body: json!({"error": error, "reason": reason}),
+        }
+    }
+
+    fn not_found() -> Reply {
+        Reply::error(404, "Object Not Found", "Not Found")
+    }
+
+    fn forbidden(reason: &str) -> Reply {
+        Reply::error(403, "access_refused", reason)
+    }
+
+    fn bad_request(reason: &str) -> Reply {
+        Reply::error(400, "bad_request", reason)
+    }
+
+    pub fn into_response(self) -> Response<Full<Bytes>> {
+        let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let mut builder = Response::builder().status(status);
+        if self.status == 401 {
+            builder = builder.header("www-authenticate", "Basic realm=\"RabbitMQ Management\"");
+        }
+        let body = if self.body.is_null() {
+            Bytes::new()
+        } else {
+            builder = builder.header("content-type", "application/json");
+            Bytes::from(self.body.to_string())
+        };
+        builder
+            .body(Full::new(body))
+            .unwrap_or_else(|_| Response::new(Full::new(Bytes::new())))
+    }
+}
+
+/// A registry error as the API says it.
+fn refusal(error: RegistryError) -> Reply {
+    match error {
+        RegistryError::NotFound(r) => Reply::error(404, "Object Not Found", &r),
+        RegistryError::PreconditionFailed(r) => Reply::error(400, "bad_request", &r),
+        RegistryError::ResourceLocked(r) => Reply::error(400, "bad_request", &r),
+        RegistryError::AccessRefused(r) => Reply::forbidden(&r),
+        RegistryError::NotImplemented(r) | RegistryError::CommandInvalid(r) => {
+            Reply::bad_request(&r)
+        }
+        failure @ (RegistryError::Meta { .. } | RegistryError::Upstream { .. }) => {
+            Reply::error(503, "unavailable", &failure.to_string())
+        }
+    }
+}
+
+/// One request: the caller, the decoded path after `/api/`, the query, the body.
+struct Call<'a> {
+    gateway: &'a Gateway,
+    caller: Caller,
+    method: Method,
+    path: Vec<String>,
+    query: HashMap<String, String>,
+    body: Bytes,
+}
+
+pub async fn answer(
+    gateway: &Gateway,
+    peer: SocketAddr,
+    request: Request<hyper::body::Incoming>,
+) -> Reply {
+    let (parts, body) = request.into_parts();
+    let path: Vec<String> = parts
+        .uri
+        .path()
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .map(percent_decode)
+        .collect();
+    if path.first().map(String::as_str) != Some("api") {
+        return Reply::not_found();
+    }
+    let header = parts
+        .headers
+        .get(hyper::header::AUTHORIZATION)
+        .and_then(|h| h.to_str().ok());
+    let caller = match auth::authenticate(gateway, header, peer) {
+        Ok(caller) => caller,
+        Err(Refused::Login) => return Reply::error(401, "not_authorised", "Login failed"),
+        Err(Refused::NotManagementUser) => {
+            return Reply::error(401, "not_authorised", "Not management user")
+        }
+    };
+    let body = match Limited::new(body, MAX_BODY).collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(_) => {
+            return Reply::error(
+                413,
+                "request_too_large",
+                &format!("bodies are limited to {MAX_BODY} bytes"),
+            )
+        }
+    };
+    let query = parts
+        .uri
+        .query()
+        .map(|q| {
+            q.split('&')
+                .filter_map(|kv| kv.split_once('=').or(Some((kv, ""))))
+                .map(|(k, v)| (percent_decode(k), percent_decode(v)))
+                .collect()
+        })
+        .unwrap_or_default();
+    let call = Call {
+        gateway,
+        caller,
+        method: parts.method,
+        path: path[1..].to_vec(),
+        query,
+        body,
+    };
+    route(&call).await
+}
+
+async fn route(c: &Call<'_>) -> Reply {
+    let p: Vec<&str> = c.path.iter().map(String::as_str).collect();
+    match (&c.method, p.as_slice()) {
+        (&Method::GET, ["overview"]) => overview(c).await,
+        (&Method::GET, ["whoami"]) => {
+            Reply::ok(json!({"name": c.caller.name, "tags": c.caller.tags}))
+        }
+        (&Method::GET, ["vhosts"]) => vhosts(c),
+        (&Method::GET, ["vhosts", name]) => match visible_vhost(c, name) {
+            Some(v) => Reply::ok(json!({"name": v.name, "tracing": false})),
+            None => Reply::not_found(),
+        },
+        (&Method::GET, ["queues"]) => list_queues(c, None).await,
+        (&Method::GET, ["queues", vhost]) => list_queues(c, Some(vhost)).await,
+        (&Method::GET, ["queues", vhost, name]) => get_queue(c, vhost, name).await,
+        (&Method::PUT, ["queues", vhost, name]) => put_queue(c, vhost, name).await,
+        (&Method::DELETE, ["queues", vhost, name]) => delete_queue(c, vhost, name).await,
+        (&Method::DELETE, ["queues", vhost, name, "contents"]) => purge_queue(c, vhost, name).await,
+        (&Method::GET, ["exchanges"]) => list_exchanges(c, None),
+        (&Method::GET, ["exchanges", vhost]) => list_exchanges(c, Some(vhost)),
+        (&Method::GET, ["exchanges", vhost, name]) => get_exchange(c, vhost, name),
+        (&Method::PUT, ["exchanges", vhost, name]) => put_exchange(c, vhost, name).await,
+        (&Method::DELETE, ["exchanges", vhost, name]) => delete_exchange(c, vhost, name).await,
+        (&Method::GET, ["bindings"]) => list_bindings(c, None),
+        (&Method::GET, ["bindings", vhost]) => list_bindings(c, Some(vhost)),
+        (&Method::POST, ["bindings", vhost, "e", source, kind @ ("q" | "e"), destination]) => {
+            bind(c, vhost, source, kind, destination).await
+        }
+        (&Method::GET, ["definitions"]) => definitions(c).await,
+        (&Method::GET, ["health", "checks", ..]) => Reply::ok(json!({"status": "ok"})),
+        _ => Reply::not_found(),
+    }
+}
+
+fn visible_vhost(c: &Call<'_>, name: &str) -> Option<std::sync::Arc<Vhost>> {
+    c.gateway
+        .topology
+        .vhost(name)
+        .filter(|_| c.caller.sees(c.gateway, name))
+}
+
+/// The vhosts a listing covers: one (404 if unknown or not visible) or all visible.
+fn vhosts_of(c: &Call<'_>, one: Option<&str>) -> Result<Vec<std::sync::Arc<Vhost>>, Reply> {
+    match one {
+        Some(name) => visible_vhost(c, name)
+            .map(|v| vec![v])
+            .ok_or_else(Reply::not_found),
+        None => {
+            let mut all: Vec<_> = c
+                .gateway
+                .topology
+                .vhosts()
+                .into_iter()
+                .filter(|v| c.caller.sees(c.gateway, &v.name))
+                .collect();
+            all.sort_by(|a, b| a.name.cmp(&b.name));
+            Ok(all)
+        }
+    }
+}
+
+fn vhosts(c: &Call<'_>) -> Reply {
+    match vhosts_of(c, None) {
+        Ok(all) => Reply::ok(Value::Array(
+            all.iter()
+                .map(|v| json!({"name": v.name, "tracing": false}))
+                .collect(),
+        )),
+        Err(reply) => reply,
+    }
+}
+
+async fn overview(c: &Call<'_>) -> Reply {
+    let (mut queues, mut exchanges, mut consumers) = (0usize, 0usize, 0u64);
+    let (mut ready, mut unacked) = (0u64, 0u64);
+    for vhost in vhosts_of(c, None).unwrap_or_default() {
+        let states: Vec<_> = vhost.read().queues.values().cloned().collect();
+        exchanges += vhost.read().exchanges.len();
+        queues += states.len();
+        for state in states {
+            if let Ok(counts) = queues::counts(c.gateway, &state).await {
+                ready += u64::from(counts.ready);
+                unacked += u64::from(counts.unacked);
+                consumers += u64::from(counts.consumers);
+            }
+        }
+    }
+    Reply::ok(json!({
+        "management_version": "3.10.8",
+        "rabbitmq_version": "3.10.8",
+        "product_name": "amqp-gateway",
+        "product_version": env!("CARGO_PKG_VERSION"),
+        "cluster_name": "amqp-gateway",
+        "node": json::node(c.gateway),
+        "queue_totals": {"messages": ready + unacked, "messages_ready": ready, "messages_unacknowledged": unacked},
+        // Connections and channels come with their listings (not served yet).
+        "object_totals": {"queues": queues, "exchanges": exchanges, "consumers": consumers},
+        "message_stats": {},
+        "listeners": [{"node": json::node(c.gateway), "protocol": "amqp", "ip_address": c.gateway.config.listen.ip().to_string(), "port": c.gateway.config.listen.port()}],
+    }))
+}
+
+async fn queue_json(c: &Call<'_>, state: &crate::topology::QueueState) -> Value {
+    let counts = queues::counts(c.gateway, state).await.unwrap_or_default();
+    json::queue(
+        &json::node(c.gateway),
+        state,
+        counts.ready,
+        counts.unacked,
+        counts.consumers,
+    )
+}
+
+async fn list_queues(c: &Call<'_>, one: Option<&str>) -> Reply {
+    let vhosts = match vhosts_of(c, one) {
+        Ok(v) => v,
+        Err(reply) => return reply,
+    };
+    let mut out = Vec::new();
+    for vhost in vhosts {
+        let mut states: Vec<_> = vhost.read().queues.values().cloned().collect();
+        states.sort_by(|a, b| a.record.name.cmp(&b.record.name));
+        for state in states {
+            out.push(queue_json(c, &state).await);
+        }
+    }
+    Reply::ok(columns(c, out))
+}
+
+async fn get_queue(c: &Call<'_>, vhost: &str, name: &str) -> Reply {
+    let Some(v) = visible_vhost(c, vhost) else {
+        return Reply::not_found();
+    };
+    let state = v.read().queues.get(name).cloned();
+    match state {
+        Some(state) => Reply::ok(queue_json(c, &state).await),
+        None => Reply::not_found(),
+    }
+}
+
+/// The JSON object of a PUT/POST body (an empty body is `{}`).
+fn body_object(c: &Call<'_>) -> Result<Map<String, Value>, Reply> {
+    if c.body.is_empty() {
+        return Ok(Map::new());
+    }
+    match serde_json::from_slice::<Value>(&c.body) {
+        Ok(Value::Object(map)) => Ok(map),
+        Ok(_) => Err(Reply::bad_request("the body must be a JSON object")),
+        Err(e) => Err(Reply::bad_request(&format!("malformed JSON: {e}"))),
+    }
+}
+
+fn flag(body: &Map<String, Value>, key: &str, default: bool) -> Result<bool, Reply> {
+    match body.get(key) {
+        None => Ok(default),
+        Some(Value::Bool(b)) => Ok(*b),
+        Some(Value::String(s)) if s == "true" || s == "false" => Ok(s == "true"),
+        Some(other) => Err(Reply::bad_request(&format!(
+            "'{key}' must be a boolean, not {other}"
+        ))),
+    }
+}
+
+fn arguments(body: &Map<String, Value>) -> Result<amq_protocol::types::FieldTable, Reply> {
+    match body.get("arguments") {
+        None | Some(Value::Null) => Ok(Default::default()),
+        Some(Value::Object(map)) => Ok(json_to_table(map)),
+        Some(other) => Err(Reply::bad_request(&format!(
+            "'arguments' must be an object, not {other}"
+        ))),
+    }
+}
+
+/// The vhost of a write, when the caller may configure `name` in it.
+fn writable(
+    c: &Call<'_>,
+    vhost: &str,
+    access: Access,
+    kind: &str,
+    name: &str,
+) -> Result<std::sync::Arc<Vhost>, Reply> {
+    let v = c
+        .gateway
+        .topology
+        .vhost(vhost)
+        .ok_or_else(Reply::not_found)?;
+    if !c.caller.may(c.gateway, vhost, access, name) {
+        return Err(Reply::forbidden(&format!(
+            "access to {kind} '{name}' in vhost '{vhost}' refused for user '{}'",
+            c.caller.name
+        )));
+    }
+    Ok(v)
+}
+
+async fn put_queue(c: &Call<'_>, vhost: &str, name: &str) -> Reply {
+    let run = async {
+        let v = writable(c, vhost, Access::Configure, "queue", name)?;
+        let body = body_object(c)?;
+        if name.starts_with("amq.") {
+            return Err(Reply::forbidden(&format!(
+                "queue name '{name}' contains reserved prefix 'amq.*'"
+            )));
+        }
+        let spec = QueueSpec {
+            name: name.to_owned(),
+            durable: flag(&body, "durable", true)?,
+            auto_delete: flag(&body, "auto_delete", false)?,
+            exclusive_owner: None,
+            arguments: arguments(&body)?,
+        };
+        let declared = queues::declare(c.gateway, &v, spec, "")
+            .await
+            .map_err(refusal)?;
+        Ok(if declared.created {
+            Reply::created()
+        } else {
+            Reply::no_content()
+        })
+    };
+    run.await.unwrap_or_else(|reply| reply)
+}
+
+async fn delete_queue(c: &Call<'_>, vhost: &str, name: &str) -> Reply {
+    let run = async {
+        let v = writable(c, vhost, Access::Configure, "queue", name)?;
+        let state = v
+            .read()
+            .queues
+            .get(name)
+            .cloned()
+            .ok_or_else(Reply::not_found)?;
+        let counts = queues::counts(c.gateway, &state).await.map_err(refusal)?;
+        if c.query.contains_key("if-unused") && counts.consumers > 0 {
+            return Err(Reply::bad_request(&format!(
+                "queue '{name}' in vhost '{vhost}' in use"
+            )));
+        }
+        if c.query.contains_key("if-empty") && counts.ready > 0 {
+            return Err(Reply::bad_request(&format!(
+                "queue '{name}' in vhost '{vhost}' not empty"
+            )));
+        }
+        let _changes = v.changes.lock().await;
+        queues::delete(c.gateway, &v, &state.record)
+            .await
+            .map_err(refusal)?;
+        Ok(Reply::no_content())
+    };
+    run.await.unwrap_or_else(|reply| reply)
+}
+
+async fn purge_queue(c: &Call<'_>, vhost: &str, name: &str) -> Reply {
+    let run = async {
+        let v = writable(c, vhost, Access::Read, "queue", name)?;
+        let state = v
+            .read()
+            .queues
+            .get(name)
+            .cloned()
+            .ok_or_else(Reply::not_found)?;
+        queues::purge(c.gateway, &state).await.map_err(refusal)?;
+        Ok(Reply::no_content())
+    };
+    run.await.unwrap_or_else(|reply| reply)
+}
+
+fn list_exchanges(c: &Call<'_>, one: Option<&str>) -> Reply {
+    let vhosts = match vhosts_of(c, one) {
+        Ok(v) => v,
+        Err(reply) => return reply,
+    };
+    let mut out = Vec::new();
+    for vhost in vhosts {
+        let t = vhost.read();
+        let mut names: Vec<&String> = t.exchanges.keys().collect();
+        names.sort();
+        // The default exchange is listed first, as RabbitMQ lists it.
+        out.push(
+            json!({"name": "", "vhost": vhost.name, "type": "direct", "durable": true,
+                        "auto_delete": false, "internal": false, "arguments": {}}),
+        );
+        out.extend(names.into_iter().map(|n| json::exchange(&t.exchanges[n])));
+    }
+    Reply::ok(columns(c, out))
+}
+
+fn get_exchange(c: &Call<'_>, vhost: &str, name: &str) -> Reply {
+    let Some(v) = visible_vhost(c, vhost) else {
+        return Reply::not_found();
+    };
+    let t = v.read();
+    match t.exchanges.get(name) {
+        Some(e) => Reply::ok(json::exchange(e)),
+        None => Reply::not_found(),
+    }
+}
+
+async fn put_exchange(c: &Call<'_>, vhost: &str, name: &str) -> Reply {
+    let run = async {
+        let v = writable(c, vhost, Access::Configure, "exchange", name)?;
+        let body = body_object(c)?;
+        let kind = match body.get("type") {
+            Some(Value::String(t)) => t.clone(),
+            _ => {
+                return Err(Reply::bad_request(
+                    "'type' is required (direct, fanout, topic, headers)",
+                ))
+            }
+        };
+        let spec = ExchangeSpec {
+            name: name.to_owned(),
+            kind,
+            durable: flag(&body, "durable", true)?,
+            auto_delete: flag(&body, "auto_delete", false)?,
+            internal: flag(&body, "internal", false)?,
+            arguments: arguments(&body)?,
+        };
+        let existed = v.read().exchanges.contains_key(name);
+        exchanges::declare(c.gateway, &v, &spec)
+            .await
+            .map_err(refusal)?;
+        Ok(if existed {
+            Reply::no_content()
+        } else {
+            Reply::created()
+        })
+    };
+    run.await.unwrap_or_else(|reply| reply)
+}
+
+async fn delete_exchange(c: &Call<'_>, vhost: &str, name: &str) -> Reply {
+    let run = async {
+        let v = writable(c, vhost, Access::Configure, "exchange", name)?;
+        if name.is_empty() || name.starts_with("amq.") {
+            return Err(Reply::forbidden(&format!(
+                "operation not permitted on exchange '{name}'"
+            )));
+        }
+        let if_unused = c.query.contains_key("if-unused");
+        match exchanges::delete(c.gateway, &v, name, if_unused)
+            .await
+            .map_err(refusal)?
+        {
+            true => Ok(Reply::no_content()),
+            false => Err(Reply::not_found()),
+        }
+    };
+    run.await.unwrap_or_else(|reply| reply)
+}
+
+fn list_bindings(c: &Call<'_>, one: Option<&str>) -> Reply {
+    let vhosts = match vhosts_of(c, one) {
+        Ok(v) => v,
+        Err(reply) => return reply,
+    };
+    let mut out = Vec::new();
+    for vhost in vhosts {
+        let t = vhost.read();
+        let mut queues: Vec<&String> = t.queues.keys().collect();
+        queues.sort();
+        out.extend(
+            queues
+                .into_iter()
+                .map(|q| json::default_binding(&vhost.name, q)),
+        );
+        let mut sources: Vec<&String> = t.exchanges.keys().collect();
+        sources.sort();
+        for s in sources {
+            out.extend(t.exchanges[s].records.iter().map(json::binding));
+        }
+    }
+    Reply::ok(columns(c, out))
+}
+
+async fn bind(c: &Call<'_>, vhost: &str, source: &str, kind: &str, destination: &str) -> Reply {
+    let run = async {
+        let (access_kind, destination_kind) = match kind {
+            "q" => ("queue", meta::DestinationKind::Queue),
+            _ => ("exchange", meta::DestinationKind::Exchange),
+        };
+        let v = writable(c, vhost, Access::Write, access_kind, destination)?;
+        if !c.caller.may(c.gateway, vhost, Access::Read, source) {
+            return Err(Reply::forbidden(&format!(
+                "read access to exchange '{source}' refused"
+            )));
+        }
+        if source.is_empty() {
+            return Err(Reply::forbidden(
+                "operation not permitted on the default exchange",
+            ));
+        }
+        let body = body_object(c)?;
+        let routing_key = match body.get("routing_key") {
+            None => String::new(),
+            Some(Value::String(k)) => k.clone(),
+            Some(other) => {
+                return Err(Reply::bad_request(&format!(
+                    "'routing_key' must be a string, not {other}"
+                )))
+            }
+        };
+        {
+            let t = v.read();
+            let there = match destination_kind {
+                meta::DestinationKind::Queue => t.queues.contains_key(destination),
+                meta::DestinationKind::Exchange => t.exchanges.contains_key(destination),
+            };
+            if !t.exchanges.contains_key(source) || !there {
+                return Err(Reply::not_found());
+            }
+        }
+        let binding = meta::Binding {
+            vhost: vhost.to_owned(),
+            source: source.to_owned(),
+            destination: destination.to_owned(),
+            destination_kind,
+            routing_key,
+            arguments: encode_arguments(&arguments(&body)?),
+        };
+        bindings::bind(c.gateway, &v, &binding)
+            .await
+            .map_err(refusal)?;
+        Ok(Reply::created())
+    };
+    run.await.unwrap_or_else(|reply| reply)
+}
+
+async fn definitions(c: &Call<'_>) -> Reply {
+    if !c.caller.is_administrator() {
+        return Reply::forbidden("definitions are for administrators");
+    }
+    match crate::definitions::export(&c.gateway.store).await {
+        Ok(defs) => Reply::ok(serde_json::to_value(defs).unwrap_or(Value::Null)),
+        Err(e) => Reply::error(503, "unavailable", &e.to_string()),
+    }
+}
+
+/// `?columns=a,b.c` keeps only those fields of each object, as RabbitMQ does.
+fn columns(c: &Call<'_>, items: Vec<Value>) -> Value {
+    let Some(wanted) = c.query.get("columns").filter(|w| !w.is_empty()) else {
+        return Value::Array(items);
+    };
+    let wanted: Vec<&str> = wanted.split(',').map(str::trim).collect();
+    Value::Array(
+        items
+            .into_iter()
+            .map(|item| {
+                let mut out = Map::new();
+                for column in &wanted {
+                    let mut value = &item;
+                    for part in column.split('.') {
+                        value = value.get(part).unwrap_or(&Value::Null);
+                    }
+                    if !value.is_null() || item.get(*column).is_some() {
+                        out.insert((*column).to_owned(), value.clone());
+                    }
+                }
+                Value::Object(out)
+            })
+            .collect(),
+    )
+}
+
+/// `%2F` and friends in a path segment or query value (`+` stays as is in
+/// paths, as RabbitMQ's router reads them).
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let hex = |b: u8| (b as char).to_digit(16).map(|d| d as u8);
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            if let (Some(high), Some(low)) = (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                out.push(high << 4 | low);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn path_segments_are_percent_decoded() {
+        assert_eq!(percent_decode("%2F"), "/");
+        assert_eq!(percent_decode("a%20b%2"), "a b%2");
+        assert_eq!(percent_decode("%zz"), "%zz");
+        assert_eq!(
+            percent_decode("%é"),
+            "%é",
+            "no panic inside a multibyte char"
+        );
+    }
+}

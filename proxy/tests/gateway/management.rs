@@ -1,0 +1,220 @@
+//! RabbitMQ's management HTTP API on the gateway, driven by a client
+//! nobody here wrote (Debian's `rabbitmqadmin`) and by raw HTTP for the
+//! error answers; topology it changes is what AMQP sees, and the reverse.
+
+use std::net::SocketAddr;
+use std::process::Command;
+
+use lapin::options::{ConfirmSelectOptions, QueueDeclareOptions};
+use lapin::types::FieldTable;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::harness::{unique, TestGateway};
+use crate::publish::{message_count_expecting, publish_all};
+use crate::reply_code;
+
+/// Runs rabbitmqadmin against the gateway's API as guest; its stdout. (On
+/// the blocking pool: the gateway answers on this test's runtime.)
+async fn rabbitmqadmin(api: SocketAddr, args: &[&str]) -> String {
+    let owned: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new("rabbitmqadmin")
+            .args(["-H", "127.0.0.1", "-P", &api.port().to_string()])
+            .args(["-u", "guest", "-p", "guest", "-f", "tsv"])
+            .args(&owned)
+            .output()
+    })
+    .await
+    .unwrap()
+    .expect("rabbitmqadmin runs (Debian's rabbitmq-server installs it)");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "rabbitmqadmin {args:?}: {stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+#[tokio::test]
+async fn rabbitmqadmin_declares_lists_binds_purges_and_deletes_what_amqp_sees() {
+    let gw = TestGateway::start().await;
+    let api = gw.management.expect("management API listening");
+    let (q, ex) = (unique("admin-q"), unique("admin-ex"));
+    rabbitmqadmin(
+        api,
+        &["declare", "queue", &format!("name={q}"), "durable=true"],
+    )
+    .await;
+    rabbitmqadmin(
+        api,
+        &["declare", "exchange", &format!("name={ex}"), "type=direct"],
+    )
+    .await;
+    rabbitmqadmin(
+        api,
+        &[
+            "declare",
+            "binding",
+            &format!("source={ex}"),
+            &format!("destination={q}"),
+            "routing_key=k",
+        ],
+    )
+    .await;
+    // What the API declared and bound routes AMQP publishes.
+    let conn = gw.connect().await;
+    let ch = conn.create_channel().await.unwrap();
+    ch.confirm_select(ConfirmSelectOptions::default())
+        .await
+        .unwrap();
+    publish_all(
+        &ch,
+        (0..3).map(|_| (ex.as_str(), "k", &b"x"[..], Default::default())),
+    )
+    .await;
+    assert_eq!(message_count_expecting(&ch, &q, Some(3)).await, 3);
+    // The API counts what AMQP counts.
+    let listed = rabbitmqadmin(api, &["list", "queues", "name", "messages"]).await;
+    assert!(
+        listed.lines().any(|l| l == format!("{q}\t3")),
+        "list queues shows 3 messages: {listed}"
+    );
+    let bindings = rabbitmqadmin(
+        api,
+        &["list", "bindings", "source", "destination", "routing_key"],
+    )
+    .await;
+    assert!(
+        bindings.lines().any(|l| l == format!("{ex}\t{q}\tk")),
+        "{bindings}"
+    );
+    rabbitmqadmin(api, &["purge", "queue", &format!("name={q}")]).await;
+    assert_eq!(message_count_expecting(&ch, &q, Some(0)).await, 0);
+    rabbitmqadmin(api, &["delete", "queue", &format!("name={q}")]).await;
+    let gone = ch
+        .queue_declare(
+            q.as_str().into(),
+            QueueDeclareOptions {
+                passive: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(reply_code(&gone), Some(404), "deleted through the API");
+}
+
+/// One raw HTTP/1.1 request; the status code and body.
+async fn http(
+    api: SocketAddr,
+    method: &str,
+    path: &str,
+    auth: Option<&str>,
+    body: &str,
+) -> (u16, String) {
+    let mut s = tokio::net::TcpStream::connect(api).await.unwrap();
+    let auth = auth
+        .map(|a| {
+            use base64::Engine;
+            format!(
+                "authorization: Basic {}\r\n",
+                base64::engine::general_purpose::STANDARD.encode(a)
+            )
+        })
+        .unwrap_or_default();
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nhost: x\r\n{auth}content-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(request.as_bytes()).await.unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    let status = out
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = out.split("\r\n\r\n").nth(1).unwrap_or_default().to_owned();
+    (status, body)
+}
+
+#[tokio::test]
+async fn bad_requests_get_rabbitmqs_status_codes_and_error_shape() {
+    let gw = TestGateway::start().await;
+    let api = gw.management.expect("management API listening");
+    let guest = Some("guest:guest");
+    let (status, body) = http(api, "GET", "/api/overview", None, "").await;
+    assert_eq!(status, 401, "{body}");
+    assert!(body.contains("\"error\":\"not_authorised\""), "{body}");
+    assert_eq!(
+        http(api, "GET", "/api/overview", Some("guest:wrong"), "")
+            .await
+            .0,
+        401
+    );
+    let (status, body) = http(api, "GET", "/api/whoami", guest, "").await;
+    assert_eq!(status, 200);
+    assert!(
+        body.contains("\"name\":\"guest\"") && body.contains("administrator"),
+        "{body}"
+    );
+    let (status, body) = http(api, "GET", "/api/queues/%2F/no-such-queue", guest, "").await;
+    assert_eq!(
+        (status, body.contains("Object Not Found")),
+        (404, true),
+        "{body}"
+    );
+    let q = unique("api-bad");
+    let path = format!("/api/queues/%2F/{q}");
+    let (status, body) = http(api, "PUT", &path, guest, "{not json").await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("bad_request"), "{body}");
+    // The same refusal queue.declare gives (406 there), with its reason.
+    let (status, body) = http(
+        api,
+        "PUT",
+        &path,
+        guest,
+        r#"{"arguments":{"x-max-length":-1}}"#,
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("x-max-length"), "{body}");
+    assert_eq!(
+        http(api, "PUT", &path, guest, r#"{"durable":true}"#)
+            .await
+            .0,
+        201
+    );
+    assert_eq!(
+        http(api, "PUT", &path, guest, r#"{"durable":true}"#)
+            .await
+            .0,
+        204,
+        "declared again"
+    );
+    let (status, body) = http(api, "GET", &path, guest, "").await;
+    assert_eq!(status, 200);
+    let queue: serde_json::Value = serde_json::from_str(&body).unwrap();
+    for field in [
+        "name",
+        "vhost",
+        "type",
+        "durable",
+        "auto_delete",
+        "exclusive",
+        "arguments",
+    ] {
+        assert!(
+            queue.get(field).is_some(),
+            "the Rust client requires {field}: {body}"
+        );
+    }
+    assert_eq!(queue["messages"], 0);
+    // AMQP traffic is unaffected by all of the above.
+    let conn = gw.connect().await;
+    let ch = conn.create_channel().await.unwrap();
+    assert_eq!(message_count_expecting(&ch, &q, Some(0)).await, 0);
+}
