@@ -15,10 +15,8 @@ use serde_json::{json, Map, Value};
 use super::auth::{self, Caller, Refused};
 use super::json;
 use crate::definitions::json_to_table;
-use crate::registry::exchanges::{self, ExchangeSpec};
-use crate::registry::queues::{self, QueueSpec};
-use crate::registry::{bindings, RegistryError};
-use crate::topology::{encode_arguments, Access, Vhost};
+use crate::registry::RegistryError;
+use crate::topology::{Access, Vhost};
 use crate::Gateway;
 
 /// The largest request body read (definitions uploads included).
@@ -31,18 +29,18 @@ pub struct Reply {
 }
 
 impl Reply {
-    fn ok(body: Value) -> Reply {
+    pub(super) fn ok(body: Value) -> Reply {
         Reply { status: 200, body }
     }
 
-    fn no_content() -> Reply {
+    pub(super) fn no_content() -> Reply {
         Reply {
             status: 204,
             body: Value::Null,
         }
     }
 
-    fn created() -> Reply {
+    pub(super) fn created() -> Reply {
         Reply {
             status: 201,
             body: Value::Null,
@@ -57,15 +55,15 @@ impl Reply {
         }
     }
 
-    fn not_found() -> Reply {
+    pub(super) fn not_found() -> Reply {
         Reply::error(404, "Object Not Found", "Not Found")
     }
 
-    fn forbidden(reason: &str) -> Reply {
+    pub(super) fn forbidden(reason: &str) -> Reply {
         Reply::error(403, "access_refused", reason)
     }
 
-    fn bad_request(reason: &str) -> Reply {
+    pub(super) fn bad_request(reason: &str) -> Reply {
         Reply::error(400, "bad_request", reason)
     }
 
@@ -88,7 +86,7 @@ impl Reply {
 }
 
 /// A registry error as the API says it.
-fn refusal(error: RegistryError) -> Reply {
+pub(super) fn refusal(error: RegistryError) -> Reply {
     match error {
         RegistryError::NotFound(r) => Reply::error(404, "Object Not Found", &r),
         RegistryError::PreconditionFailed(r) => Reply::error(400, "bad_request", &r),
@@ -104,13 +102,13 @@ fn refusal(error: RegistryError) -> Reply {
 }
 
 /// One request: the caller, the decoded path after `/api/`, the query, the body.
-struct Call<'a> {
-    gateway: &'a Gateway,
-    caller: Caller,
-    method: Method,
-    path: Vec<String>,
-    query: HashMap<String, String>,
-    body: Bytes,
+pub(super) struct Call<'a> {
+    pub(super) gateway: &'a Gateway,
+    pub(super) caller: Caller,
+    pub(super) method: Method,
+    pub(super) path: Vec<String>,
+    pub(super) query: HashMap<String, String>,
+    pub(super) body: Bytes,
 }
 
 pub async fn answer(
@@ -183,21 +181,31 @@ async fn route(c: &Call<'_>) -> Reply {
             Some(v) => Reply::ok(json!({"name": v.name, "tracing": false})),
             None => Reply::not_found(),
         },
-        (&Method::GET, ["queues"]) => list_queues(c, None).await,
-        (&Method::GET, ["queues", vhost]) => list_queues(c, Some(vhost)).await,
-        (&Method::GET, ["queues", vhost, name]) => get_queue(c, vhost, name).await,
-        (&Method::PUT, ["queues", vhost, name]) => put_queue(c, vhost, name).await,
-        (&Method::DELETE, ["queues", vhost, name]) => delete_queue(c, vhost, name).await,
-        (&Method::DELETE, ["queues", vhost, name, "contents"]) => purge_queue(c, vhost, name).await,
-        (&Method::GET, ["exchanges"]) => list_exchanges(c, None),
-        (&Method::GET, ["exchanges", vhost]) => list_exchanges(c, Some(vhost)),
-        (&Method::GET, ["exchanges", vhost, name]) => get_exchange(c, vhost, name),
-        (&Method::PUT, ["exchanges", vhost, name]) => put_exchange(c, vhost, name).await,
-        (&Method::DELETE, ["exchanges", vhost, name]) => delete_exchange(c, vhost, name).await,
-        (&Method::GET, ["bindings"]) => list_bindings(c, None),
-        (&Method::GET, ["bindings", vhost]) => list_bindings(c, Some(vhost)),
+        (&Method::GET, ["queues"]) => super::queues::list_queues(c, None).await,
+        (&Method::GET, ["queues", vhost]) => super::queues::list_queues(c, Some(vhost)).await,
+        (&Method::GET, ["queues", vhost, name]) => super::queues::get_queue(c, vhost, name).await,
+        (&Method::PUT, ["queues", vhost, name]) => super::queues::put_queue(c, vhost, name).await,
+        (&Method::DELETE, ["queues", vhost, name]) => {
+            super::queues::delete_queue(c, vhost, name).await
+        }
+        (&Method::DELETE, ["queues", vhost, name, "contents"]) => {
+            super::queues::purge_queue(c, vhost, name).await
+        }
+        (&Method::GET, ["exchanges"]) => super::exchanges::list_exchanges(c, None),
+        (&Method::GET, ["exchanges", vhost]) => super::exchanges::list_exchanges(c, Some(vhost)),
+        (&Method::GET, ["exchanges", vhost, name]) => {
+            super::exchanges::get_exchange(c, vhost, name)
+        }
+        (&Method::PUT, ["exchanges", vhost, name]) => {
+            super::exchanges::put_exchange(c, vhost, name).await
+        }
+        (&Method::DELETE, ["exchanges", vhost, name]) => {
+            super::exchanges::delete_exchange(c, vhost, name).await
+        }
+        (&Method::GET, ["bindings"]) => super::exchanges::list_bindings(c, None),
+        (&Method::GET, ["bindings", vhost]) => super::exchanges::list_bindings(c, Some(vhost)),
         (&Method::POST, ["bindings", vhost, "e", source, kind @ ("q" | "e"), destination]) => {
-            bind(c, vhost, source, kind, destination).await
+            super::exchanges::bind(c, vhost, source, kind, destination).await
         }
         (&Method::GET, ["definitions"]) => definitions(c).await,
         (&Method::GET, ["health", "checks", ..]) => Reply::ok(json!({"status": "ok"})),
@@ -205,7 +213,7 @@ async fn route(c: &Call<'_>) -> Reply {
     }
 }
 
-fn visible_vhost(c: &Call<'_>, name: &str) -> Option<std::sync::Arc<Vhost>> {
+pub(super) fn visible_vhost(c: &Call<'_>, name: &str) -> Option<std::sync::Arc<Vhost>> {
     c.gateway
         .topology
         .vhost(name)
@@ -213,7 +221,10 @@ fn visible_vhost(c: &Call<'_>, name: &str) -> Option<std::sync::Arc<Vhost>> {
 }
 
 /// The vhosts a listing covers: one (404 if unknown or not visible) or all visible.
-fn vhosts_of(c: &Call<'_>, one: Option<&str>) -> Result<Vec<std::sync::Arc<Vhost>>, Reply> {
+pub(super) fn vhosts_of(
+    c: &Call<'_>,
+    one: Option<&str>,
+) -> Result<Vec<std::sync::Arc<Vhost>>, Reply> {
     match one {
         Some(name) => visible_vhost(c, name)
             .map(|v| vec![v])
@@ -251,7 +262,7 @@ async fn overview(c: &Call<'_>) -> Reply {
         exchanges += vhost.read().exchanges.len();
         queues += states.len();
         for state in states {
-            if let Ok(counts) = queues::counts(c.gateway, &state).await {
+            if let Ok(counts) = crate::registry::queues::counts(c.gateway, &state).await {
                 ready += u64::from(counts.ready);
                 unacked += u64::from(counts.unacked);
                 consumers += u64::from(counts.consumers);
@@ -273,46 +284,8 @@ async fn overview(c: &Call<'_>) -> Reply {
     }))
 }
 
-async fn queue_json(c: &Call<'_>, state: &crate::topology::QueueState) -> Value {
-    let counts = queues::counts(c.gateway, state).await.unwrap_or_default();
-    json::queue(
-        &json::node(c.gateway),
-        state,
-        counts.ready,
-        counts.unacked,
-        counts.consumers,
-    )
-}
-
-async fn list_queues(c: &Call<'_>, one: Option<&str>) -> Reply {
-    let vhosts = match vhosts_of(c, one) {
-        Ok(v) => v,
-        Err(reply) => return reply,
-    };
-    let mut out = Vec::new();
-    for vhost in vhosts {
-        let mut states: Vec<_> = vhost.read().queues.values().cloned().collect();
-        states.sort_by(|a, b| a.record.name.cmp(&b.record.name));
-        for state in states {
-            out.push(queue_json(c, &state).await);
-        }
-    }
-    Reply::ok(columns(c, out))
-}
-
-async fn get_queue(c: &Call<'_>, vhost: &str, name: &str) -> Reply {
-    let Some(v) = visible_vhost(c, vhost) else {
-        return Reply::not_found();
-    };
-    let state = v.read().queues.get(name).cloned();
-    match state {
-        Some(state) => Reply::ok(queue_json(c, &state).await),
-        None => Reply::not_found(),
-    }
-}
-
 /// The JSON object of a PUT/POST body (an empty body is `{}`).
-fn body_object(c: &Call<'_>) -> Result<Map<String, Value>, Reply> {
+pub(super) fn body_object(c: &Call<'_>) -> Result<Map<String, Value>, Reply> {
     if c.body.is_empty() {
         return Ok(Map::new());
     }
@@ -323,7 +296,7 @@ fn body_object(c: &Call<'_>) -> Result<Map<String, Value>, Reply> {
     }
 }
 
-fn flag(body: &Map<String, Value>, key: &str, default: bool) -> Result<bool, Reply> {
+pub(super) fn flag(body: &Map<String, Value>, key: &str, default: bool) -> Result<bool, Reply> {
     match body.get(key) {
         None => Ok(default),
         Some(Value::Bool(b)) => Ok(*b),
@@ -334,7 +307,9 @@ fn flag(body: &Map<String, Value>, key: &str, default: bool) -> Result<bool, Rep
     }
 }
 
-fn arguments(body: &Map<String, Value>) -> Result<amq_protocol::types::FieldTable, Reply> {
+pub(super) fn arguments(
+    body: &Map<String, Value>,
+) -> Result<amq_protocol::types::FieldTable, Reply> {
     match body.get("arguments") {
         None | Some(Value::Null) => Ok(Default::default()),
         Some(Value::Object(map)) => Ok(json_to_table(map)),
@@ -345,7 +320,7 @@ fn arguments(body: &Map<String, Value>) -> Result<amq_protocol::types::FieldTabl
 }
 
 /// The vhost of a write, when the caller may configure `name` in it.
-fn writable(
+pub(super) fn writable(
     c: &Call<'_>,
     vhost: &str,
     access: Access,
@@ -366,239 +341,6 @@ fn writable(
     Ok(v)
 }
 
-async fn put_queue(c: &Call<'_>, vhost: &str, name: &str) -> Reply {
-    let run = async {
-        let v = writable(c, vhost, Access::Configure, "queue", name)?;
-        let body = body_object(c)?;
-        if name.starts_with("amq.") {
-            return Err(Reply::forbidden(&format!(
-                "queue name '{name}' contains reserved prefix 'amq.*'"
-            )));
-        }
-        let spec = QueueSpec {
-            name: name.to_owned(),
-            durable: flag(&body, "durable", true)?,
-            auto_delete: flag(&body, "auto_delete", false)?,
-            exclusive_owner: None,
-            arguments: arguments(&body)?,
-        };
-        let declared = queues::declare(c.gateway, &v, spec, "")
-            .await
-            .map_err(refusal)?;
-        Ok(if declared.created {
-            Reply::created()
-        } else {
-            Reply::no_content()
-        })
-    };
-    run.await.unwrap_or_else(|reply| reply)
-}
-
-async fn delete_queue(c: &Call<'_>, vhost: &str, name: &str) -> Reply {
-    let run = async {
-        let v = writable(c, vhost, Access::Configure, "queue", name)?;
-        let state = v
-            .read()
-            .queues
-            .get(name)
-            .cloned()
-            .ok_or_else(Reply::not_found)?;
-        let counts = queues::counts(c.gateway, &state).await.map_err(refusal)?;
-        if c.query.contains_key("if-unused") && counts.consumers > 0 {
-            return Err(Reply::bad_request(&format!(
-                "queue '{name}' in vhost '{vhost}' in use"
-            )));
-        }
-        if c.query.contains_key("if-empty") && counts.ready > 0 {
-            return Err(Reply::bad_request(&format!(
-                "queue '{name}' in vhost '{vhost}' not empty"
-            )));
-        }
-        let _changes = v.changes.lock().await;
-        queues::delete(c.gateway, &v, &state.record)
-            .await
-            .map_err(refusal)?;
-        Ok(Reply::no_content())
-    };
-    run.await.unwrap_or_else(|reply| reply)
-}
-
-async fn purge_queue(c: &Call<'_>, vhost: &str, name: &str) -> Reply {
-    let run = async {
-        let v = writable(c, vhost, Access::Read, "queue", name)?;
-        let state = v
-            .read()
-            .queues
-            .get(name)
-            .cloned()
-            .ok_or_else(Reply::not_found)?;
-        queues::purge(c.gateway, &state).await.map_err(refusal)?;
-        Ok(Reply::no_content())
-    };
-    run.await.unwrap_or_else(|reply| reply)
-}
-
-fn list_exchanges(c: &Call<'_>, one: Option<&str>) -> Reply {
-    let vhosts = match vhosts_of(c, one) {
-        Ok(v) => v,
-        Err(reply) => return reply,
-    };
-    let mut out = Vec::new();
-    for vhost in vhosts {
-        let t = vhost.read();
-        let mut names: Vec<&String> = t.exchanges.keys().collect();
-        names.sort();
-        // The default exchange is listed first, as RabbitMQ lists it.
-        out.push(
-            json!({"name": "", "vhost": vhost.name, "type": "direct", "durable": true,
-                        "auto_delete": false, "internal": false, "arguments": {}}),
-        );
-        out.extend(names.into_iter().map(|n| json::exchange(&t.exchanges[n])));
-    }
-    Reply::ok(columns(c, out))
-}
-
-fn get_exchange(c: &Call<'_>, vhost: &str, name: &str) -> Reply {
-    let Some(v) = visible_vhost(c, vhost) else {
-        return Reply::not_found();
-    };
-    let t = v.read();
-    match t.exchanges.get(name) {
-        Some(e) => Reply::ok(json::exchange(e)),
-        None => Reply::not_found(),
-    }
-}
-
-async fn put_exchange(c: &Call<'_>, vhost: &str, name: &str) -> Reply {
-    let run = async {
-        let v = writable(c, vhost, Access::Configure, "exchange", name)?;
-        let body = body_object(c)?;
-        let kind = match body.get("type") {
-            Some(Value::String(t)) => t.clone(),
-            _ => {
-                return Err(Reply::bad_request(
-                    "'type' is required (direct, fanout, topic, headers)",
-                ))
-            }
-        };
-        let spec = ExchangeSpec {
-            name: name.to_owned(),
-            kind,
-            durable: flag(&body, "durable", true)?,
-            auto_delete: flag(&body, "auto_delete", false)?,
-            internal: flag(&body, "internal", false)?,
-            arguments: arguments(&body)?,
-        };
-        let existed = v.read().exchanges.contains_key(name);
-        exchanges::declare(c.gateway, &v, &spec)
-            .await
-            .map_err(refusal)?;
-        Ok(if existed {
-            Reply::no_content()
-        } else {
-            Reply::created()
-        })
-    };
-    run.await.unwrap_or_else(|reply| reply)
-}
-
-async fn delete_exchange(c: &Call<'_>, vhost: &str, name: &str) -> Reply {
-    let run = async {
-        let v = writable(c, vhost, Access::Configure, "exchange", name)?;
-        if name.is_empty() || name.starts_with("amq.") {
-            return Err(Reply::forbidden(&format!(
-                "operation not permitted on exchange '{name}'"
-            )));
-        }
-        let if_unused = c.query.contains_key("if-unused");
-        match exchanges::delete(c.gateway, &v, name, if_unused)
-            .await
-            .map_err(refusal)?
-        {
-            true => Ok(Reply::no_content()),
-            false => Err(Reply::not_found()),
-        }
-    };
-    run.await.unwrap_or_else(|reply| reply)
-}
-
-fn list_bindings(c: &Call<'_>, one: Option<&str>) -> Reply {
-    let vhosts = match vhosts_of(c, one) {
-        Ok(v) => v,
-        Err(reply) => return reply,
-    };
-    let mut out = Vec::new();
-    for vhost in vhosts {
-        let t = vhost.read();
-        let mut queues: Vec<&String> = t.queues.keys().collect();
-        queues.sort();
-        out.extend(
-            queues
-                .into_iter()
-                .map(|q| json::default_binding(&vhost.name, q)),
-        );
-        let mut sources: Vec<&String> = t.exchanges.keys().collect();
-        sources.sort();
-        for s in sources {
-            out.extend(t.exchanges[s].records.iter().map(json::binding));
-        }
-    }
-    Reply::ok(columns(c, out))
-}
-
-async fn bind(c: &Call<'_>, vhost: &str, source: &str, kind: &str, destination: &str) -> Reply {
-    let run = async {
-        let (access_kind, destination_kind) = match kind {
-            "q" => ("queue", meta::DestinationKind::Queue),
-            _ => ("exchange", meta::DestinationKind::Exchange),
-        };
-        let v = writable(c, vhost, Access::Write, access_kind, destination)?;
-        if !c.caller.may(c.gateway, vhost, Access::Read, source) {
-            return Err(Reply::forbidden(&format!(
-                "read access to exchange '{source}' refused"
-            )));
-        }
-        if source.is_empty() {
-            return Err(Reply::forbidden(
-                "operation not permitted on the default exchange",
-            ));
-        }
-        let body = body_object(c)?;
-        let routing_key = match body.get("routing_key") {
-            None => String::new(),
-            Some(Value::String(k)) => k.clone(),
-            Some(other) => {
-                return Err(Reply::bad_request(&format!(
-                    "'routing_key' must be a string, not {other}"
-                )))
-            }
-        };
-        {
-            let t = v.read();
-            let there = match destination_kind {
-                meta::DestinationKind::Queue => t.queues.contains_key(destination),
-                meta::DestinationKind::Exchange => t.exchanges.contains_key(destination),
-            };
-            if !t.exchanges.contains_key(source) || !there {
-                return Err(Reply::not_found());
-            }
-        }
-        let binding = meta::Binding {
-            vhost: vhost.to_owned(),
-            source: source.to_owned(),
-            destination: destination.to_owned(),
-            destination_kind,
-            routing_key,
-            arguments: encode_arguments(&arguments(&body)?),
-        };
-        bindings::bind(c.gateway, &v, &binding)
-            .await
-            .map_err(refusal)?;
-        Ok(Reply::created())
-    };
-    run.await.unwrap_or_else(|reply| reply)
-}
-
 async fn definitions(c: &Call<'_>) -> Reply {
     if !c.caller.is_administrator() {
         return Reply::forbidden("definitions are for administrators");
@@ -610,7 +352,7 @@ async fn definitions(c: &Call<'_>) -> Reply {
 }
 
 /// `?columns=a,b.c` keeps only those fields of each object, as RabbitMQ does.
-fn columns(c: &Call<'_>, items: Vec<Value>) -> Value {
+pub(super) fn columns(c: &Call<'_>, items: Vec<Value>) -> Value {
     let Some(wanted) = c.query.get("columns").filter(|w| !w.is_empty()) else {
         return Value::Array(items);
     };

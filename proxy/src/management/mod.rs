@@ -7,7 +7,9 @@
 
 mod api;
 mod auth;
+mod exchanges;
 mod json;
+mod queues;
 
 use std::convert::Infallible;
 use std::sync::{Arc, Weak};

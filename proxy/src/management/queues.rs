@@ -1,0 +1,121 @@
+//! /api/queues: list, show, declare (PUT), delete and purge, through the
+//! registry as AMQP's queue methods.
+
+use serde_json::Value;
+
+use super::api::{
+    arguments, body_object, columns, flag, refusal, vhosts_of, visible_vhost, writable, Call, Reply,
+};
+use super::json;
+use crate::registry::queues::{self, QueueSpec};
+use crate::topology::Access;
+
+pub(super) async fn queue_json(c: &Call<'_>, state: &crate::topology::QueueState) -> Value {
+    let counts = queues::counts(c.gateway, state).await.unwrap_or_default();
+    json::queue(
+        &json::node(c.gateway),
+        state,
+        counts.ready,
+        counts.unacked,
+        counts.consumers,
+    )
+}
+
+pub(super) async fn list_queues(c: &Call<'_>, one: Option<&str>) -> Reply {
+    let vhosts = match vhosts_of(c, one) {
+        Ok(v) => v,
+        Err(reply) => return reply,
+    };
+    let mut out = Vec::new();
+    for vhost in vhosts {
+        let mut states: Vec<_> = vhost.read().queues.values().cloned().collect();
+        states.sort_by(|a, b| a.record.name.cmp(&b.record.name));
+        for state in states {
+            out.push(queue_json(c, &state).await);
+        }
+    }
+    Reply::ok(columns(c, out))
+}
+
+pub(super) async fn get_queue(c: &Call<'_>, vhost: &str, name: &str) -> Reply {
+    let Some(v) = visible_vhost(c, vhost) else {
+        return Reply::not_found();
+    };
+    let state = v.read().queues.get(name).cloned();
+    match state {
+        Some(state) => Reply::ok(queue_json(c, &state).await),
+        None => Reply::not_found(),
+    }
+}
+
+pub(super) async fn put_queue(c: &Call<'_>, vhost: &str, name: &str) -> Reply {
+    let run = async {
+        let v = writable(c, vhost, Access::Configure, "queue", name)?;
+        let body = body_object(c)?;
+        if name.starts_with("amq.") {
+            return Err(Reply::forbidden(&format!(
+                "queue name '{name}' contains reserved prefix 'amq.*'"
+            )));
+        }
+        let spec = QueueSpec {
+            name: name.to_owned(),
+            durable: flag(&body, "durable", true)?,
+            auto_delete: flag(&body, "auto_delete", false)?,
+            exclusive_owner: None,
+            arguments: arguments(&body)?,
+        };
+        let declared = queues::declare(c.gateway, &v, spec, "")
+            .await
+            .map_err(refusal)?;
+        Ok(if declared.created {
+            Reply::created()
+        } else {
+            Reply::no_content()
+        })
+    };
+    run.await.unwrap_or_else(|reply| reply)
+}
+
+pub(super) async fn delete_queue(c: &Call<'_>, vhost: &str, name: &str) -> Reply {
+    let run = async {
+        let v = writable(c, vhost, Access::Configure, "queue", name)?;
+        let state = v
+            .read()
+            .queues
+            .get(name)
+            .cloned()
+            .ok_or_else(Reply::not_found)?;
+        let counts = queues::counts(c.gateway, &state).await.map_err(refusal)?;
+        if c.query.contains_key("if-unused") && counts.consumers > 0 {
+            return Err(Reply::bad_request(&format!(
+                "queue '{name}' in vhost '{vhost}' in use"
+            )));
+        }
+        if c.query.contains_key("if-empty") && counts.ready > 0 {
+            return Err(Reply::bad_request(&format!(
+                "queue '{name}' in vhost '{vhost}' not empty"
+            )));
+        }
+        let _changes = v.changes.lock().await;
+        queues::delete(c.gateway, &v, &state.record)
+            .await
+            .map_err(refusal)?;
+        Ok(Reply::no_content())
+    };
+    run.await.unwrap_or_else(|reply| reply)
+}
+
+pub(super) async fn purge_queue(c: &Call<'_>, vhost: &str, name: &str) -> Reply {
+    let run = async {
+        let v = writable(c, vhost, Access::Read, "queue", name)?;
+        let state = v
+            .read()
+            .queues
+            .get(name)
+            .cloned()
+            .ok_or_else(Reply::not_found)?;
+        queues::purge(c.gateway, &state).await.map_err(refusal)?;
+        Ok(Reply::no_content())
+    };
+    run.await.unwrap_or_else(|reply| reply)
+}
