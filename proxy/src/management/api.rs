@@ -207,6 +207,13 @@ async fn route(c: &Call<'_>) -> Reply {
         (&Method::POST, ["bindings", vhost, "e", source, kind @ ("q" | "e"), destination]) => {
             super::exchanges::bind(c, vhost, source, kind, destination).await
         }
+        (&Method::GET, ["users"]) => super::users::list_users(c, None).await,
+        (&Method::GET, ["users", name]) => super::users::list_users(c, Some(name)).await,
+        (&Method::PUT, ["users", name]) => super::users::put_user(c, name).await,
+        (&Method::GET, ["permissions"]) => super::users::list_permissions(c).await,
+        (&Method::PUT, ["permissions", vhost, user]) => {
+            super::users::put_permission(c, vhost, user).await
+        }
         (&Method::GET, ["definitions"]) => definitions(c).await,
         (&Method::GET, ["health", "checks", ..]) => Reply::ok(json!({"status": "ok"})),
         _ => Reply::not_found(),

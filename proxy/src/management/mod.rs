@@ -10,6 +10,7 @@ mod auth;
 mod exchanges;
 mod json;
 mod queues;
+mod users;
 
 use std::convert::Infallible;
 use std::sync::{Arc, Weak};

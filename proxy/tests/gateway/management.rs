@@ -218,3 +218,76 @@ async fn bad_requests_get_rabbitmqs_status_codes_and_error_shape() {
     let ch = conn.create_channel().await.unwrap();
     assert_eq!(message_count_expecting(&ch, &q, Some(0)).await, 0);
 }
+
+#[tokio::test]
+async fn rabbitmqadmin_creates_a_user_that_logs_in_over_amqp_with_its_permissions() {
+    let gw = TestGateway::start().await;
+    let api = gw.management.expect("management API listening");
+    let user = unique("app");
+    rabbitmqadmin(
+        api,
+        &[
+            "declare",
+            "user",
+            &format!("name={user}"),
+            "password=s3cret",
+            "tags=management",
+        ],
+    )
+    .await;
+    rabbitmqadmin(
+        api,
+        &[
+            "declare",
+            "permission",
+            "vhost=/",
+            &format!("user={user}"),
+            "configure=^app-.*",
+            "write=.*",
+            "read=.*",
+        ],
+    )
+    .await;
+    let users = rabbitmqadmin(api, &["list", "users", "name", "tags"]).await;
+    assert!(
+        users.lines().any(|l| l.starts_with(&format!("{user}\t"))),
+        "{users}"
+    );
+    let permissions = rabbitmqadmin(api, &["list", "permissions", "user", "configure"]).await;
+    assert!(
+        permissions.lines().any(|l| l == format!("{user}\t^app-.*")),
+        "{permissions}"
+    );
+    // The new user logs in over AMQP at once, and its configure pattern holds.
+    let uri = format!("amqp://{user}:s3cret@{}/%2f", gw.addr);
+    let conn = lapin::Connection::connect(&uri, Default::default())
+        .await
+        .expect("the new user logs in");
+    let ch = conn.create_channel().await.unwrap();
+    ch.queue_declare(
+        unique("app-q").as_str().into(),
+        QueueDeclareOptions::default(),
+        FieldTable::default(),
+    )
+    .await
+    .expect("allowed by ^app-.*");
+    let refused = ch
+        .queue_declare(
+            unique("other").as_str().into(),
+            QueueDeclareOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(reply_code(&refused), Some(403));
+    // A management user may use the API, but users are for administrators.
+    let (status, _) = http(
+        api,
+        "GET",
+        "/api/users",
+        Some(&format!("{user}:s3cret")),
+        "",
+    )
+    .await;
+    assert_eq!(status, 403, "users are for administrators");
+}

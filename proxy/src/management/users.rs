@@ -1,0 +1,185 @@
+//! /api/users and /api/permissions: list, and create or change (PUT), for
+//! administrators, as RabbitMQ allows. A change is written to the meta store
+//! (other gateways follow it) and applied here at once, so the user can log
+//! in over AMQP right after the answer.
+
+use serde_json::{json, Map, Value};
+
+use super::api::{body_object, Call, Reply};
+
+fn admin_only(c: &Call<'_>) -> Result<(), Reply> {
+    if c.caller.is_administrator() {
+        Ok(())
+    } else {
+        Err(Reply::forbidden(
+            "users and permissions are for administrators",
+        ))
+    }
+}
+
+fn text<'a>(body: &'a Map<String, Value>, key: &str) -> Result<Option<&'a str>, Reply> {
+    match body.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s)),
+        Some(other) => Err(Reply::bad_request(&format!(
+            "'{key}' must be a string, not {other}"
+        ))),
+    }
+}
+
+fn user_json(u: &meta::User) -> Value {
+    let tags: Vec<&str> = u
+        .tags
+        .split(',')
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .collect();
+    json!({
+        "name": u.name,
+        "password_hash": u.password_hash,
+        "hashing_algorithm": "rabbit_password_hashing_sha256",
+        "tags": tags,
+        "limits": {},
+    })
+}
+
+pub(super) async fn list_users(c: &Call<'_>, one: Option<&str>) -> Reply {
+    if let Err(reply) = admin_only(c) {
+        return reply;
+    }
+    match one {
+        Some(name) => match c.gateway.store.user(name).await {
+            Ok(Some(u)) => Reply::ok(user_json(&u)),
+            Ok(None) => Reply::not_found(),
+            Err(e) => Reply::error(503, "unavailable", &e.to_string()),
+        },
+        None => match c.gateway.store.snapshot().await {
+            Ok(s) => Reply::ok(Value::Array(s.users.iter().map(user_json).collect())),
+            Err(e) => Reply::error(503, "unavailable", &e.to_string()),
+        },
+    }
+}
+
+/// PUT /api/users/{name}: `password` (hashed here) or `password_hash`
+/// (RabbitMQ's salted SHA-256), and `tags` (a comma-separated string or a list).
+pub(super) async fn put_user(c: &Call<'_>, name: &str) -> Reply {
+    let run = async {
+        admin_only(c)?;
+        let body = body_object(c)?;
+        let existing = c
+            .gateway
+            .store
+            .user(name)
+            .await
+            .map_err(|e| Reply::error(503, "unavailable", &e.to_string()))?;
+        let password_hash = match (text(&body, "password")?, text(&body, "password_hash")?) {
+            (Some(password), _) => meta::password::hash_password(password),
+            (None, Some(hash)) if meta::password::is_valid_hash(hash) => hash.to_owned(),
+            (None, Some(_)) => {
+                return Err(Reply::bad_request(
+                    "password_hash is not a salted SHA-256 hash in RabbitMQ's format",
+                ))
+            }
+            (None, None) => match &existing {
+                Some(u) => u.password_hash.clone(),
+                None => {
+                    return Err(Reply::bad_request(
+                        "'password' or 'password_hash' is required",
+                    ))
+                }
+            },
+        };
+        let tags = match body.get("tags") {
+            None | Some(Value::Null) => String::new(),
+            Some(Value::String(s)) => s.clone(),
+            Some(Value::Array(list)) => list
+                .iter()
+                .filter_map(Value::as_str)
+                .collect::<Vec<_>>()
+                .join(","),
+            Some(other) => {
+                return Err(Reply::bad_request(&format!(
+                    "'tags' must be a string or a list, not {other}"
+                )))
+            }
+        };
+        let user = meta::User {
+            name: name.to_owned(),
+            password_hash,
+            tags,
+            // RabbitMQ's default loopback_users.
+            loopback_only: name == "guest",
+        };
+        c.gateway
+            .store
+            .put_user(&user)
+            .await
+            .map_err(|e| Reply::error(503, "unavailable", &e.to_string()))?;
+        c.gateway.topology.put_user(user);
+        tracing::info!(user = %name, by = %c.caller.name, "User set through the management API.");
+        Ok(if existing.is_some() {
+            Reply::no_content()
+        } else {
+            Reply::created()
+        })
+    };
+    run.await.unwrap_or_else(|reply| reply)
+}
+
+pub(super) async fn list_permissions(c: &Call<'_>) -> Reply {
+    if let Err(reply) = admin_only(c) {
+        return reply;
+    }
+    match c.gateway.store.snapshot().await {
+        Ok(s) => Reply::ok(Value::Array(
+            s.permissions
+                .iter()
+                .map(|p| {
+                    json!({"user": p.user, "vhost": p.vhost, "configure": p.configure,
+                           "write": p.write, "read": p.read})
+                })
+                .collect(),
+        )),
+        Err(e) => Reply::error(503, "unavailable", &e.to_string()),
+    }
+}
+
+/// PUT /api/permissions/{vhost}/{user}: `configure`, `write`, `read`
+/// patterns (an empty one grants nothing, as in RabbitMQ).
+pub(super) async fn put_permission(c: &Call<'_>, vhost: &str, user: &str) -> Reply {
+    let run = async {
+        admin_only(c)?;
+        let body = body_object(c)?;
+        if c.gateway.topology.vhost(vhost).is_none() || c.gateway.topology.user(user).is_none() {
+            return Err(Reply::not_found());
+        }
+        let mut patterns = Vec::new();
+        for key in ["configure", "write", "read"] {
+            let pattern = text(&body, key)?.unwrap_or_default().to_owned();
+            if let Err(e) = regex::Regex::new(&pattern) {
+                return Err(Reply::bad_request(&format!(
+                    "'{key}' is not a valid pattern: {e}"
+                )));
+            }
+            patterns.push(pattern);
+        }
+        let [configure, write, read]: [String; 3] = patterns
+            .try_into()
+            .map_err(|_| Reply::bad_request("patterns"))?;
+        let permission = meta::Permission {
+            user: user.to_owned(),
+            vhost: vhost.to_owned(),
+            configure,
+            write,
+            read,
+        };
+        c.gateway
+            .store
+            .put_permission(&permission)
+            .await
+            .map_err(|e| Reply::error(503, "unavailable", &e.to_string()))?;
+        c.gateway.topology.put_permission(&permission);
+        Ok(Reply::created())
+    };
+    run.await.unwrap_or_else(|reply| reply)
+}
