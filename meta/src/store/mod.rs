@@ -426,6 +426,42 @@ impl Store {
         .map(drop)
     }
 
+    /// Deletes a user's permission on a vhost; whether there was one.
+    pub async fn delete_permission(&self, user: &str, vhost: &str) -> Result<bool> {
+        let deleted = self
+            .write(
+                sqlx::query("DELETE FROM permissions WHERE user_name = $1 AND vhost = $2")
+                    .bind(user)
+                    .bind(vhost),
+                ChangeKind::Permission,
+                vhost,
+                user,
+            )
+            .await?;
+        Ok(deleted > 0)
+    }
+
+    /// Deletes a user and its permissions; whether there was one.
+    pub async fn delete_user(&self, name: &str) -> Result<bool> {
+        let vhosts: Vec<(String,)> =
+            sqlx::query_as("SELECT vhost FROM permissions WHERE user_name = $1")
+                .bind(name)
+                .fetch_all(&self.pool)
+                .await?;
+        for (vhost,) in vhosts {
+            self.delete_permission(name, &vhost).await?;
+        }
+        let deleted = self
+            .write(
+                sqlx::query("DELETE FROM users WHERE name = $1").bind(name),
+                ChangeKind::User,
+                "",
+                name,
+            )
+            .await?;
+        Ok(deleted > 0)
+    }
+
     pub async fn put_exchange(&self, e: &Exchange) -> Result<()> {
         self.write(
             sqlx::query(

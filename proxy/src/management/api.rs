@@ -210,7 +210,11 @@ async fn route(c: &Call<'_>) -> Reply {
         (&Method::GET, ["users"]) => super::users::list_users(c, None).await,
         (&Method::GET, ["users", name]) => super::users::list_users(c, Some(name)).await,
         (&Method::PUT, ["users", name]) => super::users::put_user(c, name).await,
+        (&Method::DELETE, ["users", name]) => super::users::delete_user(c, name).await,
         (&Method::GET, ["permissions"]) => super::users::list_permissions(c).await,
+        (&Method::DELETE, ["permissions", vhost, user]) => {
+            super::users::delete_permission(c, vhost, user).await
+        }
         (&Method::PUT, ["permissions", vhost, user]) => {
             super::users::put_permission(c, vhost, user).await
         }

@@ -1,5 +1,5 @@
-//! /api/users and /api/permissions: list, and create or change (PUT), for
-//! administrators, as RabbitMQ allows. A change is written to the meta store
+//! /api/users and /api/permissions: list, create or change (PUT) and
+//! delete, for administrators, as RabbitMQ allows. A change is written to the meta store
 //! (other gateways follow it) and applied here at once, so the user can log
 //! in over AMQP right after the answer.
 
@@ -180,6 +180,52 @@ pub(super) async fn put_permission(c: &Call<'_>, vhost: &str, user: &str) -> Rep
             .map_err(|e| Reply::error(503, "unavailable", &e.to_string()))?;
         c.gateway.topology.put_permission(&permission);
         Ok(Reply::created())
+    };
+    run.await.unwrap_or_else(|reply| reply)
+}
+
+/// DELETE /api/users/{name}: the user and its permissions. (Its open AMQP
+/// connections stay until they close; RabbitMQ closes them.)
+pub(super) async fn delete_user(c: &Call<'_>, name: &str) -> Reply {
+    let run = async {
+        admin_only(c)?;
+        if name == c.caller.name {
+            return Err(Reply::bad_request("a user cannot delete itself"));
+        }
+        let deleted = c
+            .gateway
+            .store
+            .delete_user(name)
+            .await
+            .map_err(|e| Reply::error(503, "unavailable", &e.to_string()))?;
+        if !deleted {
+            return Err(Reply::not_found());
+        }
+        for vhost in c.gateway.topology.vhosts() {
+            c.gateway.topology.remove_permission(name, &vhost.name);
+        }
+        c.gateway.topology.remove_user(name);
+        tracing::info!(user = %name, by = %c.caller.name, "User deleted through the management API.");
+        Ok(Reply::no_content())
+    };
+    run.await.unwrap_or_else(|reply| reply)
+}
+
+/// DELETE /api/permissions/{vhost}/{user}.
+pub(super) async fn delete_permission(c: &Call<'_>, vhost: &str, user: &str) -> Reply {
+    let run = async {
+        admin_only(c)?;
+        let deleted = c
+            .gateway
+            .store
+            .delete_permission(user, vhost)
+            .await
+            .map_err(|e| Reply::error(503, "unavailable", &e.to_string()))?;
+        if !deleted {
+            return Err(Reply::not_found());
+        }
+        c.gateway.topology.remove_permission(user, vhost);
+        Ok(Reply::no_content())
     };
     run.await.unwrap_or_else(|reply| reply)
 }

@@ -290,4 +290,25 @@ async fn rabbitmqadmin_creates_a_user_that_logs_in_over_amqp_with_its_permission
     )
     .await;
     assert_eq!(status, 403, "users are for administrators");
+    conn.close(200, "bye".into()).await.unwrap();
+    // Without its permission the user may not open the vhost; deleted, it
+    // may not log in.
+    rabbitmqadmin(
+        api,
+        &["delete", "permission", "vhost=/", &format!("user={user}")],
+    )
+    .await;
+    let refused = lapin::Connection::connect(&uri, Default::default())
+        .await
+        .expect_err("no permission on /");
+    assert_eq!(reply_code(&refused), Some(530), "{refused}");
+    rabbitmqadmin(api, &["delete", "user", &format!("name={user}")]).await;
+    let users = rabbitmqadmin(api, &["list", "users", "name"]).await;
+    assert!(!users.lines().any(|l| l == user), "{users}");
+    assert!(
+        lapin::Connection::connect(&uri, Default::default())
+            .await
+            .is_err(),
+        "a deleted user cannot log in"
+    );
 }
