@@ -133,7 +133,7 @@ pub async fn answer(
         .and_then(|h| h.to_str().ok());
     let caller = match auth::authenticate(gateway, header, peer) {
         Ok(caller) => caller,
-        Err(Refused::Login) => return Reply::error(401, "not_authorised", "Login failed"),
+        Err(Refused::Login) => return Reply::error(401, "not_authorized", "Login failed"),
         Err(Refused::NotManagementUser) => {
             return Reply::error(401, "not_authorised", "Not management user")
         }
@@ -181,6 +181,7 @@ async fn route(c: &Call<'_>) -> Reply {
             Some(v) => Reply::ok(json!({"name": v.name, "tracing": false})),
             None => Reply::not_found(),
         },
+        (&Method::PUT, ["vhosts", name]) => super::users::put_vhost(c, name).await,
         (&Method::GET, ["queues"]) => super::queues::list_queues(c, None).await,
         (&Method::GET, ["queues", vhost]) => super::queues::list_queues(c, Some(vhost)).await,
         (&Method::GET, ["queues", vhost, name]) => super::queues::get_queue(c, vhost, name).await,

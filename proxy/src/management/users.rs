@@ -1,5 +1,5 @@
 //! /api/users and /api/permissions: list, create or change (PUT) and
-//! delete, for administrators, as RabbitMQ allows. A change is written to the meta store
+//! delete; and creating vhosts. For administrators, as RabbitMQ allows. A change is written to the meta store
 //! (other gateways follow it) and applied here at once, so the user can log
 //! in over AMQP right after the answer.
 
@@ -226,6 +226,47 @@ pub(super) async fn delete_permission(c: &Call<'_>, vhost: &str, user: &str) -> 
         }
         c.gateway.topology.remove_permission(user, vhost);
         Ok(Reply::no_content())
+    };
+    run.await.unwrap_or_else(|reply| reply)
+}
+
+/// PUT /api/vhosts/{name}: creates the vhost (204 if it is there) and, as
+/// RabbitMQ's API does, grants its creator full permissions on it.
+pub(super) async fn put_vhost(c: &Call<'_>, name: &str) -> Reply {
+    let run = async {
+        admin_only(c)?;
+        if name.is_empty() {
+            return Err(Reply::bad_request("a vhost needs a name"));
+        }
+        if c.gateway.topology.vhost(name).is_some() {
+            return Ok(Reply::no_content());
+        }
+        let unavailable = |e: meta::MetaError| Reply::error(503, "unavailable", &e.to_string());
+        let vhost = meta::Vhost {
+            name: name.to_owned(),
+            namespace: crate::mapping::names::vhost_namespace(name),
+        };
+        c.gateway
+            .store
+            .put_vhost(&vhost)
+            .await
+            .map_err(unavailable)?;
+        c.gateway.topology.add_vhost(&vhost.name, &vhost.namespace);
+        let permission = meta::Permission {
+            user: c.caller.name.clone(),
+            vhost: name.to_owned(),
+            configure: ".*".into(),
+            write: ".*".into(),
+            read: ".*".into(),
+        };
+        c.gateway
+            .store
+            .put_permission(&permission)
+            .await
+            .map_err(unavailable)?;
+        c.gateway.topology.put_permission(&permission);
+        tracing::info!(vhost = %name, by = %c.caller.name, "Vhost created through the management API.");
+        Ok(Reply::created())
     };
     run.await.unwrap_or_else(|reply| reply)
 }

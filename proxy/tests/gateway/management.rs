@@ -147,7 +147,7 @@ async fn bad_requests_get_rabbitmqs_status_codes_and_error_shape() {
     let guest = Some("guest:guest");
     let (status, body) = http(api, "GET", "/api/overview", None, "").await;
     assert_eq!(status, 401, "{body}");
-    assert!(body.contains("\"error\":\"not_authorised\""), "{body}");
+    assert!(body.contains("\"error\":\"not_authorized\""), "{body}");
     assert_eq!(
         http(api, "GET", "/api/overview", Some("guest:wrong"), "")
             .await
@@ -311,4 +311,30 @@ async fn rabbitmqadmin_creates_a_user_that_logs_in_over_amqp_with_its_permission
             .is_err(),
         "a deleted user cannot log in"
     );
+}
+
+#[tokio::test]
+async fn a_vhost_created_through_the_api_serves_amqp_at_once() {
+    let gw = TestGateway::start().await;
+    let api = gw.management.expect("management API listening");
+    let vhost = unique("vh");
+    rabbitmqadmin(api, &["declare", "vhost", &format!("name={vhost}")]).await;
+    let listed = rabbitmqadmin(api, &["list", "vhosts", "name"]).await;
+    assert!(listed.lines().any(|l| l == vhost), "{listed}");
+    // Its creator (guest) has full permissions on it, as in RabbitMQ.
+    let uri = format!("amqp://guest:guest@{}/{vhost}", gw.addr);
+    let conn = lapin::Connection::connect(&uri, Default::default())
+        .await
+        .expect("the new vhost opens");
+    let ch = conn.create_channel().await.unwrap();
+    let q = unique("in-vh");
+    ch.queue_declare(
+        q.as_str().into(),
+        QueueDeclareOptions::default(),
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
+    let queues = rabbitmqadmin(api, &["-V", &vhost, "list", "queues", "name"]).await;
+    assert!(queues.lines().any(|l| l == q), "{queues}");
 }
