@@ -19,6 +19,17 @@ pub struct User {
     pub loopback_only: bool,
 }
 
+impl User {
+    /// The user's tags (stored comma-separated, as RabbitMQ 3.8 wrote them).
+    pub fn tag_list(&self) -> Vec<&str> {
+        self.tags
+            .split(',')
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .collect()
+    }
+}
+
 /// configure / write / read regular expressions of one user on one vhost.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Permission {

@@ -79,13 +79,7 @@ pub fn authenticate(
     if user.loopback_only && !peer.ip().to_canonical().is_loopback() {
         return Err(Refused::Login);
     }
-    let tags: Vec<String> = user
-        .tags
-        .split(',')
-        .map(str::trim)
-        .filter(|t| !t.is_empty())
-        .map(str::to_owned)
-        .collect();
+    let tags: Vec<String> = user.tag_list().into_iter().map(str::to_owned).collect();
     if !tags.iter().any(|t| MANAGEMENT_TAGS.contains(&t.as_str())) {
         return Err(Refused::NotManagementUser);
     }

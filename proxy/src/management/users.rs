@@ -28,12 +28,7 @@ fn text<'a>(body: &'a Map<String, Value>, key: &str) -> Result<Option<&'a str>, 
 }
 
 fn user_json(u: &meta::User) -> Value {
-    let tags: Vec<&str> = u
-        .tags
-        .split(',')
-        .map(str::trim)
-        .filter(|t| !t.is_empty())
-        .collect();
+    let tags = u.tag_list();
     json!({
         "name": u.name,
         "password_hash": u.password_hash,
@@ -153,19 +148,13 @@ pub(super) async fn put_permission(c: &Call<'_>, vhost: &str, user: &str) -> Rep
         if c.gateway.topology.vhost(vhost).is_none() || c.gateway.topology.user(user).is_none() {
             return Err(Reply::not_found());
         }
-        let mut patterns = Vec::new();
-        for key in ["configure", "write", "read"] {
+        let pattern = |key: &str| -> Result<String, Reply> {
             let pattern = text(&body, key)?.unwrap_or_default().to_owned();
-            if let Err(e) = regex::Regex::new(&pattern) {
-                return Err(Reply::bad_request(&format!(
-                    "'{key}' is not a valid pattern: {e}"
-                )));
-            }
-            patterns.push(pattern);
-        }
-        let [configure, write, read]: [String; 3] = patterns
-            .try_into()
-            .map_err(|_| Reply::bad_request("patterns"))?;
+            regex::Regex::new(&pattern)
+                .map_err(|e| Reply::bad_request(&format!("'{key}' is not a valid pattern: {e}")))?;
+            Ok(pattern)
+        };
+        let (configure, write, read) = (pattern("configure")?, pattern("write")?, pattern("read")?);
         let permission = meta::Permission {
             user: user.to_owned(),
             vhost: vhost.to_owned(),
