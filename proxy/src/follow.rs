@@ -30,12 +30,6 @@ const BATCH: i64 = 500;
 const HEARTBEAT_EVERY: Duration = Duration::from_secs(1);
 const ORPHANS_EVERY: Duration = Duration::from_secs(5);
 
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
-
 /// Applies what the store's log holds beyond this gateway's revision, now
 /// rather than at the follower's next look: before answering 404 for a name
 /// another gateway may just have declared. A failure leaves the topology as

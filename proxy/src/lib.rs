@@ -32,6 +32,7 @@
 #![recursion_limit = "512"]
 
 pub mod channel;
+pub mod clock;
 pub mod codec;
 pub mod config;
 pub mod connection;
@@ -90,6 +91,19 @@ pub struct Gateway {
     /// Set once when the gateway shuts down: every connection closes with
     /// 320 (server.rs, connection/).
     pub stopping: tokio::sync::watch::Sender<bool>,
+    /// What TTLs, leases and heartbeats count with (clock.rs).
+    pub clock: clock::Clock,
+}
+
+/// What a gateway runs on besides its configuration. Production takes the
+/// defaults: the system clock and the upstream the configuration names.
+/// The fast test tier runs gateways under tokio's paused clock, several of
+/// them on one in-memory upstream.
+#[derive(Default)]
+pub struct Surroundings {
+    pub clock: clock::Clock,
+    /// Used instead of connecting to the configured upstream.
+    pub upstream: Option<Arc<dyn Upstream>>,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -109,11 +123,14 @@ pub enum StartError {
 }
 
 /// The message store named in `config`: RocketMQ, or "null" for benchmarks.
-pub async fn connect_upstream(config: &Config) -> Result<Arc<dyn Upstream>, StartError> {
+pub async fn connect_upstream(
+    config: &Config,
+    clock: clock::Clock,
+) -> Result<Arc<dyn Upstream>, StartError> {
     Ok(match config.upstream.as_str() {
         "null" => {
             tracing::warn!("Upstream is \"null\": messages are confirmed at once and kept only in memory. For benchmarks only.");
-            Arc::new(upstream::null::NullUpstream::default())
+            Arc::new(upstream::null::NullUpstream::with_clock(clock))
         }
         _ => Arc::new(
             upstream::rocketmq::RocketMq::connect(upstream::rocketmq::RocketMqSettings {
@@ -133,13 +150,24 @@ impl Gateway {
     /// Opens the meta store (creating guest/guest and "/" on first start),
     /// loads the topology and connects to the upstream named in `config`.
     pub async fn start(config: Config) -> Result<Arc<Gateway>, StartError> {
+        Gateway::start_in(config, Surroundings::default()).await
+    }
+
+    pub async fn start_in(
+        config: Config,
+        surroundings: Surroundings,
+    ) -> Result<Arc<Gateway>, StartError> {
+        let clock = surroundings.clock;
         let store = meta::Store::open(&config.meta_url).await?;
         store
             .bootstrap_defaults(&mapping::names::vhost_namespace("/"))
             .await?;
         let snapshot = store.snapshot().await?;
         let topology = Topology::from_snapshot(&snapshot);
-        let upstream = connect_upstream(&config).await?;
+        let upstream = match surroundings.upstream {
+            Some(upstream) => upstream,
+            None => connect_upstream(&config, clock).await?,
+        };
         let instance_id = format!("{:016x}", rand::random::<u64>());
         tracing::info!(revision = snapshot.revision, vhosts = snapshot.vhosts.len(), queues = snapshot.queues.len(), %instance_id, "Gateway started.");
         let gateway = Arc::new_cyclic(|gateway| Gateway {
@@ -148,6 +176,7 @@ impl Gateway {
                 store: store.clone(),
                 owner: instance_id.clone(),
                 gateway: gateway.clone(),
+                clock,
             }),
             config,
             topology,
@@ -158,6 +187,7 @@ impl Gateway {
             meta_healthy: std::sync::atomic::AtomicBool::new(true),
             followed: tokio::sync::Mutex::new(snapshot.revision),
             stopping: tokio::sync::watch::Sender::new(false),
+            clock,
         });
         gateway.heartbeat().await?;
         gateway.delete_orphaned_exclusive_queues().await?;
@@ -170,7 +200,11 @@ impl Gateway {
     /// announced them in the meta store (at most about a second old). With
     /// the store unreachable: none known, logged.
     pub async fn consumers_elsewhere(&self, topic: &str) -> ConsumersElsewhere {
-        match self.store.reader_consumers(topic, follow::now_ms()).await {
+        match self
+            .store
+            .reader_consumers(topic, self.clock.now_ms())
+            .await
+        {
             Ok(readers) => readers
                 .iter()
                 .filter(|(owner, n, _)| *owner != self.instance_id && *n > 0)
@@ -190,7 +224,7 @@ impl Gateway {
     /// Says this gateway is alive (its connections own exclusive queues).
     pub async fn heartbeat(&self) -> Result<(), meta::MetaError> {
         self.store
-            .heartbeat(&self.instance_id, follow::now_ms(), GATEWAY_TTL_MS)
+            .heartbeat(&self.instance_id, self.clock.now_ms(), GATEWAY_TTL_MS)
             .await
     }
 
@@ -199,7 +233,7 @@ impl Gateway {
     /// start and then periodically; queues of live gateways are left alone
     /// (their connections delete them when they close).
     pub async fn delete_orphaned_exclusive_queues(&self) -> Result<(), meta::MetaError> {
-        let live = self.store.live_gateways(follow::now_ms()).await?;
+        let live = self.store.live_gateways(self.clock.now_ms()).await?;
         let owner_alive = |owner: &str| {
             let gateway = owner.split('/').next().unwrap_or(owner);
             gateway == self.instance_id || live.iter().any(|g| g == gateway)

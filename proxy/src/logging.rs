@@ -9,7 +9,7 @@
 
 use std::io::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use tracing_subscriber::fmt::MakeWriter;
 
@@ -98,7 +98,7 @@ impl Throttle {
     /// Some(number of lines held back since the last one) when this line
     /// may be written, None when it is to be held back.
     pub fn admit(&self) -> Option<u64> {
-        self.admit_at(now_ms())
+        self.admit_at(crate::clock::Clock::System.now_ms().max(0) as u64)
     }
 
     fn admit_at(&self, now: u64) -> Option<u64> {
@@ -114,12 +114,6 @@ impl Throttle {
         self.held_back.fetch_add(1, Ordering::Relaxed);
         None
     }
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 #[cfg(test)]

@@ -70,7 +70,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             store
                 .bootstrap_defaults(&proxy::mapping::names::vhost_namespace("/"))
                 .await?;
-            let upstream = proxy::connect_upstream(&config).await?;
+            let upstream = proxy::connect_upstream(&config, proxy::clock::Clock::System).await?;
             let report = proxy::definitions::import(&store, &*upstream, &defs).await?;
             println!("{report}");
             Ok(())

@@ -26,6 +26,14 @@ pub enum MetaError {
     Url(String),
 }
 
+impl MetaError {
+    /// Whether the same request may succeed later (the database was out of
+    /// reach), rather than the store holding something it cannot read.
+    pub fn retry_may_help(&self) -> bool {
+        matches!(self, MetaError::Unavailable(_))
+    }
+}
+
 pub type Result<T> = std::result::Result<T, MetaError>;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

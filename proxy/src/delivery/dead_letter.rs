@@ -165,9 +165,7 @@ pub async fn republish(
         .property(ROUTING_KEY)
         .map(unescape_value)
         .unwrap_or_default();
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
+    let now = gateway.clock.now_secs();
     let properties = with_death(&properties, queue, reason, &exchange, &routing_key, now);
     let new_key = target.routing_key.clone().unwrap_or(routing_key);
     if !vhost.read().has_exchange(&target.exchange) {

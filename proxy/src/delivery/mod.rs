@@ -83,6 +83,7 @@ pub struct FeedContext {
     pub owner: String,
     /// The gateway, for dead letters (they go through its publish path).
     pub gateway: std::sync::Weak<crate::Gateway>,
+    pub clock: crate::clock::Clock,
 }
 
 /// The running feeds of this gateway, one per queue topic.

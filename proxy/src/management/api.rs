@@ -95,9 +95,12 @@ pub(super) fn refusal(error: RegistryError) -> Reply {
         RegistryError::NotImplemented(r) | RegistryError::CommandInvalid(r) => {
             Reply::bad_request(&r)
         }
-        failure @ (RegistryError::Meta { .. } | RegistryError::Upstream { .. }) => {
+        // 503 tells the caller to try again; a refusal by RocketMQ will
+        // not change by retrying.
+        failure if failure.retry_may_help() => {
             Reply::error(503, "unavailable", &failure.to_string())
         }
+        failure => Reply::error(500, "internal_error", &failure.to_string()),
     }
 }
 

@@ -133,7 +133,7 @@ async fn dead_letter_refused(
     let refused = InboundMessage {
         queue_id: 0,
         offset: 0,
-        born_ms: crate::follow::now_ms(),
+        born_ms: gateway.clock.now_ms(),
         body: message.body,
         properties: message
             .properties

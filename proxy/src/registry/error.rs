@@ -41,10 +41,11 @@ impl RegistryError {
     /// Whether the same request may succeed later (the store or RocketMQ
     /// failed), rather than being refused for what it asks.
     pub fn retry_may_help(&self) -> bool {
-        matches!(
-            self,
-            RegistryError::Meta { .. } | RegistryError::Upstream { .. }
-        )
+        match self {
+            RegistryError::Meta { error, .. } => error.retry_may_help(),
+            RegistryError::Upstream { error, .. } => error.retry_may_help(),
+            _ => false,
+        }
     }
 
     pub fn meta(doing: &'static str) -> impl FnOnce(meta::MetaError) -> RegistryError {
@@ -53,5 +54,28 @@ impl RegistryError {
 
     pub fn upstream(doing: &'static str) -> impl FnOnce(UpstreamError) -> RegistryError {
         move |error| RegistryError::Upstream { doing, error }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_failures_of_the_stores_that_may_pass_are_worth_a_retry() {
+        let upstream = |error| RegistryError::Upstream {
+            doing: "create",
+            error,
+        };
+        assert!(upstream(UpstreamError::Unavailable("timeout".into())).retry_may_help());
+        assert!(!upstream(UpstreamError::Refused("no permission".into())).retry_may_help());
+        assert!(!upstream(UpstreamError::QueueFull("q".into())).retry_may_help());
+        let meta = |error| RegistryError::Meta {
+            doing: "insert",
+            error,
+        };
+        assert!(!meta(meta::MetaError::Corrupt("x".into())).retry_may_help());
+        assert!(!RegistryError::NotFound("q".into()).retry_may_help());
+        assert!(!RegistryError::PreconditionFailed("ttl".into()).retry_may_help());
     }
 }

@@ -104,6 +104,14 @@ pub enum UpstreamError {
     QueueFull(String),
 }
 
+impl UpstreamError {
+    /// Whether the same request may succeed later: RocketMQ was out of
+    /// reach, rather than refusing what was asked or the queue being full.
+    pub fn retry_may_help(&self) -> bool {
+        matches!(self, UpstreamError::Unavailable(_))
+    }
+}
+
 pub type UpstreamFuture<'a, T> =
     Pin<Box<dyn Future<Output = Result<T, UpstreamError>> + Send + 'a>>;
 

@@ -10,16 +10,20 @@
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use dashmap::DashMap;
 use tokio::sync::Notify;
+
+use crate::clock::Clock;
 
 use super::{InboundMessage, OutboundMessage, Partition, Pulled, Upstream, UpstreamFuture};
 
 #[derive(Debug, Default)]
 pub struct NullUpstream {
     topics: DashMap<String, Arc<Topic>>,
+    /// Stamps each message's birth (its TTL counts from there).
+    clock: Clock,
 }
 
 #[derive(Debug, Default)]
@@ -63,6 +67,13 @@ impl Topic {
 }
 
 impl NullUpstream {
+    pub fn with_clock(clock: Clock) -> NullUpstream {
+        NullUpstream {
+            clock,
+            ..NullUpstream::default()
+        }
+    }
+
     /// The topic, made on first use (sends, declares and reads that wait).
     fn topic(&self, name: &str) -> Arc<Topic> {
         match self.topics.get(name) {
@@ -76,13 +87,6 @@ impl NullUpstream {
     fn existing(&self, name: &str) -> Arc<Topic> {
         self.topics.get(name).map(|t| t.clone()).unwrap_or_default()
     }
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }
 
 impl Upstream for NullUpstream {
@@ -99,7 +103,7 @@ impl Upstream for NullUpstream {
             log.messages.push_back(InboundMessage {
                 queue_id,
                 offset,
-                born_ms: now_ms(),
+                born_ms: self.clock.now_ms(),
                 body: message.body,
                 properties: message
                     .properties

@@ -176,9 +176,10 @@ async fn store(
     }
 }
 
-/// The client's own admission control refused to queue a request.
+/// The client's own admission control refused to queue a request (its
+/// transport queue is saturated): known by the error's canonical identity.
 fn is_admission_refusal(e: &rocketmq_client_rust::ClientError) -> bool {
-    e.to_string().contains("admission")
+    e.is(&rocketmq_error::TRANSPORT_ADMISSION_QUEUE_SATURATED)
 }
 
 pub(super) fn unavailable(what: &str, e: impl std::fmt::Display) -> UpstreamError {

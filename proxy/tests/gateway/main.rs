@@ -1,9 +1,11 @@
 #![recursion_limit = "512"]
-//! The gateway against a real RocketMQ, driven by lapin and by a raw client.
+//! The gateway against a real RocketMQ, driven by lapin and by a raw client;
+//! fast/ runs gateways on an in-memory upstream under a held tokio clock.
 //! One integration-test binary for the crate (link time on 2 cores).
 
 mod connection;
 mod consume;
+mod fast;
 mod features;
 mod harness;
 mod management;

@@ -8,7 +8,6 @@ use tokio::time::Instant;
 
 use super::{gateway_gone, Event, Task};
 use crate::delivery::dead_letter;
-use crate::follow::now_ms;
 use crate::mapping::properties::MESSAGE_TTL;
 use crate::upstream::InboundMessage;
 
@@ -46,7 +45,7 @@ impl Task {
     /// A ready message that has not expired; expired ones met on the way are
     /// dead-lettered or dropped.
     pub(super) fn take_live(&mut self) -> Option<(i32, InboundMessage, bool)> {
-        let now = now_ms();
+        let now = self.clock.now_ms();
         loop {
             let (id, message, redelivered) = self.take_ready()?;
             match self.expiry.deadline(&message) {
@@ -60,7 +59,7 @@ impl Task {
     /// (RabbitMQ expires a message when it reaches the head), and sets the
     /// timer for the next head to expire.
     pub(super) fn reap(&mut self) {
-        let now = now_ms();
+        let now = self.clock.now_ms();
         let mut next: Option<i64> = None;
         for index in 0..self.parts.len() {
             loop {

@@ -94,6 +94,7 @@ impl Task {
             .collect();
         let all: Vec<i32> = self.parts.iter().map(|p| p.id).collect();
         let whole = self.priority;
+        let clock = self.clock;
         let (store, upstream, owner, topic, group) = (
             self.store.clone(),
             self.upstream.clone(),
@@ -103,7 +104,7 @@ impl Task {
         );
         self.pending.push(Box::pin(async move {
             let round = async {
-                let now = crate::follow::now_ms();
+                let now = clock.now_ms();
                 let ttl = LEASE_TTL.as_millis() as i64;
                 let share = if want {
                     store

@@ -135,6 +135,7 @@ impl Feed {
             store: context.store,
             owner: context.owner,
             gateway: context.gateway,
+            clock: context.clock,
             leasing: false,
             lease_at: Instant::now(),
             leases_known: false,
@@ -231,6 +232,8 @@ struct Task {
     store: meta::Store,
     owner: String,
     gateway: std::sync::Weak<crate::Gateway>,
+    /// What message TTLs and leases count with.
+    clock: crate::clock::Clock,
     /// A lease round is running.
     leasing: bool,
     lease_at: Instant,
