@@ -49,7 +49,7 @@ trap cleanup EXIT
 echo "== starting RocketMQ, two gateways and RabbitMQ"
 ROCKETMQ_BIN="$bin" "$root/deploy/rocketmq/start.sh"
 start_gateway() { # name port upstream
-  AMQP_GATEWAY_LISTEN="127.0.0.1:$2" AMQP_GATEWAY_MANAGEMENT_LISTEN="" \
+  AMQP_GATEWAY_LISTEN="127.0.0.1:$2" AMQP_GATEWAY_MANAGEMENT_LISTEN="" AMQP_GATEWAY_PROMETHEUS_LISTEN="" \
   AMQP_GATEWAY_META_URL="sqlite:$data/meta-$1.db" \
   AMQP_GATEWAY_NAME_SERVER="127.0.0.1:$NAMESRV_PORT" \
   AMQP_GATEWAY_UPSTREAM="$3" \

@@ -7,7 +7,7 @@ root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/amqp-gw/target}"
 cd "$root"
 
-smoke_env=(AMQP_GW_DATA="$CARGO_TARGET_DIR/smoke-stack" AMQP_PORT=25672 MANAGEMENT_PORT=25673 NAMESRV_PORT=19886 BROKER_PORT=20941)
+smoke_env=(AMQP_GW_DATA="$CARGO_TARGET_DIR/smoke-stack" AMQP_PORT=25672 MANAGEMENT_PORT=25673 PROMETHEUS_PORT=25692 NAMESRV_PORT=19886 BROKER_PORT=20941)
 cleanup() {
   for d in "$CARGO_TARGET_DIR"/debug/test-rocketmq-*; do
     [ -d "$d" ] && ROCKETMQ_DATA="$d" "$root/deploy/rocketmq/stop.sh" >/dev/null 2>&1 || true

@@ -12,6 +12,7 @@
 #   AMQP_GW_DATA   data directory (default <repo>/data)
 #   AMQP_PORT      gateway port (default 5672)
 #   MANAGEMENT_PORT  RabbitMQ's management HTTP API (default 15672)
+#   PROMETHEUS_PORT  Prometheus /metrics and /health (default 15692)
 #   NAMESRV_PORT, BROKER_PORT, FLUSH: see deploy/rocketmq/start.sh
 #   SMOKE_MESSAGES messages the smoke job publishes (default 10000; 0 skips it)
 set -euo pipefail
@@ -20,6 +21,7 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/amqp-gw/target}"
 data="${AMQP_GW_DATA:-$root/data}"
 amqp_port="${AMQP_PORT:-5672}"
 management_port="${MANAGEMENT_PORT:-15672}"
+prometheus_port="${PROMETHEUS_PORT:-15692}"
 export NAMESRV_PORT="${NAMESRV_PORT:-9876}" BROKER_PORT="${BROKER_PORT:-10911}"
 export ROCKETMQ_DATA="$data/rocketmq"
 mkdir -p "$data/logs"
@@ -38,6 +40,7 @@ if answers "$amqp_port"; then
 else
   AMQP_GATEWAY_LISTEN="127.0.0.1:$amqp_port" \
   AMQP_GATEWAY_MANAGEMENT_LISTEN="127.0.0.1:$management_port" \
+  AMQP_GATEWAY_PROMETHEUS_LISTEN="127.0.0.1:$prometheus_port" \
   AMQP_GATEWAY_META_URL="sqlite:$data/meta.db" \
   AMQP_GATEWAY_NAME_SERVER="127.0.0.1:$NAMESRV_PORT" \
   RUST_LOG="${RUST_LOG:-info,rocketmq=warn}" \
@@ -57,4 +60,4 @@ if [ "${SMOKE_MESSAGES:-10000}" != 0 ]; then
   python=$("$root/deploy/python-env.sh")
   AMQP_URL="amqp://guest:guest@127.0.0.1:$amqp_port/%2F" "$python" "$root/conformance/smoke/topic_counts.py"
 fi
-echo "== the stack is up: amqp://guest:guest@127.0.0.1:$amqp_port/  management API http://127.0.0.1:$management_port/api/ (guest/guest; rabbitmqadmin -P $management_port)  (stop it with deploy/down.sh)"
+echo "== the stack is up: amqp://guest:guest@127.0.0.1:$amqp_port/  management API http://127.0.0.1:$management_port/api/ (guest/guest; rabbitmqadmin -P $management_port)  metrics http://127.0.0.1:$prometheus_port/metrics  (stop it with deploy/down.sh)"

@@ -57,6 +57,10 @@ pub struct Config {
     /// Address of RabbitMQ's management HTTP API (management/); empty to
     /// turn it off.
     pub management_listen: String,
+    /// Address of the Prometheus endpoint (`GET /metrics` with RabbitMQ's
+    /// metric names, `/metrics/per-object`, and `/health`), RabbitMQ's port
+    /// 15692 by default; empty to turn it off.
+    pub prometheus_listen: String,
 }
 
 impl Default for Config {
@@ -80,6 +84,7 @@ impl Default for Config {
             producer_group: "amqp-gateway".to_owned(),
             health_listen: String::new(),
             management_listen: "127.0.0.1:15672".to_owned(),
+            prometheus_listen: "127.0.0.1:15692".to_owned(),
         }
     }
 }
@@ -162,6 +167,11 @@ impl Config {
             &get,
             "AMQP_GATEWAY_MANAGEMENT_LISTEN",
             &mut self.management_listen,
+        )?;
+        set(
+            &get,
+            "AMQP_GATEWAY_PROMETHEUS_LISTEN",
+            &mut self.prometheus_listen,
         )?;
         Ok(())
     }

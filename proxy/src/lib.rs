@@ -41,6 +41,7 @@ pub mod delivery;
 pub mod error;
 pub mod follow;
 pub mod health;
+pub mod http;
 pub mod logging;
 pub mod management;
 pub mod mapping;
@@ -93,6 +94,10 @@ pub struct Gateway {
     pub stopping: tokio::sync::watch::Sender<bool>,
     /// What TTLs, leases and heartbeats count with (clock.rs).
     pub clock: clock::Clock,
+    /// The open client connections (metrics, management API).
+    pub connections: Arc<connection::roster::Roster>,
+    /// When it started, by `clock` (uptime).
+    pub started_ms: i64,
 }
 
 /// What a gateway runs on besides its configuration. Production takes the
@@ -188,6 +193,8 @@ impl Gateway {
             followed: tokio::sync::Mutex::new(snapshot.revision),
             stopping: tokio::sync::watch::Sender::new(false),
             clock,
+            connections: Default::default(),
+            started_ms: clock.now_ms(),
         });
         gateway.heartbeat().await?;
         gateway.delete_orphaned_exclusive_queues().await?;

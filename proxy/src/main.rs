@@ -93,6 +93,7 @@ async fn serve(config: proxy::Config) -> Result<(), Box<dyn std::error::Error>> 
     let gateway = proxy::Gateway::start(config).await?;
     proxy::health::start(&gateway).await?;
     proxy::management::start(&gateway).await;
+    proxy::metrics::endpoint::start(&gateway).await;
     let listener = TcpListener::bind(listen).await?;
     tracing::info!(address = %listener.local_addr()?, "Listening for AMQP clients.");
     // Never dropped: the process exits right after serve (main), and

@@ -58,7 +58,7 @@ pub async fn serve(
                 if let Some(more) = FULL.admit() {
                     tracing::warn!(%peer, max_connections = gateway.config.max_connections, more_since_last_line = more, "Connection limit reached; refusing new clients with connection.close 530.");
                 }
-                metrics::counter!(crate::metrics::CONNECTIONS_REFUSED).increment(1);
+                crate::metrics::CONNECTIONS_REFUSED.increment(1);
                 // Past the refusal cap the socket just closes.
                 if let Ok(permit) = refusing.clone().try_acquire_owned() {
                     spawn_connection(&gateway, socket, peer, id, permit, true);
@@ -117,7 +117,7 @@ fn spawn_connection(
     let span = tracing::info_span!("connection", id, %peer);
     let gateway = gateway.clone();
     if !over_limit {
-        metrics::counter!(crate::metrics::CONNECTIONS_OPENED).increment(1);
+        crate::metrics::CONNECTIONS_OPENED.increment(1);
     }
     tokio::spawn(
         async move {
@@ -125,9 +125,10 @@ fn spawn_connection(
             if over_limit {
                 connection.over_limit().run().await;
             } else {
-                metrics::gauge!(crate::metrics::CONNECTIONS_OPEN).increment(1.0);
+                crate::metrics::CONNECTIONS_OPEN.add(1);
                 connection.run().await;
-                metrics::gauge!(crate::metrics::CONNECTIONS_OPEN).decrement(1.0);
+                crate::metrics::CONNECTIONS_OPEN.add(-1);
+                crate::metrics::CONNECTIONS_CLOSED.increment(1);
             }
             drop(permit);
         }

@@ -86,6 +86,10 @@ pub fn publish_content(
     }
     let send = route(ch, s, content)?;
     let tag = ch.confirms.as_mut().map(|c| c.publish());
+    crate::metrics::PUBLISHED.increment(1);
+    if tag.is_some() {
+        crate::metrics::PUBLISHED_CONFIRM.increment(1);
+    }
     let Some(send) = send else {
         // An unroutable message is confirmed at once, after its return.
         if let (Some(tag), Some(confirms)) = (tag, ch.confirms.as_mut()) {
@@ -102,7 +106,6 @@ pub fn publish_content(
             result: send.await,
         }
     }));
-    metrics::counter!(crate::metrics::PUBLISHED).increment(1);
     Ok(())
 }
 
@@ -133,6 +136,11 @@ pub fn route(
                 .on_method(CLASS, PUBLISH),
         )
     })?;
+    match (&stored, publish.mandatory) {
+        (Some(_), _) => crate::metrics::ROUTED.increment(1),
+        (None, true) => crate::metrics::UNROUTABLE_RETURNED.increment(1),
+        (None, false) => crate::metrics::UNROUTABLE.increment(1),
+    }
     if stored.is_none() && publish.mandatory {
         let ret = basic::Return {
             reply_code: SoftCode::NoRoute.id(),

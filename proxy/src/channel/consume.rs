@@ -303,7 +303,7 @@ pub async fn handle_basic_get(
                 };
                 tracing::warn!(queue = %state.record.name, %error, more_since_last_line = more, "basic.get answered get-empty: RocketMQ did not hand over a message in time.");
             }
-            metrics::counter!(crate::metrics::GET_EMPTY_UNANSWERED).increment(1);
+            crate::metrics::GET_EMPTY_UNANSWERED.increment(1);
             None
         }
     };
@@ -313,6 +313,7 @@ pub async fn handle_basic_get(
         remaining,
     }) = got
     else {
+        crate::metrics::GET_EMPTY.increment(1);
         s.out.method(
             ch.id,
             AMQPClass::Basic(basic::AMQPMethod::GetEmpty(basic::GetEmpty {})),
@@ -346,7 +347,14 @@ pub async fn handle_basic_get(
             },
         );
     }
-    metrics::counter!(crate::metrics::DELIVERED).increment(1);
+    if m.no_ack {
+        crate::metrics::DELIVERED_GET_AUTO_ACK.increment(1);
+    } else {
+        crate::metrics::DELIVERED_GET_MANUAL_ACK.increment(1);
+    }
+    if redelivered {
+        crate::metrics::REDELIVERED.increment(1);
+    }
     Ok(())
 }
 
@@ -414,9 +422,13 @@ pub fn deliver(
         })),
     );
     write_content(out, ch.id, &d.message, frame_max);
-    metrics::counter!(crate::metrics::DELIVERED).increment(1);
+    if no_ack {
+        crate::metrics::DELIVERED_CONSUME_AUTO_ACK.increment(1);
+    } else {
+        crate::metrics::DELIVERED_CONSUME_MANUAL_ACK.increment(1);
+    }
     if d.redelivered {
-        metrics::counter!(crate::metrics::REDELIVERED).increment(1);
+        crate::metrics::REDELIVERED.increment(1);
     }
     if no_ack {
         // Written: room for the next one (the caller wakes the feed).
@@ -501,7 +513,7 @@ pub fn settle(ch: &Channel, entries: Vec<Unacked>, outcome: Outcome) {
         return;
     }
     if outcome == Outcome::Ack {
-        metrics::counter!(crate::metrics::ACKED).increment(entries.len() as u64);
+        crate::metrics::ACKED.increment(entries.len() as u64);
     }
     let mut by_feed: Vec<FeedItems> = Vec::new();
     for e in entries {

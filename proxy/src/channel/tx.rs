@@ -102,7 +102,7 @@ pub async fn handle_tx_commit(ch: &mut Channel, s: &mut Session<'_>) -> Result<(
         .filter_map(|r| r.err().map(|e| e.to_string()))
         .collect();
     if let Some(first) = failed.first() {
-        metrics::counter!(crate::metrics::SEND_FAILED).increment(failed.len() as u64);
+        crate::metrics::SEND_FAILED.increment(failed.len() as u64);
         return Err(ConnectionException::new(
             HardCode::InternalError,
             format!(
@@ -113,7 +113,7 @@ pub async fn handle_tx_commit(ch: &mut Channel, s: &mut Session<'_>) -> Result<(
         .on_method(CLASS, COMMIT)
         .into());
     }
-    metrics::counter!(crate::metrics::PUBLISHED).increment(count as u64);
+    crate::metrics::PUBLISHED.increment(count as u64);
     for (entries, outcome) in held.settlements {
         consume::settle(ch, entries.into_values().collect(), outcome);
     }

@@ -146,6 +146,7 @@ impl Connection {
         if self.released.is_empty() {
             return;
         }
+        crate::metrics::CHANNELS_CLOSED.increment(self.released.len() as u64);
         let Some(opened) = self.opened.as_ref() else {
             self.released.clear();
             return;

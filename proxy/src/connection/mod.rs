@@ -16,6 +16,7 @@ mod close;
 pub mod handshake;
 mod output;
 mod publishes;
+pub mod roster;
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
@@ -112,6 +113,8 @@ pub struct Connection {
     deadline: Option<Instant>,
     /// Turns true when the gateway shuts down (`Gateway::stopping`).
     stopping: watch::Receiver<bool>,
+    /// This connection in the gateway's roster (metrics, management API).
+    listed: roster::Listed,
 }
 
 impl Connection {
@@ -127,6 +130,7 @@ impl Connection {
         let now = Instant::now();
         let (sink, deliveries) = mpsc::unbounded_channel();
         Connection {
+            listed: gateway.connections.list(id, peer, gateway.clock.now_ms()),
             stopping: gateway.stopping.subscribe(),
             sink,
             deliveries,
@@ -254,6 +258,13 @@ impl Connection {
             }
         }
         self.release_channels().await;
+        self.listed.count(
+            self.channels.len(),
+            self.channels
+                .values()
+                .map(|ch| ch.consuming.consumers.len())
+                .sum(),
+        );
         Ok(())
     }
 
@@ -360,6 +371,7 @@ impl Connection {
             (State::AwaitOpen, connection::AMQPMethod::Open(m)) => {
                 let (vhost, permission) = handshake::open(&self.gateway, &self.user, &m)?;
                 tracing::info!(user = %self.user, vhost = %vhost.name, "Connection opened.");
+                self.listed.opened(&self.user, &vhost.name);
                 self.opened = Some(Opened { vhost, permission });
                 self.out.method(
                     0,
@@ -512,6 +524,7 @@ impl Connection {
         }
         self.next_epoch += 1;
         self.channels.insert(id, Channel::new(id, self.next_epoch));
+        crate::metrics::CHANNELS_OPENED.increment(1);
         self.out.method(
             id,
             AMQPClass::Channel(channel_method::AMQPMethod::OpenOk(

@@ -33,7 +33,7 @@ impl Connection {
 
     pub(super) fn block(&mut self) {
         self.blocked = true;
-        metrics::counter!(crate::metrics::BLOCKED).increment(1);
+        crate::metrics::BLOCKED.increment(1);
         tracing::warn!(
             in_flight = self.pipeline.len(),
             "RocketMQ is slow; stopped reading and blocked the connection."
@@ -56,7 +56,7 @@ impl Connection {
     pub(super) fn publish_done(&mut self, done: PublishDone) {
         let stored = done.result.is_ok();
         if let Err(error) = &done.result {
-            metrics::counter!(crate::metrics::SEND_FAILED).increment(1);
+            crate::metrics::SEND_FAILED.increment(1);
             // Once per interval, not once per message: a RocketMQ restart
             // fails every publish in flight.
             static NACKED: Throttle = Throttle::new(LOG_INTERVAL);
@@ -69,7 +69,7 @@ impl Connection {
                 tracing::error!(channel = done.channel, %error, more_since_last_line = more, "RocketMQ did not store a message and its channel is not in confirm mode: the publisher cannot know.");
             }
         } else {
-            metrics::counter!(crate::metrics::CONFIRMED).increment(1);
+            crate::metrics::CONFIRMED.increment(1);
         }
         let Some(ch) = self
             .channels

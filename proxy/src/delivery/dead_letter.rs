@@ -184,7 +184,7 @@ pub async fn republish(
     };
     let stored =
         crate::publish::publish(gateway, vhost, dead).map_err(|e| UpstreamError::Refused(e.0))?;
-    metrics::counter!(crate::metrics::DEAD_LETTERED).increment(1);
+    crate::metrics::DEAD_LETTERED.increment(1);
     match stored {
         // A full dead-letter queue drops it, as RabbitMQ does (and as
         // retrying would refuse it again, forever).

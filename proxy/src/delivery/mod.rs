@@ -117,6 +117,15 @@ impl Feeds {
             .clone()
     }
 
+    /// How many feeds run here.
+    pub fn len(&self) -> usize {
+        self.feeds.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.feeds.is_empty()
+    }
+
     /// The queue's feed if one runs here.
     pub fn get(&self, topic: &str) -> Option<Arc<Feed>> {
         self.feeds.get(topic).map(|f| f.clone())

@@ -107,7 +107,7 @@ pub fn send_if_room(
             .admit(&gateway, topic, group, limited.rule.max_length)
             .await?;
         let Some(_admitted) = admitted else {
-            metrics::counter!(crate::metrics::REJECTED_FULL).increment(1);
+            crate::metrics::REJECTED_FULL.increment(1);
             tracing::debug!(vhost = %vhost.name, queue = %limited.queue, max_length = limited.rule.max_length, "Queue full (x-overflow reject-publish): message refused.");
             if limited.rule.dead_letter {
                 dead_letter_refused(&gateway, &vhost, &limited.queue, message).await;

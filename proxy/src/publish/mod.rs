@@ -55,7 +55,6 @@ pub fn publish(
             .read()
             .destination_topics(message.exchange, message.routing_key, headers);
     if targets.is_empty() {
-        metrics::counter!(crate::metrics::UNROUTABLE).increment(1);
         return Ok(None);
     }
     let properties = encode(&message)?;

@@ -82,6 +82,7 @@ pub async fn declare(
     connection: &str,
 ) -> Result<Declared, RegistryError> {
     let arguments = QueueArguments::parse(&spec.arguments, &spec.name, &vhost.name)?;
+    crate::metrics::QUEUES_DECLARED.increment(1);
     let _changes = vhost.changes.lock().await;
     let existing = vhost.read().queues.get(&spec.name).cloned();
     if let Some(state) = existing {
@@ -119,6 +120,7 @@ pub async fn declare(
     if state.arguments.reaps() {
         gateway.feeds.get_or_start(vhost, &state.record);
     }
+    crate::metrics::QUEUES_CREATED.increment(1);
     tracing::info!(vhost = %vhost.name, queue = %spec.name, topic = %state.record.topic, "Queue declared.");
     Ok(Declared { state, created })
 }
@@ -201,6 +203,7 @@ pub async fn delete(
         .delete_queue(&record.topic, &record.group)
         .await
         .map_err(RegistryError::upstream("queue.delete"))?;
+    crate::metrics::QUEUES_DELETED.increment(1);
     tracing::info!(vhost = %vhost.name, queue = %record.name, "Queue deleted.");
     super::exchanges::delete_unused_auto_delete(gateway, vhost, &sources).await
 }

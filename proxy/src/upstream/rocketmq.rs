@@ -166,7 +166,7 @@ async fn store(
             Err(e)
                 if is_admission_refusal(&e) && tokio::time::Instant::now() + backoff < deadline =>
             {
-                metrics::counter!(crate::metrics::UPSTREAM_ADMISSION_RETRIES).increment(1);
+                crate::metrics::UPSTREAM_ADMISSION_RETRIES.increment(1);
                 tracing::debug!(error = %e, ?backoff, "RocketMQ client refused to queue a send; retrying.");
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_millis(50));
@@ -438,10 +438,13 @@ impl Upstream for RocketMq {
                 }
             }));
         }
+        let started = std::time::Instant::now();
         Box::pin(async move {
-            answered
+            let result = answered
                 .await
-                .unwrap_or_else(|_| Err(unavailable("send", "the send lane stopped")))
+                .unwrap_or_else(|_| Err(unavailable("send", "the send lane stopped")));
+            crate::metrics::UPSTREAM_SEND_SECONDS.record(started.elapsed());
+            result
         })
     }
 
@@ -635,7 +638,12 @@ impl Upstream for RocketMq {
         Box::pin(async move {
             let (addr, mq) = self.routes.message_queue(topic, queue_id).await?;
             let wanted = max.clamp(1, i32::MAX as u32) as i32;
+            let started = std::time::Instant::now();
             let batch = self.reader.pull(&addr, &mq, offset, wanted, wait).await?;
+            // A long poll that waited for messages says nothing of RocketMQ's speed.
+            if wait.is_none() || !batch.messages.is_empty() {
+                crate::metrics::UPSTREAM_PULL_SECONDS.record(started.elapsed());
+            }
             Ok(Pulled {
                 messages: batch.messages.iter().map(inbound).collect(),
                 next_offset: batch.next_offset,

@@ -81,6 +81,8 @@ pub struct TestGateway {
     pub addr: SocketAddr,
     /// The management API's address.
     pub management: Option<SocketAddr>,
+    /// The Prometheus endpoint's address.
+    pub prometheus: Option<SocketAddr>,
     pub gateway: Arc<Gateway>,
     task: tokio::task::JoinHandle<()>,
     _dir: tempfile::TempDir,
@@ -105,18 +107,21 @@ impl TestGateway {
             name_server: rocketmq().to_owned(),
             listen: "127.0.0.1:0".parse().unwrap(),
             management_listen: "127.0.0.1:0".to_owned(),
+            prometheus_listen: "127.0.0.1:0".to_owned(),
             ..Config::default()
         };
         tweak(&mut config);
         config.validate().expect("valid test config");
         let gateway = Gateway::start(config).await.expect("gateway starts");
         let management = proxy::management::start(&gateway).await;
+        let prometheus = proxy::metrics::endpoint::start(&gateway).await;
         let (addr, task) = proxy::server::spawn(gateway.clone(), "127.0.0.1:0".parse().unwrap())
             .await
             .expect("bind");
         TestGateway {
             addr,
             management,
+            prometheus,
             gateway,
             task,
             _dir: dir,
@@ -249,6 +254,7 @@ impl GatewayProcess {
         let child = std::process::Command::new(env!("CARGO_BIN_EXE_amqp-gateway"))
             .env("AMQP_GATEWAY_LISTEN", format!("127.0.0.1:{port}"))
             .env("AMQP_GATEWAY_MANAGEMENT_LISTEN", "127.0.0.1:0")
+            .env("AMQP_GATEWAY_PROMETHEUS_LISTEN", "127.0.0.1:0")
             .env("AMQP_GATEWAY_META_URL", meta_url)
             .env("AMQP_GATEWAY_NAME_SERVER", rocketmq())
             .env("RUST_LOG", "warn")

@@ -11,6 +11,7 @@ mod harness;
 mod management;
 mod meta;
 mod probe;
+mod prometheus;
 mod publish;
 mod raw;
 mod shutdown;

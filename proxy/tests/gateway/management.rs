@@ -107,7 +107,7 @@ async fn rabbitmqadmin_declares_lists_binds_purges_and_deletes_what_amqp_sees() 
 }
 
 /// One raw HTTP/1.1 request; the status code and body.
-async fn http(
+pub async fn http(
     api: SocketAddr,
     method: &str,
     path: &str,

@@ -90,7 +90,7 @@ impl Task {
     /// An expired message: dead-lettered (it stays outstanding until the
     /// copy is stored) or dropped.
     pub(super) fn expire(&mut self, id: i32, message: InboundMessage) {
-        metrics::counter!(crate::metrics::EXPIRED).increment(1);
+        crate::metrics::EXPIRED.increment(1);
         if let Some(target) = dead_letter::target(&self.vhost, &self.feed.queue) {
             if let Some(part) = self.parts.iter_mut().find(|p| p.id == id) {
                 part.handed_out(message.offset);

@@ -568,7 +568,7 @@ impl Task {
                         if !part.read_back(pulled.messages, from) {
                             // Retention removed it from RocketMQ before it was redelivered.
                             tracing::error!(topic = %self.topic, queue_id = id, offset = from, "A requeued message is no longer in RocketMQ; it cannot be redelivered.");
-                            metrics::counter!(crate::metrics::REDELIVERY_LOST).increment(1);
+                            crate::metrics::REDELIVERY_LOST.increment(1);
                         }
                     }
                     Err(error) => {

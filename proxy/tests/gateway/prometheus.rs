@@ -1,0 +1,124 @@
+//! The Prometheus endpoint: RabbitMQ's metric names (what its Grafana
+//! dashboards query), values that move with AMQP traffic, the identity
+//! series the dashboards join on, and per-queue series.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+
+use lapin::options::{
+    BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions,
+};
+use lapin::types::FieldTable;
+use lapin::BasicProperties;
+
+use crate::harness::{unique, TestGateway};
+use crate::management::http;
+
+/// Every sample of an exposition: `name{labels}` -> value.
+async fn scrape(at: SocketAddr, path: &str) -> HashMap<String, f64> {
+    let (status, body) = http(at, "GET", path, None, "").await;
+    assert_eq!(status, 200, "{path}: {body}");
+    body.lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .filter_map(|l| {
+            let (series, value) = l.rsplit_once(' ')?;
+            Some((series.to_owned(), value.parse().ok()?))
+        })
+        .collect()
+}
+
+fn value(samples: &HashMap<String, f64>, series: &str) -> f64 {
+    *samples
+        .get(series)
+        .unwrap_or_else(|| panic!("{series} missing from the exposition"))
+}
+
+#[tokio::test]
+async fn metrics_carry_rabbitmqs_names_and_move_with_traffic() {
+    let gw = TestGateway::start().await;
+    let at = gw.prometheus.expect("the Prometheus endpoint listens");
+    let before = scrape(at, "/metrics").await;
+    let identity = before
+        .keys()
+        .find(|k| k.starts_with("rabbitmq_identity_info{"))
+        .expect("rabbitmq_identity_info, which the dashboards join on");
+    assert!(
+        identity.contains("rabbitmq_node=\"amqp-gateway@")
+            && identity.contains("rabbitmq_cluster=\"")
+    );
+    assert_eq!(value(&before, "rabbitmq_connections"), 0.0);
+
+    let conn = gw.connect().await;
+    let ch = conn.create_channel().await.unwrap();
+    let _idle = conn.create_channel().await.unwrap();
+    ch.confirm_select(ConfirmSelectOptions::default())
+        .await
+        .unwrap();
+    let q = unique("prom");
+    ch.queue_declare(
+        q.as_str().into(),
+        QueueDeclareOptions::default(),
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
+    for i in 0..5 {
+        ch.basic_publish(
+            "".into(),
+            q.as_str().into(),
+            BasicPublishOptions::default(),
+            format!("{i}").as_bytes(),
+            BasicProperties::default(),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    }
+    for _ in 0..2 {
+        let got = ch
+            .basic_get(q.as_str().into(), BasicGetOptions::default())
+            .await
+            .unwrap();
+        assert!(got.is_some(), "basic.get finds a message");
+    }
+
+    let after = scrape(at, "/metrics").await;
+    assert_eq!(value(&after, "rabbitmq_connections"), 1.0);
+    assert_eq!(value(&after, "rabbitmq_channels"), 2.0);
+    // Counters are the process's: other tests add to them too.
+    let moved = |series: &str| value(&after, series) - value(&before, series);
+    assert!(moved("rabbitmq_global_messages_received_total{protocol=\"amqp091\"}") >= 5.0);
+    assert!(moved("rabbitmq_global_messages_confirmed_total{protocol=\"amqp091\"}") >= 5.0);
+    assert!(moved("rabbitmq_global_messages_routed_total{protocol=\"amqp091\"}") >= 5.0);
+    assert!(
+        moved("rabbitmq_global_messages_delivered_get_manual_ack_total{protocol=\"amqp091\",queue_type=\"rabbit_classic_queue\"}")
+            >= 2.0
+    );
+    assert!(moved("rabbitmq_channels_opened_total") >= 2.0);
+    assert!(moved("rabbitmq_queues_created_total") >= 1.0);
+    assert!(value(&after, "amqp_gateway_rocketmq_send_seconds_count") >= 5.0);
+    assert!(value(&after, "rabbitmq_process_open_fds") > 0.0);
+
+    let per_queue = scrape(at, "/metrics/per-object").await;
+    let of = |family: &str| {
+        value(
+            &per_queue,
+            &format!("{family}{{vhost=\"/\",queue=\"{q}\"}}"),
+        )
+    };
+    assert_eq!(of("rabbitmq_queue_messages_ready"), 3.0);
+    assert_eq!(of("rabbitmq_queue_messages_unacked"), 2.0);
+    assert_eq!(of("rabbitmq_queue_messages"), 5.0);
+    assert_eq!(of("rabbitmq_queue_consumers"), 0.0);
+    assert!(
+        value(&after, "rabbitmq_queue_messages") >= 5.0,
+        "aggregated over every queue"
+    );
+
+    let (status, body) = http(at, "GET", "/health", None, "").await;
+    assert_eq!((status, body.contains("\"status\":\"ok\"")), (200, true));
+    let (status, _) = http(at, "GET", "/nothing", None, "").await;
+    assert_eq!(status, 404);
+    conn.close(200, "bye".into()).await.unwrap();
+}
