@@ -22,6 +22,11 @@ pub struct Confirms {
 }
 
 impl Confirms {
+    /// Published and not yet confirmed to the client.
+    pub fn unconfirmed(&self) -> usize {
+        self.pending.len() + self.stored.len()
+    }
+
     /// The tag of the next published message.
     pub fn publish(&mut self) -> u64 {
         self.next_tag += 1;

@@ -43,6 +43,11 @@ pub struct Transaction {
 
 impl Transaction {
     /// Holds a complete message; false if the transaction is full.
+    /// Publishes held until tx.commit.
+    pub fn held(&self) -> usize {
+        self.publishes.len()
+    }
+
     pub fn hold(&mut self, content: Content) -> bool {
         let size = content.body.len();
         if self.held_bytes + size > MAX_HELD_BYTES {

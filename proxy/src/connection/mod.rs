@@ -115,6 +115,11 @@ pub struct Connection {
     stopping: watch::Receiver<bool>,
     /// This connection in the gateway's roster (metrics, management API).
     listed: roster::Listed,
+    /// What the management API asks of this connection.
+    asked: mpsc::UnboundedReceiver<roster::Ask>,
+    /// The client's properties and SASL mechanism from start-ok, as the
+    /// management API shows them.
+    introduced: (serde_json::Value, String),
 }
 
 impl Connection {
@@ -129,8 +134,14 @@ impl Connection {
         };
         let now = Instant::now();
         let (sink, deliveries) = mpsc::unbounded_channel();
+        let local = writer.local_addr().unwrap_or(peer);
+        let (listed, asked) = gateway
+            .connections
+            .list(id, peer, local, gateway.clock.now_ms());
         Connection {
-            listed: gateway.connections.list(id, peer, gateway.clock.now_ms()),
+            listed,
+            asked,
+            introduced: (serde_json::Value::Null, String::new()),
             stopping: gateway.stopping.subscribe(),
             sink,
             deliveries,
@@ -252,6 +263,7 @@ impl Connection {
             }
             Some(first) = self.deliveries.recv(), if taking_deliveries => self.on_deliveries(first),
             Ok(()) = self.stopping.changed() => {}
+            Some(ask) = self.asked.recv() => self.answer(ask),
             _ = sleep_until(heartbeat) => self.on_clock(),
             _ = sleep_until(blocked_at.unwrap_or_else(far_future)), if blocked_at.is_some() && !self.blocked => {
                 self.block();
@@ -347,6 +359,10 @@ impl Connection {
                 })?;
                 self.user = user;
                 self.client = client;
+                self.introduced = (
+                    serde_json::Value::Object(crate::definitions::table_to_json(&m.client_properties)),
+                    m.mechanism.to_string(),
+                );
                 self.out.method(0, handshake::tune(&self.gateway.config));
                 self.state = State::AwaitTuneOk;
                 Ok(())
@@ -371,7 +387,15 @@ impl Connection {
             (State::AwaitOpen, connection::AMQPMethod::Open(m)) => {
                 let (vhost, permission) = handshake::open(&self.gateway, &self.user, &m)?;
                 tracing::info!(user = %self.user, vhost = %vhost.name, "Connection opened.");
-                self.listed.opened(&self.user, &vhost.name);
+                self.listed.opened(roster::Opened {
+                    user: self.user.clone(),
+                    vhost: vhost.name.clone(),
+                    client_properties: std::mem::take(&mut self.introduced.0),
+                    auth_mechanism: std::mem::take(&mut self.introduced.1),
+                    channel_max: self.tuning.channel_max,
+                    frame_max: self.tuning.frame_max as u32,
+                    heartbeat: self.tuning.heartbeat,
+                });
                 self.opened = Some(Opened { vhost, permission });
                 self.out.method(
                     0,

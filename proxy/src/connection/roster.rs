@@ -1,14 +1,61 @@
 //! The open connections of this gateway as operators see them (metrics,
-//! and the management API's connection listings to come): who, from
-//! where, since when, how many channels and consumers. Each connection
-//! task owns its entry and keeps its counts current once per loop turn;
-//! readers take a snapshot. Nothing here is on the message path.
+//! the management API): who, from where, since when, how many channels and
+//! consumers. Each connection task owns its entry and keeps its counts
+//! current once per loop turn; what only the task knows (its channels in
+//! detail) it answers when asked (`Ask`), and it closes when told. Nothing
+//! here is on the message path.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use dashmap::DashMap;
+use tokio::sync::{mpsc, oneshot};
+
+use super::Connection;
+
+/// What the management API asks of a connection's task.
+#[derive(Debug)]
+pub enum Ask {
+    /// Its channels, as they are now.
+    Describe(oneshot::Sender<Vec<ChannelView>>),
+    /// Close with 320 CONNECTION_FORCED and this reason.
+    Close(String),
+}
+
+/// One channel as the management API shows it.
+#[derive(Debug, Clone)]
+pub struct ChannelView {
+    pub number: u16,
+    pub prefetch_count: u32,
+    pub global_prefetch_count: u32,
+    pub confirm: bool,
+    pub transactional: bool,
+    pub messages_unacknowledged: usize,
+    pub messages_unconfirmed: usize,
+    pub messages_uncommitted: usize,
+    pub consumers: Vec<ConsumerView>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ConsumerView {
+    pub tag: String,
+    pub queue: String,
+    pub ack_required: bool,
+}
+
+/// Fixed once connection.open succeeded.
+#[derive(Debug, Clone)]
+pub struct Opened {
+    pub user: String,
+    pub vhost: String,
+    /// The client's properties, as JSON (client_properties).
+    pub client_properties: serde_json::Value,
+    pub channel_max: u16,
+    pub frame_max: u32,
+    pub heartbeat: u16,
+    pub auth_mechanism: String,
+}
 
 #[derive(Debug, Default)]
 pub struct Roster {
@@ -18,13 +65,34 @@ pub struct Roster {
 #[derive(Debug)]
 pub struct Entry {
     pub id: u64,
+    /// RabbitMQ's name for it: "peer -> local".
+    pub name: String,
     pub peer: SocketAddr,
+    pub local: SocketAddr,
     /// Milliseconds since the epoch.
     pub connected_at_ms: i64,
-    /// User and vhost, once connection.open succeeded.
-    pub opened: OnceLock<(String, String)>,
+    pub opened: OnceLock<Opened>,
     pub channels: AtomicU32,
     pub consumers: AtomicU32,
+    asks: mpsc::UnboundedSender<Ask>,
+}
+
+impl Entry {
+    /// Its channels in detail; None if the task did not answer within a
+    /// second (busy or ending).
+    pub async fn describe(&self) -> Option<Vec<ChannelView>> {
+        let (tx, rx) = oneshot::channel();
+        self.asks.send(Ask::Describe(tx)).ok()?;
+        tokio::time::timeout(std::time::Duration::from_secs(1), rx)
+            .await
+            .ok()?
+            .ok()
+    }
+
+    /// Tells the connection to close with 320 and `reason`.
+    pub fn close(&self, reason: String) -> bool {
+        self.asks.send(Ask::Close(reason)).is_ok()
+    }
 }
 
 /// What all open connections add up to.
@@ -36,21 +104,40 @@ pub struct Totals {
 }
 
 impl Roster {
-    /// Lists a connection until the returned guard is dropped.
-    pub fn list(self: &Arc<Self>, id: u64, peer: SocketAddr, connected_at_ms: i64) -> Listed {
+    /// Lists a connection until the returned guard is dropped; the
+    /// receiver gets what is asked of it.
+    pub fn list(
+        self: &Arc<Self>,
+        id: u64,
+        peer: SocketAddr,
+        local: SocketAddr,
+        connected_at_ms: i64,
+    ) -> (Listed, mpsc::UnboundedReceiver<Ask>) {
+        let (asks, asked) = mpsc::unbounded_channel();
         let entry = Arc::new(Entry {
             id,
+            name: format!("{peer} -> {local}"),
             peer,
+            local,
             connected_at_ms,
             opened: OnceLock::new(),
             channels: AtomicU32::new(0),
             consumers: AtomicU32::new(0),
+            asks,
         });
         self.entries.insert(id, entry.clone());
-        Listed {
+        let listed = Listed {
             roster: self.clone(),
             entry,
-        }
+        };
+        (listed, asked)
+    }
+
+    pub fn by_name(&self, name: &str) -> Option<Arc<Entry>> {
+        self.entries
+            .iter()
+            .find(|e| e.name == name)
+            .map(|e| e.value().clone())
     }
 
     pub fn totals(&self) -> Totals {
@@ -76,8 +163,8 @@ pub struct Listed {
 }
 
 impl Listed {
-    pub fn opened(&self, user: &str, vhost: &str) {
-        let _ = self.entry.opened.set((user.to_owned(), vhost.to_owned()));
+    pub fn opened(&self, opened: Opened) {
+        let _ = self.entry.opened.set(opened);
     }
 
     /// The connection's current counts (stored only when they changed).
@@ -90,6 +177,54 @@ impl Listed {
         };
         store(&self.entry.channels, channels);
         store(&self.entry.consumers, consumers);
+    }
+}
+
+impl Connection {
+    /// Answers the management API.
+    pub(super) fn answer(&mut self, ask: Ask) {
+        match ask {
+            Ask::Describe(reply) => {
+                let mut views: Vec<ChannelView> = self.channels.values().map(view).collect();
+                views.sort_by_key(|v| v.number);
+                let _ = reply.send(views);
+            }
+            Ask::Close(reason) => {
+                tracing::info!(%reason, "Connection closed through the management API.");
+                self.raise(
+                    crate::error::ConnectionException::new(
+                        crate::error::HardCode::ConnectionForced,
+                        reason,
+                    )
+                    .into(),
+                );
+            }
+        }
+    }
+}
+
+fn view(ch: &crate::channel::Channel) -> ChannelView {
+    let consuming = &ch.consuming;
+    let mut consumers: Vec<ConsumerView> = consuming
+        .consumers
+        .iter()
+        .map(|(tag, c)| ConsumerView {
+            tag: tag.to_string(),
+            queue: c.queue.clone(),
+            ack_required: !c.no_ack,
+        })
+        .collect();
+    consumers.sort_by(|a, b| a.tag.cmp(&b.tag));
+    ChannelView {
+        number: ch.id,
+        prefetch_count: consuming.consumer_prefetch,
+        global_prefetch_count: consuming.channel_credit.limit(),
+        confirm: ch.confirms.is_some(),
+        transactional: ch.tx.is_some(),
+        messages_unacknowledged: consuming.unacked.len(),
+        messages_unconfirmed: ch.confirms.as_ref().map_or(0, |c| c.unconfirmed()),
+        messages_uncommitted: ch.tx.as_ref().map_or(0, |t| t.held()),
+        consumers,
     }
 }
 
@@ -107,8 +242,8 @@ mod tests {
     fn totals_follow_what_connections_report_and_a_dropped_one_leaves() {
         let roster = Arc::new(Roster::default());
         let peer: SocketAddr = "127.0.0.1:1".parse().unwrap();
-        let a = roster.list(1, peer, 0);
-        let b = roster.list(2, peer, 0);
+        let (a, _) = roster.list(1, peer, peer, 0);
+        let (b, _) = roster.list(2, peer, peer, 0);
         a.count(2, 1);
         b.count(3, 0);
         let t = roster.totals();

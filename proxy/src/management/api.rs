@@ -112,6 +112,8 @@ pub(super) struct Call<'a> {
     pub(super) path: Vec<String>,
     pub(super) query: HashMap<String, String>,
     pub(super) body: Bytes,
+    /// The `X-Reason` header (a connection's close reason).
+    pub(super) reason: Option<String>,
 }
 
 pub async fn answer(
@@ -161,7 +163,13 @@ pub async fn answer(
                 .collect()
         })
         .unwrap_or_default();
+    let reason = parts
+        .headers
+        .get("x-reason")
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_owned);
     let call = Call {
+        reason,
         gateway,
         caller,
         method: parts.method,
@@ -222,6 +230,25 @@ async fn route(c: &Call<'_>) -> Reply {
         (&Method::PUT, ["permissions", vhost, user]) => {
             super::users::put_permission(c, vhost, user).await
         }
+        (&Method::GET, ["connections"]) => super::connections::list_connections(c, None),
+        (&Method::GET, ["vhosts", vhost, "connections"]) => {
+            super::connections::list_connections(c, Some(vhost))
+        }
+        (&Method::GET, ["connections", name]) => super::connections::get_connection(c, name),
+        (&Method::DELETE, ["connections", name]) => super::connections::close_connection(c, name),
+        (&Method::GET, ["connections", name, "channels"]) => {
+            super::connections::list_channels(c, None, Some(name)).await
+        }
+        (&Method::GET, ["channels"]) => super::connections::list_channels(c, None, None).await,
+        (&Method::GET, ["vhosts", vhost, "channels"]) => {
+            super::connections::list_channels(c, Some(vhost), None).await
+        }
+        (&Method::GET, ["consumers"]) => super::connections::list_consumers(c, None).await,
+        (&Method::GET, ["consumers", vhost]) => {
+            super::connections::list_consumers(c, Some(vhost)).await
+        }
+        (&Method::GET, ["nodes"]) => super::connections::list_nodes(c, None).await,
+        (&Method::GET, ["nodes", name]) => super::connections::list_nodes(c, Some(name)).await,
         (&Method::GET, ["definitions"]) => definitions(c).await,
         (&Method::GET, ["health", "checks", ..]) => Reply::ok(json!({"status": "ok"})),
         _ => Reply::not_found(),
@@ -284,6 +311,7 @@ async fn overview(c: &Call<'_>) -> Reply {
             }
         }
     }
+    let open = c.gateway.connections.totals();
     Reply::ok(json!({
         "management_version": "3.10.8",
         "rabbitmq_version": "3.10.8",
@@ -292,8 +320,8 @@ async fn overview(c: &Call<'_>) -> Reply {
         "cluster_name": "amqp-gateway",
         "node": json::node(c.gateway),
         "queue_totals": {"messages": ready + unacked, "messages_ready": ready, "messages_unacknowledged": unacked},
-        // Connections and channels come with their listings (not served yet).
-        "object_totals": {"queues": queues, "exchanges": exchanges, "consumers": consumers},
+        // Connections and channels: this gateway's (docs/mapping.md).
+        "object_totals": {"queues": queues, "exchanges": exchanges, "consumers": consumers, "connections": open.connections, "channels": open.channels},
         "message_stats": {},
         "listeners": [{"node": json::node(c.gateway), "protocol": "amqp", "ip_address": c.gateway.config.listen.ip().to_string(), "port": c.gateway.config.listen.port()}],
     }))

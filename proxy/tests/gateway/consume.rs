@@ -19,7 +19,7 @@ use crate::publish::{message_count, message_count_expecting, publish_all};
 use crate::reply_code;
 
 /// A confirm-mode channel with a fresh queue of that name declared.
-async fn queue_with_channel(conn: &lapin::Connection, name: &str, args: FieldTable) -> Channel {
+pub async fn queue_with_channel(conn: &lapin::Connection, name: &str, args: FieldTable) -> Channel {
     let ch = conn.create_channel().await.unwrap();
     ch.confirm_select(ConfirmSelectOptions::default())
         .await
@@ -31,7 +31,7 @@ async fn queue_with_channel(conn: &lapin::Connection, name: &str, args: FieldTab
 }
 
 /// Publishes `n` messages "0".."n-1" to the queue through the default exchange.
-async fn fill(ch: &Channel, queue: &str, n: usize) {
+pub async fn fill(ch: &Channel, queue: &str, n: usize) {
     let bodies: Vec<String> = (0..n).map(|i| i.to_string()).collect();
     publish_all(
         ch,

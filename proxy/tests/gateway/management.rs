@@ -15,7 +15,7 @@ use crate::reply_code;
 
 /// Runs rabbitmqadmin against the gateway's API as guest; its stdout. (On
 /// the blocking pool: the gateway answers on this test's runtime.)
-async fn rabbitmqadmin(api: SocketAddr, args: &[&str]) -> String {
+pub async fn rabbitmqadmin(api: SocketAddr, args: &[&str]) -> String {
     let owned: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
     let out = tokio::task::spawn_blocking(move || {
         Command::new("rabbitmqadmin")
@@ -114,6 +114,18 @@ pub async fn http(
     auth: Option<&str>,
     body: &str,
 ) -> (u16, String) {
+    http_with(api, method, path, auth, "", body).await
+}
+
+/// The same, with more header lines (each ending in CRLF).
+pub async fn http_with(
+    api: SocketAddr,
+    method: &str,
+    path: &str,
+    auth: Option<&str>,
+    headers: &str,
+    body: &str,
+) -> (u16, String) {
     let mut s = tokio::net::TcpStream::connect(api).await.unwrap();
     let auth = auth
         .map(|a| {
@@ -125,7 +137,7 @@ pub async fn http(
         })
         .unwrap_or_default();
     let request = format!(
-        "{method} {path} HTTP/1.1\r\nhost: x\r\n{auth}content-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        "{method} {path} HTTP/1.1\r\nhost: x\r\n{auth}{headers}content-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
         body.len()
     );
     s.write_all(request.as_bytes()).await.unwrap();
