@@ -21,6 +21,17 @@ trap cleanup EXIT
 cleanup
 rm -rf "$CARGO_TARGET_DIR"/debug/test-rocketmq-* "$CARGO_TARGET_DIR/smoke-stack" /var/tmp/amqp-gw-postgres-15432
 
+# Tools the tests drive, from Debian, on a fresh machine: rabbitmqadmin
+# (package rabbitmq-server) and promtool
+# (package prometheus).
+need() {
+  command -v "$1" >/dev/null && return
+  echo "== installing $2 (for $1)"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$2" >/dev/null
+}
+need rabbitmqadmin rabbitmq-server
+need promtool prometheus
+
 echo "== building"
 "$root/deploy/rocketmq/build.sh" >/dev/null
 

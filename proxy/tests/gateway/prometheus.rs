@@ -122,3 +122,104 @@ async fn metrics_carry_rabbitmqs_names_and_move_with_traffic() {
     assert_eq!(status, 404);
     conn.close(200, "bye".into()).await.unwrap();
 }
+
+/// Runs promtool (Debian's prometheus package) on the blocking pool: the
+/// gateway answers on this test's runtime. Its status and output.
+async fn promtool(args: &[&str], stdin: String) -> (bool, String) {
+    let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+    tokio::task::spawn_blocking(move || {
+        use std::io::Write;
+        let mut child = std::process::Command::new("promtool")
+            .args(&args)
+            .current_dir(crate::harness::repo_root())
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("promtool runs (Debian's prometheus package)");
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(stdin.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.success(), text)
+    })
+    .await
+    .unwrap()
+}
+
+/// The exposition passes Prometheus' own linter, and the dashboard and
+/// alert rules in deploy/ ask only for series the gateway exports.
+#[tokio::test]
+async fn the_exposition_lints_clean_and_deploys_dashboard_and_rules_use_only_its_series() {
+    let gw = TestGateway::start().await;
+    let at = gw.prometheus.unwrap();
+    let mut families = std::collections::HashSet::new();
+    for path in ["/metrics", "/metrics/per-object"] {
+        let (status, text) = http(at, "GET", path, None, "").await;
+        assert_eq!(status, 200);
+        let (ok, lint) = promtool(&["check", "metrics"], text.clone()).await;
+        assert!(ok, "promtool check metrics {path}: {lint}");
+        families.extend(
+            text.lines()
+                .filter_map(|l| l.strip_prefix("# TYPE "))
+                .filter_map(|l| l.split(' ').next())
+                .map(str::to_owned),
+        );
+    }
+    let (ok, out) = promtool(
+        &["check", "rules", "deploy/prometheus/alerts.yml"],
+        String::new(),
+    )
+    .await;
+    assert!(ok, "{out}");
+    let root = crate::harness::repo_root();
+    for file in [
+        "deploy/prometheus/alerts.yml",
+        "deploy/grafana/amqp-gateway.json",
+    ] {
+        let text = std::fs::read_to_string(root.join(file)).unwrap();
+        let mut asked = 0;
+        for name in series_names(&text) {
+            let family = ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|s| name.strip_suffix(s).filter(|f| families.contains(*f)))
+                .unwrap_or(&name);
+            assert!(
+                families.contains(family),
+                "{file} asks for {name}, which the gateway does not export"
+            );
+            asked += 1;
+        }
+        assert!(asked >= 5, "{file} names the gateway's series");
+    }
+}
+
+/// Every `rabbitmq_…` or `amqp_gateway_…` identifier in a text.
+fn series_names(text: &str) -> Vec<String> {
+    let mut names = Vec::new();
+    let bytes = text.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        let rest = &text[i..];
+        if (rest.starts_with("rabbitmq_") || rest.starts_with("amqp_gateway_"))
+            && (i == 0 || !(bytes[i - 1].is_ascii_alphanumeric() || bytes[i - 1] == b'_'))
+        {
+            let end = rest
+                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .unwrap_or(rest.len());
+            names.push(rest[..end].to_owned());
+            i += end;
+        } else {
+            i += 1;
+        }
+    }
+    names
+}
