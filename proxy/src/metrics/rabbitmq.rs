@@ -270,52 +270,113 @@ async fn reports_queues(gateway: &Gateway) -> bool {
 /// The process, as RabbitMQ reports its node's.
 fn process(gateway: &Gateway, e: &mut Exposition) {
     let uptime = (gateway.clock.now_ms() - gateway.started_ms).max(0) as f64 / 1000.0;
-    e.single(
-        "rabbitmq_erlang_uptime_seconds",
-        "gauge",
-        "Node uptime",
-        &[],
-        uptime,
-    );
-    if let Ok(fds) = std::fs::read_dir("/proc/self/fd") {
-        e.single(
-            "rabbitmq_process_open_fds",
-            "gauge",
-            "Open file descriptors",
-            &[],
-            fds.count(),
-        );
-    }
-    if let Some(max) = max_open_files() {
-        e.single(
+    let (fds, sockets) = open_files();
+    let max_fds = max_open_files();
+    // The gateway's sockets share the descriptor limit.
+    let gauges: [(&str, &str, Option<f64>); 8] = [
+        (
+            "rabbitmq_erlang_uptime_seconds",
+            "Node uptime",
+            Some(uptime),
+        ),
+        ("rabbitmq_process_open_fds", "Open file descriptors", fds),
+        (
+            "rabbitmq_process_open_tcp_sockets",
+            "Open TCP sockets",
+            sockets,
+        ),
+        (
             "rabbitmq_process_max_fds",
-            "gauge",
             "Open file descriptors limit",
-            &[],
-            max,
-        );
-    }
-    if let Some(rss) = resident_bytes() {
-        e.single(
+            max_fds,
+        ),
+        (
+            "rabbitmq_process_max_tcp_sockets",
+            "Open TCP sockets limit",
+            max_fds,
+        ),
+        (
             "rabbitmq_process_resident_memory_bytes",
-            "gauge",
             "Memory used in bytes",
-            &[],
-            rss,
-        );
+            resident_bytes(),
+        ),
+        (
+            "rabbitmq_resident_memory_limit_bytes",
+            "Memory high watermark in bytes",
+            memory_limit(),
+        ),
+        (
+            "rabbitmq_disk_space_available_bytes",
+            "Disk space available in bytes",
+            disk_free(gateway),
+        ),
+    ];
+    for (name, help, value) in gauges {
+        if let Some(value) = value {
+            e.single(name, "gauge", help, &[], value);
+        }
     }
 }
 
-fn max_open_files() -> Option<u64> {
+/// Open descriptors, and how many of them are sockets.
+fn open_files() -> (Option<f64>, Option<f64>) {
+    let Ok(entries) = std::fs::read_dir("/proc/self/fd") else {
+        return (None, None);
+    };
+    let (mut fds, mut sockets) = (0u32, 0u32);
+    for entry in entries.flatten() {
+        fds += 1;
+        let target = std::fs::read_link(entry.path()).unwrap_or_default();
+        if target.to_string_lossy().starts_with("socket:") {
+            sockets += 1;
+        }
+    }
+    (Some(fds.into()), Some(sockets.into()))
+}
+
+/// What the process may use: its cgroup's memory.max, else the machine's
+/// memory (the gateway has no high watermark of its own).
+fn memory_limit() -> Option<f64> {
+    let cgroup = std::fs::read_to_string("/sys/fs/cgroup/memory.max").ok();
+    if let Some(limit) = cgroup.and_then(|v| v.trim().parse::<u64>().ok()) {
+        return Some(limit as f64);
+    }
+    let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let kib: u64 = meminfo
+        .lines()
+        .find(|l| l.starts_with("MemTotal:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()?;
+    Some((kib * 1024) as f64)
+}
+
+/// Free space where the gateway keeps files: the SQLite meta store's
+/// directory, else its working directory.
+fn disk_free(gateway: &Gateway) -> Option<f64> {
+    let dir = gateway
+        .config
+        .meta_url
+        .strip_prefix("sqlite:")
+        .filter(|p| !p.contains(":memory:"))
+        .and_then(|p| std::path::Path::new(p.split('?').next()?).parent())
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."));
+    let stat = rustix::fs::statvfs(dir).ok()?;
+    Some(stat.f_bavail.saturating_mul(stat.f_frsize) as f64)
+}
+
+fn max_open_files() -> Option<f64> {
     let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
     let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
     line.split_whitespace().nth(3)?.parse().ok()
 }
 
-fn resident_bytes() -> Option<u64> {
+fn resident_bytes() -> Option<f64> {
     let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
     let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
-    Some(pages * 4096)
+    Some((pages * 4096) as f64)
 }
 
 /// The gateway's own counters, gauges and histograms.

@@ -174,6 +174,9 @@ async fn the_exposition_lints_clean_and_deploys_dashboard_and_rules_use_only_its
                 .map(str::to_owned),
         );
     }
+    for name in RABBITMQ_OVERVIEW {
+        assert!(families.contains(*name), "RabbitMQ-Overview queries {name}");
+    }
     let (ok, out) = promtool(
         &["check", "rules", "deploy/prometheus/alerts.yml"],
         String::new(),
@@ -201,6 +204,49 @@ async fn the_exposition_lints_clean_and_deploys_dashboard_and_rules_use_only_its
         assert!(asked >= 5, "{file} names the gateway's series");
     }
 }
+
+/// Every series RabbitMQ's official Grafana dashboard RabbitMQ-Overview
+/// (grafana.com 10991) queries, as of RabbitMQ 3.10.8
+/// (deps/rabbitmq_prometheus/docker/grafana/dashboards/RabbitMQ-Overview.json
+/// at tag v3.10.8, read on 2026-12-07).
+const RABBITMQ_OVERVIEW: &[&str] = &[
+    "rabbitmq_build_info",
+    "rabbitmq_identity_info",
+    "rabbitmq_channel_consumers",
+    "rabbitmq_channels",
+    "rabbitmq_connections",
+    "rabbitmq_consumers",
+    "rabbitmq_queues",
+    "rabbitmq_channels_opened_total",
+    "rabbitmq_channels_closed_total",
+    "rabbitmq_connections_opened_total",
+    "rabbitmq_connections_closed_total",
+    "rabbitmq_queues_created_total",
+    "rabbitmq_queues_declared_total",
+    "rabbitmq_queues_deleted_total",
+    "rabbitmq_disk_space_available_bytes",
+    "rabbitmq_process_max_fds",
+    "rabbitmq_process_open_fds",
+    "rabbitmq_process_max_tcp_sockets",
+    "rabbitmq_process_open_tcp_sockets",
+    "rabbitmq_process_resident_memory_bytes",
+    "rabbitmq_resident_memory_limit_bytes",
+    "rabbitmq_queue_messages_ready",
+    "rabbitmq_queue_messages_unacked",
+    "rabbitmq_global_messages_acknowledged_total",
+    "rabbitmq_global_messages_confirmed_total",
+    "rabbitmq_global_messages_delivered_consume_auto_ack_total",
+    "rabbitmq_global_messages_delivered_consume_manual_ack_total",
+    "rabbitmq_global_messages_delivered_get_auto_ack_total",
+    "rabbitmq_global_messages_delivered_get_manual_ack_total",
+    "rabbitmq_global_messages_get_empty_total",
+    "rabbitmq_global_messages_received_confirm_total",
+    "rabbitmq_global_messages_received_total",
+    "rabbitmq_global_messages_redelivered_total",
+    "rabbitmq_global_messages_routed_total",
+    "rabbitmq_global_messages_unroutable_dropped_total",
+    "rabbitmq_global_messages_unroutable_returned_total",
+];
 
 /// Every `rabbitmq_…` or `amqp_gateway_…` identifier in a text.
 fn series_names(text: &str) -> Vec<String> {
