@@ -22,8 +22,8 @@ cleanup
 rm -rf "$CARGO_TARGET_DIR"/debug/test-rocketmq-* "$CARGO_TARGET_DIR/smoke-stack" /var/tmp/amqp-gw-postgres-15432
 
 # Tools the tests drive, from Debian, on a fresh machine: rabbitmqadmin
-# (package rabbitmq-server) and promtool
-# (package prometheus).
+# (package rabbitmq-server), promtool
+# (package prometheus) and a headless chromium.
 need() {
   command -v "$1" >/dev/null && return
   echo "== installing $2 (for $1)"
@@ -31,6 +31,7 @@ need() {
 }
 need rabbitmqadmin rabbitmq-server
 need promtool prometheus
+need chromium chromium
 
 echo "== building"
 "$root/deploy/rocketmq/build.sh" >/dev/null

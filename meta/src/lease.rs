@@ -127,14 +127,23 @@ impl Store {
             .collect())
     }
 
-    /// Says gateway `id` is alive until `now_ms + ttl_ms`.
-    pub async fn heartbeat(&self, id: &str, now_ms: i64, ttl_ms: i64) -> Result<()> {
+    /// Says gateway `id` is alive until `now_ms + ttl_ms`, and where its
+    /// management API answers ("" if it has none).
+    pub async fn heartbeat(
+        &self,
+        id: &str,
+        now_ms: i64,
+        ttl_ms: i64,
+        management: &str,
+    ) -> Result<()> {
         sqlx::query(
-            "INSERT INTO gateways (id, expires_ms) VALUES ($1, $2) \
-             ON CONFLICT (id) DO UPDATE SET expires_ms = excluded.expires_ms",
+            "INSERT INTO gateways (id, expires_ms, management) VALUES ($1, $2, $3) \
+             ON CONFLICT (id) DO UPDATE SET expires_ms = excluded.expires_ms, \
+             management = excluded.management",
         )
         .bind(id)
         .bind(now_ms + ttl_ms)
+        .bind(management)
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -151,6 +160,18 @@ impl Store {
                 .bind(now_ms)
                 .fetch_all(&self.pool)
                 .await?,
+        )
+    }
+
+    /// The live gateways with the address of their management API.
+    pub async fn live_gateway_addresses(&self, now_ms: i64) -> Result<Vec<(String, String)>> {
+        Ok(
+            sqlx::query_as(
+                "SELECT id, management FROM gateways WHERE expires_ms >= $1 ORDER BY id",
+            )
+            .bind(now_ms)
+            .fetch_all(&self.pool)
+            .await?,
         )
     }
 

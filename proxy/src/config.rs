@@ -57,6 +57,10 @@ pub struct Config {
     /// Address of RabbitMQ's management HTTP API (management/); empty to
     /// turn it off.
     pub management_listen: String,
+    /// Where other gateways reach this one's management API (host:port),
+    /// so that any gateway's API lists every gateway's connections; empty:
+    /// the address it listens on (fine when that is not a wildcard).
+    pub management_advertise: String,
     /// Address of the Prometheus endpoint (`GET /metrics` with RabbitMQ's
     /// metric names, `/metrics/per-object`, and `/health`), RabbitMQ's port
     /// 15692 by default; empty to turn it off.
@@ -84,6 +88,7 @@ impl Default for Config {
             producer_group: "amqp-gateway".to_owned(),
             health_listen: String::new(),
             management_listen: "127.0.0.1:15672".to_owned(),
+            management_advertise: String::new(),
             prometheus_listen: "127.0.0.1:15692".to_owned(),
         }
     }
@@ -167,6 +172,11 @@ impl Config {
             &get,
             "AMQP_GATEWAY_MANAGEMENT_LISTEN",
             &mut self.management_listen,
+        )?;
+        set(
+            &get,
+            "AMQP_GATEWAY_MANAGEMENT_ADVERTISE",
+            &mut self.management_advertise,
         )?;
         set(
             &get,

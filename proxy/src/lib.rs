@@ -98,6 +98,9 @@ pub struct Gateway {
     pub connections: Arc<connection::roster::Roster>,
     /// When it started, by `clock` (uptime).
     pub started_ms: i64,
+    /// Where other gateways reach this one's management API (host:port),
+    /// said with every heartbeat; unset without the API.
+    pub management_address: std::sync::OnceLock<String>,
 }
 
 /// What a gateway runs on besides its configuration. Production takes the
@@ -195,6 +198,7 @@ impl Gateway {
             clock,
             connections: Default::default(),
             started_ms: clock.now_ms(),
+            management_address: std::sync::OnceLock::new(),
         });
         gateway.heartbeat().await?;
         gateway.delete_orphaned_exclusive_queues().await?;
@@ -231,7 +235,12 @@ impl Gateway {
     /// Says this gateway is alive (its connections own exclusive queues).
     pub async fn heartbeat(&self) -> Result<(), meta::MetaError> {
         self.store
-            .heartbeat(&self.instance_id, self.clock.now_ms(), GATEWAY_TTL_MS)
+            .heartbeat(
+                &self.instance_id,
+                self.clock.now_ms(),
+                GATEWAY_TTL_MS,
+                self.management_address.get().map_or("", String::as_str),
+            )
             .await
     }
 

@@ -95,6 +95,12 @@ const MIGRATIONS: &[(i64, &str)] = &[
     ALTER TABLE queue_readers ADD COLUMN exclusive_consumer INTEGER NOT NULL DEFAULT 0;
     "#,
     ),
+    (
+        6,
+        r#"
+    ALTER TABLE gateways ADD COLUMN management TEXT NOT NULL DEFAULT '';
+    "#,
+    ),
 ];
 
 /// The schema in a backend's type names (written in SQLite's).

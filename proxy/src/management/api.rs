@@ -6,6 +6,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
@@ -106,7 +107,7 @@ pub(super) fn refusal(error: RegistryError) -> Reply {
 
 /// One request: the caller, the decoded path after `/api/`, the query, the body.
 pub(super) struct Call<'a> {
-    pub(super) gateway: &'a Gateway,
+    pub(super) gateway: &'a Arc<Gateway>,
     pub(super) caller: Caller,
     pub(super) method: Method,
     pub(super) path: Vec<String>,
@@ -114,10 +115,12 @@ pub(super) struct Call<'a> {
     pub(super) body: Bytes,
     /// The `X-Reason` header (a connection's close reason).
     pub(super) reason: Option<String>,
+    /// The caller's Authorization header, for asking other gateways.
+    pub(super) authorization: Option<String>,
 }
 
 pub async fn answer(
-    gateway: &Gateway,
+    gateway: &Arc<Gateway>,
     peer: SocketAddr,
     request: Request<hyper::body::Incoming>,
 ) -> Reply {
@@ -170,6 +173,7 @@ pub async fn answer(
         .map(str::to_owned);
     let call = Call {
         reason,
+        authorization: header.map(str::to_owned),
         gateway,
         caller,
         method: parts.method,
@@ -230,12 +234,14 @@ async fn route(c: &Call<'_>) -> Reply {
         (&Method::PUT, ["permissions", vhost, user]) => {
             super::users::put_permission(c, vhost, user).await
         }
-        (&Method::GET, ["connections"]) => super::connections::list_connections(c, None),
+        (&Method::GET, ["connections"]) => super::connections::list_connections(c, None).await,
         (&Method::GET, ["vhosts", vhost, "connections"]) => {
-            super::connections::list_connections(c, Some(vhost))
+            super::connections::list_connections(c, Some(vhost)).await
         }
-        (&Method::GET, ["connections", name]) => super::connections::get_connection(c, name),
-        (&Method::DELETE, ["connections", name]) => super::connections::close_connection(c, name),
+        (&Method::GET, ["connections", name]) => super::connections::get_connection(c, name).await,
+        (&Method::DELETE, ["connections", name]) => {
+            super::connections::close_connection(c, name).await
+        }
         (&Method::GET, ["connections", name, "channels"]) => {
             super::connections::list_channels(c, None, Some(name)).await
         }
@@ -250,6 +256,13 @@ async fn route(c: &Call<'_>) -> Reply {
         (&Method::GET, ["nodes"]) => super::connections::list_nodes(c, None).await,
         (&Method::GET, ["nodes", name]) => super::connections::list_nodes(c, Some(name)).await,
         (&Method::GET, ["definitions"]) => definitions(c).await,
+        (&Method::POST, ["definitions"]) => import_definitions(c).await,
+        (&Method::POST, ["exchanges", vhost, name, "publish"]) => {
+            super::messages::publish(c, vhost, name).await
+        }
+        (&Method::POST, ["queues", vhost, name, "get"]) => {
+            super::messages::get(c, vhost, name).await
+        }
         (&Method::GET, ["health", "checks", ..]) => Reply::ok(json!({"status": "ok"})),
         _ => Reply::not_found(),
     }
@@ -394,8 +407,114 @@ async fn definitions(c: &Call<'_>) -> Reply {
     }
 }
 
-/// `?columns=a,b.c` keeps only those fields of each object, as RabbitMQ does.
-pub(super) fn columns(c: &Call<'_>, items: Vec<Value>) -> Value {
+/// `POST /api/definitions`: merged into what exists, through the code of
+/// `amqp-gateway import` (a JSON body; RabbitMQ's multipart form upload is
+/// not taken). Answers once this gateway sees the result.
+async fn import_definitions(c: &Call<'_>) -> Reply {
+    if !c.caller.is_administrator() {
+        return Reply::forbidden("definitions are for administrators");
+    }
+    let defs: crate::definitions::Definitions = match serde_json::from_slice(&c.body) {
+        Ok(defs) => defs,
+        Err(e) => return Reply::bad_request(&format!("malformed definitions: {e}")),
+    };
+    match crate::definitions::import(&c.gateway.store, c.gateway.upstream.as_ref(), &defs).await {
+        Ok(report) => {
+            crate::follow::catch_up_now(c.gateway).await;
+            tracing::info!(
+                created = report.created.len(),
+                existing = report.existing.len(),
+                skipped = report.skipped.len(),
+                "Definitions imported through the management API."
+            );
+            if report.skipped.is_empty() {
+                Reply::no_content()
+            } else {
+                let skipped: Vec<String> = report
+                    .skipped
+                    .iter()
+                    .map(|(what, why)| format!("{what}: {why}"))
+                    .collect();
+                Reply::error(
+                    400,
+                    "bad_request",
+                    &format!("imported, except: {}", skipped.join("; ")),
+                )
+            }
+        }
+        Err(e) => Reply::error(503, "unavailable", &e.to_string()),
+    }
+}
+
+/// A listing as RabbitMQ answers it: `?name=` (a substring, or a regular
+/// expression with `use_regex=true`) filters by name, `?sort=a.b` and
+/// `sort_reverse=true` order it, `?page=&page_size=` turns the answer into
+/// a page object, and `?columns=a,b.c` keeps only those fields.
+pub(super) fn columns(c: &Call<'_>, mut items: Vec<Value>) -> Value {
+    let total = items.len();
+    if let Some(pattern) = c.query.get("name").filter(|p| !p.is_empty()) {
+        let regex = (c.query.get("use_regex").map(String::as_str) == Some("true"))
+            .then(|| regex::Regex::new(pattern).ok())
+            .flatten();
+        items.retain(|item| {
+            let name = item["name"].as_str().unwrap_or_default();
+            match &regex {
+                Some(r) => r.is_match(name),
+                None => name.contains(pattern.as_str()),
+            }
+        });
+    }
+    if let Some(key) = c.query.get("sort").filter(|k| !k.is_empty()) {
+        let field = |item: &Value| {
+            key.split('.')
+                .fold(item, |v, part| v.get(part).unwrap_or(&Value::Null))
+                .clone()
+        };
+        items.sort_by(|a, b| compare(&field(a), &field(b)));
+        if c.query.get("sort_reverse").map(String::as_str) == Some("true") {
+            items.reverse();
+        }
+    }
+    let page = c.query.get("page").and_then(|p| p.parse::<usize>().ok());
+    let Some(page) = page.filter(|p| *p >= 1) else {
+        return select_columns(c, items);
+    };
+    let page_size = c
+        .query
+        .get("page_size")
+        .and_then(|p| p.parse::<usize>().ok())
+        .unwrap_or(100)
+        .clamp(1, 500);
+    let filtered = items.len();
+    let page_count = filtered.div_ceil(page_size).max(1);
+    let items: Vec<Value> = items
+        .into_iter()
+        .skip((page - 1) * page_size)
+        .take(page_size)
+        .collect();
+    json!({
+        "filtered_count": filtered,
+        "item_count": items.len(),
+        "items": select_columns(c, items),
+        "page": page,
+        "page_count": page_count,
+        "page_size": page_size,
+        "total_count": total,
+    })
+}
+
+/// Numbers by value, everything else by its text.
+fn compare(a: &Value, b: &Value) -> std::cmp::Ordering {
+    match (a.as_f64(), b.as_f64()) {
+        (Some(x), Some(y)) => x.total_cmp(&y),
+        _ => {
+            let text = |v: &Value| v.as_str().map_or_else(|| v.to_string(), str::to_owned);
+            text(a).cmp(&text(b))
+        }
+    }
+}
+
+fn select_columns(c: &Call<'_>, items: Vec<Value>) -> Value {
     let Some(wanted) = c.query.get("columns").filter(|w| !w.is_empty()) else {
         return Value::Array(items);
     };

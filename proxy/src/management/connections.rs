@@ -5,14 +5,15 @@
 //! RabbitMQ does ("Closed via management plugin", or the `X-Reason`
 //! header).
 //!
-//! Only this gateway's connections are listed: behind a load balancer,
-//! each gateway lists its own (docs/mapping.md).
+//! Listings cover every live gateway (peers.rs asks the others); with
+//! `?local=true` a gateway answers for itself only.
 
 use std::sync::Arc;
 
 use serde_json::{json, Value};
 
 use super::api::{columns, Call, Reply};
+use super::peers;
 use crate::connection::roster::{ChannelView, Entry};
 
 /// The connections the caller may see, of one vhost or all.
@@ -59,7 +60,7 @@ fn connection_json(c: &Call<'_>, e: &Entry) -> Value {
     })
 }
 
-pub(super) fn list_connections(c: &Call<'_>, vhost: Option<&str>) -> Reply {
+pub(super) async fn list_connections(c: &Call<'_>, vhost: Option<&str>) -> Reply {
     if let Some(v) = vhost {
         if super::api::visible_vhost(c, v).is_none() {
             return Reply::not_found();
@@ -69,18 +70,36 @@ pub(super) fn list_connections(c: &Call<'_>, vhost: Option<&str>) -> Reply {
         .iter()
         .map(|e| connection_json(c, e))
         .collect();
-    Reply::ok(columns(c, items))
+    Reply::ok(columns(c, with_peers(c, items).await))
 }
 
-pub(super) fn get_connection(c: &Call<'_>, name: &str) -> Reply {
-    match visible(c, None).into_iter().find(|e| e.name == name) {
-        Some(e) => Reply::ok(connection_json(c, &e)),
-        None => Reply::not_found(),
+/// This gateway's objects and, unless asked for its own only, the other
+/// gateways'.
+async fn with_peers(c: &Call<'_>, mut items: Vec<Value>) -> Vec<Value> {
+    if !peers::local_only(c) {
+        items.extend(peers::gather(c, &peers::same_path(c)).await);
     }
+    items
 }
 
-pub(super) fn close_connection(c: &Call<'_>, name: &str) -> Reply {
+pub(super) async fn get_connection(c: &Call<'_>, name: &str) -> Reply {
+    if let Some(e) = visible(c, None).into_iter().find(|e| e.name == name) {
+        return Reply::ok(connection_json(c, &e));
+    }
+    if !peers::local_only(c) {
+        let all = peers::gather(c, "connections").await;
+        if let Some(found) = all.into_iter().find(|o| o["name"] == name) {
+            return Reply::ok(found);
+        }
+    }
+    Reply::not_found()
+}
+
+pub(super) async fn close_connection(c: &Call<'_>, name: &str) -> Reply {
     let Some(e) = visible(c, None).into_iter().find(|e| e.name == name) else {
+        if !peers::local_only(c) && peers::delete_anywhere(c, &peers::same_path(c)).await {
+            return Reply::no_content();
+        }
         return Reply::not_found();
     };
     let owner = e.opened.get().is_some_and(|o| o.user == c.caller.name);
@@ -149,16 +168,13 @@ pub(super) async fn list_channels(
     let mut entries = visible(c, vhost);
     if let Some(name) = connection {
         entries.retain(|e| e.name == name);
-        if entries.is_empty() {
-            return Reply::not_found();
-        }
     }
     let items = channels_of(entries)
         .await
         .iter()
         .map(|(e, ch)| channel_json(c, e, ch))
         .collect();
-    Reply::ok(columns(c, items))
+    Reply::ok(columns(c, with_peers(c, items).await))
 }
 
 pub(super) async fn list_consumers(c: &Call<'_>, vhost: Option<&str>) -> Reply {
@@ -193,7 +209,7 @@ pub(super) async fn list_consumers(c: &Call<'_>, vhost: Option<&str>) -> Reply {
             }));
         }
     }
-    Reply::ok(columns(c, items))
+    Reply::ok(columns(c, with_peers(c, items).await))
 }
 
 /// The live gateways, each a node.

@@ -4,7 +4,6 @@
 //! One integration-test binary for the crate (link time on 2 cores).
 
 mod connection;
-mod connections_api;
 mod consume;
 mod fast;
 mod features;

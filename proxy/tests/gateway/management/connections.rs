@@ -162,3 +162,82 @@ fn urlencode(s: &str) -> String {
         })
         .collect()
 }
+
+/// Two gateways on one meta store: the API of either lists the other's
+/// connections and closes them there.
+#[tokio::test]
+async fn any_gateway_lists_and_closes_the_connections_of_every_gateway() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite:{}", dir.path().join("meta.db").display());
+    let a = TestGateway::start_with(|c| c.meta_url = url.clone()).await;
+    let b = TestGateway::start_with(|c| c.meta_url = url.clone()).await;
+    let api = a.management.unwrap();
+    let name = unique("elsewhere");
+    let conn = Connection::connect(
+        &b.uri(),
+        ConnectionProperties::default()
+            .with_client_property("connection_name".into(), name.as_str().into()),
+    )
+    .await
+    .unwrap();
+    let mut events = conn.events_listener();
+    let _ch = conn.create_channel().await.unwrap();
+
+    // Heartbeats carry each gateway's API address within a second.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let listed = loop {
+        let all = get_json(api, "/api/connections").await;
+        let found = all
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["user_provided_name"] == name.as_str())
+            .cloned();
+        if let Some(found) = found {
+            break found;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "B's connection listed through A: {all}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_ne!(
+        listed["node"],
+        get_json(api, "/api/overview").await["node"],
+        "listed as B's, not A's"
+    );
+    let own = get_json(api, "/api/connections?local=true").await;
+    assert!(own
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|c| c["user_provided_name"] != name.as_str()));
+    let channels = get_json(api, "/api/channels").await;
+    assert!(channels
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|ch| ch["connection_details"]["name"] == listed["name"]));
+
+    let path = format!(
+        "/api/connections/{}",
+        urlencode(listed["name"].as_str().unwrap())
+    );
+    let (status, _) = http(api, "DELETE", &path, GUEST, "").await;
+    assert_eq!(status, 204, "closed through A");
+    let error = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            if let Some(lapin::Event::Error(e)) = events.next().await {
+                return e;
+            }
+        }
+    })
+    .await
+    .expect("B's client was closed");
+    assert_eq!(crate::reply_code(&error), Some(320), "{error}");
+    assert!(
+        error.to_string().contains("Closed via management plugin"),
+        "{error}"
+    );
+}

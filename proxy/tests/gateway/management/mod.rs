@@ -2,6 +2,10 @@
 //! nobody here wrote (Debian's `rabbitmqadmin`) and by raw HTTP for the
 //! error answers; topology it changes is what AMQP sees, and the reverse.
 
+mod connections;
+mod messages;
+mod page;
+
 use std::net::SocketAddr;
 use std::process::Command;
 
@@ -349,4 +353,61 @@ async fn a_vhost_created_through_the_api_serves_amqp_at_once() {
     .unwrap();
     let queues = rabbitmqadmin(api, &["-V", &vhost, "list", "queues", "name"]).await;
     assert!(queues.lines().any(|l| l == q), "{queues}");
+}
+
+#[tokio::test]
+async fn listings_filter_sort_and_page_as_rabbitmq_does() {
+    let gw = TestGateway::start().await;
+    let api = gw.management.unwrap();
+    let conn = gw.connect().await;
+    let ch = conn.create_channel().await.unwrap();
+    let prefix = unique("paged");
+    for n in ["a", "b", "c"] {
+        ch.queue_declare(
+            format!("{prefix}-{n}").as_str().into(),
+            QueueDeclareOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    }
+    let path = format!(
+        "/api/queues?page=1&page_size=2&name={prefix}&sort=name&sort_reverse=true&columns=name"
+    );
+    let (status, body) = http(api, "GET", &path, Some("guest:guest"), "").await;
+    assert_eq!(status, 200, "{body}");
+    let page: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(page["filtered_count"], 3);
+    assert_eq!(
+        (page["item_count"].as_u64(), page["page_count"].as_u64()),
+        (Some(2), Some(2))
+    );
+    let names: Vec<&str> = page["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|q| q["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, [format!("{prefix}-c"), format!("{prefix}-b")]);
+    let (_, body) = http(
+        api,
+        "GET",
+        &path.replace("page=1", "page=2"),
+        Some("guest:guest"),
+        "",
+    )
+    .await;
+    let page: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(page["items"][0]["name"], format!("{prefix}-a"));
+    let regex = format!("/api/queues?name=%5E{prefix}-%5Bab%5D%24&use_regex=true&columns=name");
+    let (_, body) = http(api, "GET", &regex, Some("guest:guest"), "").await;
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&body)
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .len(),
+        2,
+        "{body}"
+    );
 }
