@@ -7,6 +7,7 @@ root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/amqp-gw/target}"
 cd "$root"
 
+rabbit_env=(RABBITMQ_DATA="$CARGO_TARGET_DIR/reference-rabbitmq" RABBIT_PORT=25674 RABBIT_NODE=gwtest@localhost RABBIT_MANAGEMENT_PORT=25675)
 smoke_env=(AMQP_GW_DATA="$CARGO_TARGET_DIR/smoke-stack" AMQP_PORT=25672 MANAGEMENT_PORT=25673 PROMETHEUS_PORT=25692 NAMESRV_PORT=19886 BROKER_PORT=20941)
 cleanup() {
   for d in "$CARGO_TARGET_DIR"/debug/test-rocketmq-*; do
@@ -14,12 +15,13 @@ cleanup() {
   done
   env "${smoke_env[@]}" "$root/deploy/down.sh" >/dev/null 2>&1 || true
   PG_PORT=15432 "$root/deploy/postgres/stop.sh" >/dev/null 2>&1 || true
+  env "${rabbit_env[@]}" "$root/deploy/rabbitmq/stop.sh" >/dev/null 2>&1 || true
 }
 trap cleanup EXIT
 # Start from empty RocketMQ data: a store left by a killed run would make the
 # broker start in recovery mode and the run depend on what happened before.
 cleanup
-rm -rf "$CARGO_TARGET_DIR"/debug/test-rocketmq-* "$CARGO_TARGET_DIR/smoke-stack" /var/tmp/amqp-gw-postgres-15432
+rm -rf "$CARGO_TARGET_DIR"/debug/test-rocketmq-* "$CARGO_TARGET_DIR/smoke-stack" /var/tmp/amqp-gw-postgres-15432 "$CARGO_TARGET_DIR/reference-rabbitmq"
 
 # Tools the tests drive, from Debian, on a fresh machine: rabbitmqadmin
 # (package rabbitmq-server), promtool
@@ -49,3 +51,7 @@ AMQP_URL="amqp://guest:guest@127.0.0.1:25672/%2F" "$python" "$root/conformance/e
 
 echo "== conformance, fast subset: py-amqp's own broker tests against the gateway"
 "$python" "$root/conformance/run.py" --fast --targets gateway --gateway-port 25672
+
+echo "== the management API side by side with RabbitMQ 3.10's (same traffic, same requests)"
+env "${rabbit_env[@]}" "$root/deploy/rabbitmq/start.sh"
+"$python" "$root/conformance/management_compare.py" --gateway 25672,25673 --rabbitmq 25674,25675

@@ -5,6 +5,9 @@
 #   RABBITMQ_DATA  data directory (default <repo>/data/rabbitmq)
 #   RABBIT_PORT    AMQP port (default 5673, beside the gateway's 5672)
 #   RABBIT_NODE    Erlang node name (default gwref@localhost)
+#   RABBIT_MANAGEMENT_PORT  with it, the management and Prometheus plugins
+#                  are on: the API on this port, /metrics on RABBIT_PROMETHEUS_PORT
+#                  (default the API's port + 20)
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 data="${RABBITMQ_DATA:-$root/data/rabbitmq}"
@@ -23,10 +26,23 @@ export HOME="$data" RABBITMQ_NODENAME="${RABBIT_NODE:-gwref@localhost}" RABBITMQ
   RABBITMQ_NODE_PORT="$port" RABBITMQ_DIST_PORT=$((port + 20000)) ERL_EPMD_ADDRESS=127.0.0.1 \
   RABBITMQ_MNESIA_BASE="$data/mnesia" RABBITMQ_LOG_BASE="$data/log" \
   RABBITMQ_ENABLED_PLUGINS_FILE="$data/enabled_plugins" RABBITMQ_PID_FILE="$data/rabbitmq.pid"
-echo "[]." >"$data/enabled_plugins"
+if [ -n "${RABBIT_MANAGEMENT_PORT:-}" ]; then
+  echo "[rabbitmq_management,rabbitmq_prometheus]." >"$data/enabled_plugins"
+  cat >"$data/rabbitmq.conf" <<CONF
+management.tcp.ip = 127.0.0.1
+management.tcp.port = $RABBIT_MANAGEMENT_PORT
+prometheus.tcp.ip = 127.0.0.1
+prometheus.tcp.port = ${RABBIT_PROMETHEUS_PORT:-$((RABBIT_MANAGEMENT_PORT + 20))}
+CONF
+  export RABBITMQ_CONFIG_FILE="$data/rabbitmq.conf"
+  wait_for=$RABBIT_MANAGEMENT_PORT
+else
+  echo "[]." >"$data/enabled_plugins"
+  wait_for=$port
+fi
 nohup /usr/lib/rabbitmq/bin/rabbitmq-server >"$data/log/stdout.log" 2>&1 &
 for _ in $(seq 1 600); do
-  answers "$port" && { echo "RabbitMQ $(dpkg-query -W -f='${Version}' rabbitmq-server) on 127.0.0.1:$port"; exit 0; }
+  answers "$port" && answers "$wait_for" && { echo "RabbitMQ $(dpkg-query -W -f='${Version}' rabbitmq-server) on 127.0.0.1:$port"; exit 0; }
   sleep 0.1
 done
 echo "RabbitMQ did not start; see $data/log" >&2
