@@ -101,6 +101,8 @@ pub struct Gateway {
     /// Where other gateways reach this one's management API (host:port),
     /// said with every heartbeat; unset without the API.
     pub management_address: std::sync::OnceLock<String>,
+    /// Message rates for the management API (sampled every 5 s).
+    pub rates: metrics::rates::Rates,
 }
 
 /// What a gateway runs on besides its configuration. Production takes the
@@ -199,11 +201,13 @@ impl Gateway {
             connections: Default::default(),
             started_ms: clock.now_ms(),
             management_address: std::sync::OnceLock::new(),
+            rates: Default::default(),
         });
         gateway.heartbeat().await?;
         gateway.delete_orphaned_exclusive_queues().await?;
         gateway.start_expiring_feeds();
         tokio::spawn(follow::follow(Arc::downgrade(&gateway)));
+        tokio::spawn(metrics::rates::Rates::run(Arc::downgrade(&gateway)));
         Ok(gateway)
     }
 

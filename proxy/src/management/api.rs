@@ -335,7 +335,7 @@ async fn overview(c: &Call<'_>) -> Reply {
         "queue_totals": {"messages": ready + unacked, "messages_ready": ready, "messages_unacknowledged": unacked},
         // Connections and channels: this gateway's (docs/mapping.md).
         "object_totals": {"queues": queues, "exchanges": exchanges, "consumers": consumers, "connections": open.connections, "channels": open.channels},
-        "message_stats": {},
+        "message_stats": c.gateway.rates.message_stats(),
         "listeners": [{"node": json::node(c.gateway), "protocol": "amqp", "ip_address": c.gateway.config.listen.ip().to_string(), "port": c.gateway.config.listen.port()}],
     }))
 }

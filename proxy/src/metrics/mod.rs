@@ -10,6 +10,7 @@
 pub mod endpoint;
 mod exposition;
 mod rabbitmq;
+pub mod rates;
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 

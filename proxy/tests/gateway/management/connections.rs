@@ -118,6 +118,12 @@ async fn the_api_lists_what_is_open_and_closes_a_connection_with_320() {
         .any(|n| n["name"] == ours["node"]));
     let overview = get_json(api, "/api/overview").await;
     assert_eq!(overview["object_totals"]["connections"], 1);
+    let stats = &overview["message_stats"];
+    assert!(
+        stats["publish"].as_u64() >= Some(3),
+        "publishes counted: {stats}"
+    );
+    assert!(stats["publish_details"]["rate"].is_number(), "{stats}");
 
     let conn_name = ours["name"].as_str().unwrap();
     let path = format!("/api/connections/{}", urlencode(conn_name));
