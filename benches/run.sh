@@ -12,6 +12,9 @@
 #   TARGETS          e.g. "gateway,rabbitmq" (default: all four)
 #   CONNECTIONS      connections in scenario 4 (default 1000)
 #   KEEP=1           leave the stacks running afterwards
+#   SCRAPE_EVERY     seconds between Prometheus scrapes of the RocketMQ gateway's
+#                    /metrics during the runs (default: none); a gateway's management
+#                    API answers on its AMQP port + 20000, /metrics on + 21000
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/amqp-gw/target}"
@@ -37,6 +40,7 @@ NAMESRV_PORT=$NAMESRV_PORT BROKER_PORT=$BROKER_PORT ROCKETMQ_DATA="$ROCKETMQ_DAT
 rm -rf "$data"
 mkdir -p "$data/logs"
 cleanup() {
+  [ -n "${scraper:-}" ] && kill "$scraper" 2>/dev/null || true
   [ "${KEEP:-0}" = 1 ] && return
   for pidfile in "$data"/gateway-*.pid; do
     [ -f "$pidfile" ] && kill "$(cat "$pidfile")" 2>/dev/null || true
@@ -49,7 +53,9 @@ trap cleanup EXIT
 echo "== starting RocketMQ, two gateways and RabbitMQ"
 ROCKETMQ_BIN="$bin" "$root/deploy/rocketmq/start.sh"
 start_gateway() { # name port upstream
-  AMQP_GATEWAY_LISTEN="127.0.0.1:$2" AMQP_GATEWAY_MANAGEMENT_LISTEN="" AMQP_GATEWAY_PROMETHEUS_LISTEN="" \
+  AMQP_GATEWAY_LISTEN="127.0.0.1:$2" \
+  AMQP_GATEWAY_MANAGEMENT_LISTEN="127.0.0.1:$(($2 + 20000))" \
+  AMQP_GATEWAY_PROMETHEUS_LISTEN="127.0.0.1:$(($2 + 21000))" \
   AMQP_GATEWAY_META_URL="sqlite:$data/meta-$1.db" \
   AMQP_GATEWAY_NAME_SERVER="127.0.0.1:$NAMESRV_PORT" \
   AMQP_GATEWAY_UPSTREAM="$3" \
@@ -75,6 +81,13 @@ $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), kernel $(unam
 $(date -u +%Y-%m-%d); gateway $(git -C "$root" rev-parse --short HEAD) (release), \
 rocketmq-rust 1.0.0 (ASYNC_FLUSH), RabbitMQ $(dpkg-query -W -f='${Version}' rabbitmq-server 2>/dev/null)."
 echo "== $machine"
+if [ -n "${SCRAPE_EVERY:-}" ]; then
+  echo "== scraping http://127.0.0.1:$((gateway_port + 21000))/metrics every ${SCRAPE_EVERY} s"
+  (while sleep "$SCRAPE_EVERY"; do
+     curl -s -o /dev/null "http://127.0.0.1:$((gateway_port + 21000))/metrics"
+   done) &
+  scraper=$!
+fi
 "$release/bench" \
   --gateway "127.0.0.1:$gateway_port" --gateway-pids "$(cat "$data/gateway-rocketmq.pid")" \
   --rocketmq-pids "$(cat "$ROCKETMQ_DATA/broker.pid"),$(cat "$ROCKETMQ_DATA/namesrv.pid")" \

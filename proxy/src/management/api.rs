@@ -9,6 +9,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use futures_util::StreamExt;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::{Method, Request, Response, StatusCode};
 use serde_json::{json, Map, Value};
@@ -310,20 +311,25 @@ fn vhosts(c: &Call<'_>) -> Reply {
 }
 
 async fn overview(c: &Call<'_>) -> Reply {
-    let (mut queues, mut exchanges, mut consumers) = (0usize, 0usize, 0u64);
-    let (mut ready, mut unacked) = (0u64, 0u64);
+    let mut exchanges = 0usize;
+    let mut states = Vec::new();
     for vhost in vhosts_of(c, None).unwrap_or_default() {
-        let states: Vec<_> = vhost.read().queues.values().cloned().collect();
         exchanges += vhost.read().exchanges.len();
-        queues += states.len();
-        for state in states {
-            if let Ok(counts) = crate::registry::queues::counts(c.gateway, &state).await {
-                ready += u64::from(counts.ready);
-                unacked += u64::from(counts.unacked);
-                consumers += u64::from(counts.consumers);
-            }
-        }
+        states.extend(vhost.read().queues.values().cloned().collect::<Vec<_>>());
     }
+    let queues = states.len();
+    let counts: Vec<crate::registry::queues::Counts> = futures_util::stream::iter(states)
+        .map(|state| async move {
+            crate::registry::queues::counts(c.gateway, &state)
+                .await
+                .unwrap_or_default()
+        })
+        .buffer_unordered(super::queues::COUNTS_AT_ONCE)
+        .collect()
+        .await;
+    let ready: u64 = counts.iter().map(|n| u64::from(n.ready)).sum();
+    let unacked: u64 = counts.iter().map(|n| u64::from(n.unacked)).sum();
+    let consumers: u64 = counts.iter().map(|n| u64::from(n.consumers)).sum();
     let open = c.gateway.connections.totals();
     Reply::ok(json!({
         "management_version": "3.10.8",
