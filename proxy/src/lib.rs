@@ -101,6 +101,8 @@ pub struct Gateway {
     /// Where other gateways reach this one's management API (host:port),
     /// said with every heartbeat; unset without the API.
     pub management_address: std::sync::OnceLock<String>,
+    /// The address AMQP clients reach (the bound `listen`).
+    pub amqp_address: std::sync::OnceLock<std::net::SocketAddr>,
     /// Message rates for the management API (sampled every 5 s).
     pub rates: metrics::rates::Rates,
 }
@@ -202,6 +204,7 @@ impl Gateway {
             started_ms: clock.now_ms(),
             management_address: std::sync::OnceLock::new(),
             rates: Default::default(),
+            amqp_address: std::sync::OnceLock::new(),
         });
         gateway.heartbeat().await?;
         gateway.delete_orphaned_exclusive_queues().await?;

@@ -31,6 +31,9 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()>,
 ) {
+    if let Ok(bound) = listener.local_addr() {
+        let _ = gateway.amqp_address.set(bound);
+    }
     let limit = Arc::new(Semaphore::new(gateway.config.max_connections));
     let refusing = Arc::new(Semaphore::new(MAX_REFUSING));
     let ids = AtomicU64::new(0);

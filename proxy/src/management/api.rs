@@ -57,6 +57,11 @@ impl Reply {
         }
     }
 
+    /// Any status with this body.
+    pub(super) fn error_status(status: u16, body: Value) -> Reply {
+        Reply { status, body }
+    }
+
     pub(super) fn not_found() -> Reply {
         Reply::error(404, "Object Not Found", "Not Found")
     }
@@ -256,15 +261,15 @@ async fn route(c: &Call<'_>) -> Reply {
         }
         (&Method::GET, ["nodes"]) => super::connections::list_nodes(c, None).await,
         (&Method::GET, ["nodes", name]) => super::connections::list_nodes(c, Some(name)).await,
-        (&Method::GET, ["definitions"]) => definitions(c).await,
-        (&Method::POST, ["definitions"]) => import_definitions(c).await,
+        (&Method::GET, ["definitions"]) => super::definitions::export(c).await,
+        (&Method::POST, ["definitions"]) => super::definitions::import(c).await,
         (&Method::POST, ["exchanges", vhost, name, "publish"]) => {
             super::messages::publish(c, vhost, name).await
         }
         (&Method::POST, ["queues", vhost, name, "get"]) => {
             super::messages::get(c, vhost, name).await
         }
-        (&Method::GET, ["health", "checks", ..]) => Reply::ok(json!({"status": "ok"})),
+        (&Method::GET, ["health", "checks", check @ ..]) => super::health::check(c, check),
         _ => Reply::not_found(),
     }
 }
@@ -331,6 +336,12 @@ async fn overview(c: &Call<'_>) -> Reply {
     let unacked: u64 = counts.iter().map(|n| u64::from(n.unacked)).sum();
     let consumers: u64 = counts.iter().map(|n| u64::from(n.consumers)).sum();
     let open = c.gateway.connections.totals();
+    let amqp = c
+        .gateway
+        .amqp_address
+        .get()
+        .copied()
+        .unwrap_or(c.gateway.config.listen);
     Reply::ok(json!({
         "management_version": "3.10.8",
         "rabbitmq_version": "3.10.8",
@@ -342,7 +353,7 @@ async fn overview(c: &Call<'_>) -> Reply {
         // Connections and channels: this gateway's (docs/mapping.md).
         "object_totals": {"queues": queues, "exchanges": exchanges, "consumers": consumers, "connections": open.connections, "channels": open.channels},
         "message_stats": c.gateway.rates.message_stats(),
-        "listeners": [{"node": json::node(c.gateway), "protocol": "amqp", "ip_address": c.gateway.config.listen.ip().to_string(), "port": c.gateway.config.listen.port()}],
+        "listeners": [{"node": json::node(c.gateway), "protocol": "amqp", "ip_address": amqp.ip().to_string(), "port": amqp.port()}],
     }))
 }
 
@@ -401,148 +412,6 @@ pub(super) fn writable(
         )));
     }
     Ok(v)
-}
-
-async fn definitions(c: &Call<'_>) -> Reply {
-    if !c.caller.is_administrator() {
-        return Reply::forbidden("definitions are for administrators");
-    }
-    match crate::definitions::export(&c.gateway.store).await {
-        Ok(defs) => Reply::ok(serde_json::to_value(defs).unwrap_or(Value::Null)),
-        Err(e) => Reply::error(503, "unavailable", &e.to_string()),
-    }
-}
-
-/// `POST /api/definitions`: merged into what exists, through the code of
-/// `amqp-gateway import` (a JSON body; RabbitMQ's multipart form upload is
-/// not taken). Answers once this gateway sees the result.
-async fn import_definitions(c: &Call<'_>) -> Reply {
-    if !c.caller.is_administrator() {
-        return Reply::forbidden("definitions are for administrators");
-    }
-    let defs: crate::definitions::Definitions = match serde_json::from_slice(&c.body) {
-        Ok(defs) => defs,
-        Err(e) => return Reply::bad_request(&format!("malformed definitions: {e}")),
-    };
-    match crate::definitions::import(&c.gateway.store, c.gateway.upstream.as_ref(), &defs).await {
-        Ok(report) => {
-            crate::follow::catch_up_now(c.gateway).await;
-            tracing::info!(
-                created = report.created.len(),
-                existing = report.existing.len(),
-                skipped = report.skipped.len(),
-                "Definitions imported through the management API."
-            );
-            if report.skipped.is_empty() {
-                Reply::no_content()
-            } else {
-                let skipped: Vec<String> = report
-                    .skipped
-                    .iter()
-                    .map(|(what, why)| format!("{what}: {why}"))
-                    .collect();
-                Reply::error(
-                    400,
-                    "bad_request",
-                    &format!("imported, except: {}", skipped.join("; ")),
-                )
-            }
-        }
-        Err(e) => Reply::error(503, "unavailable", &e.to_string()),
-    }
-}
-
-/// A listing as RabbitMQ answers it: `?name=` (a substring, or a regular
-/// expression with `use_regex=true`) filters by name, `?sort=a.b` and
-/// `sort_reverse=true` order it, `?page=&page_size=` turns the answer into
-/// a page object, and `?columns=a,b.c` keeps only those fields.
-pub(super) fn columns(c: &Call<'_>, mut items: Vec<Value>) -> Value {
-    let total = items.len();
-    if let Some(pattern) = c.query.get("name").filter(|p| !p.is_empty()) {
-        let regex = (c.query.get("use_regex").map(String::as_str) == Some("true"))
-            .then(|| regex::Regex::new(pattern).ok())
-            .flatten();
-        items.retain(|item| {
-            let name = item["name"].as_str().unwrap_or_default();
-            match &regex {
-                Some(r) => r.is_match(name),
-                None => name.contains(pattern.as_str()),
-            }
-        });
-    }
-    if let Some(key) = c.query.get("sort").filter(|k| !k.is_empty()) {
-        let field = |item: &Value| {
-            key.split('.')
-                .fold(item, |v, part| v.get(part).unwrap_or(&Value::Null))
-                .clone()
-        };
-        items.sort_by(|a, b| compare(&field(a), &field(b)));
-        if c.query.get("sort_reverse").map(String::as_str) == Some("true") {
-            items.reverse();
-        }
-    }
-    let page = c.query.get("page").and_then(|p| p.parse::<usize>().ok());
-    let Some(page) = page.filter(|p| *p >= 1) else {
-        return select_columns(c, items);
-    };
-    let page_size = c
-        .query
-        .get("page_size")
-        .and_then(|p| p.parse::<usize>().ok())
-        .unwrap_or(100)
-        .clamp(1, 500);
-    let filtered = items.len();
-    let page_count = filtered.div_ceil(page_size).max(1);
-    let items: Vec<Value> = items
-        .into_iter()
-        .skip((page - 1) * page_size)
-        .take(page_size)
-        .collect();
-    json!({
-        "filtered_count": filtered,
-        "item_count": items.len(),
-        "items": select_columns(c, items),
-        "page": page,
-        "page_count": page_count,
-        "page_size": page_size,
-        "total_count": total,
-    })
-}
-
-/// Numbers by value, everything else by its text.
-fn compare(a: &Value, b: &Value) -> std::cmp::Ordering {
-    match (a.as_f64(), b.as_f64()) {
-        (Some(x), Some(y)) => x.total_cmp(&y),
-        _ => {
-            let text = |v: &Value| v.as_str().map_or_else(|| v.to_string(), str::to_owned);
-            text(a).cmp(&text(b))
-        }
-    }
-}
-
-fn select_columns(c: &Call<'_>, items: Vec<Value>) -> Value {
-    let Some(wanted) = c.query.get("columns").filter(|w| !w.is_empty()) else {
-        return Value::Array(items);
-    };
-    let wanted: Vec<&str> = wanted.split(',').map(str::trim).collect();
-    Value::Array(
-        items
-            .into_iter()
-            .map(|item| {
-                let mut out = Map::new();
-                for column in &wanted {
-                    let mut value = &item;
-                    for part in column.split('.') {
-                        value = value.get(part).unwrap_or(&Value::Null);
-                    }
-                    if !value.is_null() || item.get(*column).is_some() {
-                        out.insert((*column).to_owned(), value.clone());
-                    }
-                }
-                Value::Object(out)
-            })
-            .collect(),
-    )
 }
 
 /// `%2F` and friends in a path segment or query value (`+` stays as is in

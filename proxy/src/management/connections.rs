@@ -12,7 +12,8 @@ use std::sync::Arc;
 
 use serde_json::{json, Value};
 
-use super::api::{columns, Call, Reply};
+use super::api::{Call, Reply};
+use super::listing::columns;
 use super::peers;
 use crate::connection::roster::{ChannelView, Entry};
 

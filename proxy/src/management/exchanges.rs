@@ -5,9 +5,10 @@
 use serde_json::{json, Value};
 
 use super::api::{
-    arguments, body_object, columns, flag, refusal, vhosts_of, visible_vhost, writable, Call, Reply,
+    arguments, body_object, flag, refusal, vhosts_of, visible_vhost, writable, Call, Reply,
 };
 use super::json;
+use super::listing::columns;
 use crate::registry::bindings;
 use crate::registry::exchanges::{self, ExchangeSpec};
 use crate::topology::{encode_arguments, Access};

@@ -8,8 +8,11 @@
 mod api;
 mod auth;
 mod connections;
+mod definitions;
 mod exchanges;
+mod health;
 mod json;
+mod listing;
 mod messages;
 mod peers;
 mod queues;

@@ -5,9 +5,10 @@ use futures_util::stream::{self, StreamExt};
 use serde_json::Value;
 
 use super::api::{
-    arguments, body_object, columns, flag, refusal, vhosts_of, visible_vhost, writable, Call, Reply,
+    arguments, body_object, flag, refusal, vhosts_of, visible_vhost, writable, Call, Reply,
 };
 use super::json;
+use super::listing::columns;
 use crate::registry::queues::{self, QueueSpec};
 use crate::topology::Access;
 

@@ -411,3 +411,36 @@ async fn listings_filter_sort_and_page_as_rabbitmq_does() {
         "{body}"
     );
 }
+
+#[tokio::test]
+async fn health_checks_answer_as_rabbitmq_and_fail_when_they_should() {
+    let gw = TestGateway::start().await;
+    let api = gw.management.unwrap();
+    let guest = Some("guest:guest");
+    let check = |path: String| async move { http(api, "GET", &path, guest, "").await };
+    let amqp = format!("/api/health/checks/port-listener/{}", gw.addr.port());
+    for path in [
+        amqp,
+        "/api/health/checks/alarms".to_owned(),
+        "/api/health/checks/virtual-hosts".to_owned(),
+        "/api/health/checks/protocol-listener/amqp".to_owned(),
+        "/api/health/checks/certificate-expiration/1/months".to_owned(),
+    ] {
+        let (status, body) = check(path.clone()).await;
+        assert_eq!(
+            (status, body.as_str()),
+            (200, r#"{"status":"ok"}"#),
+            "{path}"
+        );
+    }
+    let (status, body) = check("/api/health/checks/port-listener/1".into()).await;
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        body.contains(r#""status":"failed""#) && body.contains("No active listener"),
+        "{body}"
+    );
+    let (status, _) = check("/api/health/checks/protocol-listener/stomp".into()).await;
+    assert_eq!(status, 503);
+    let (status, _) = check("/api/health/checks/no-such-check".into()).await;
+    assert_eq!(status, 404);
+}
