@@ -28,6 +28,7 @@ pub async fn render(gateway: &Gateway, per_object: bool) -> String {
     queues(gateway, per_object, &mut e).await;
     process(gateway, &mut e);
     own(gateway, &mut e);
+    follower_lag(gateway, &mut e).await;
     e.finish()
 }
 
@@ -380,6 +381,25 @@ fn resident_bytes() -> Option<f64> {
 }
 
 /// The gateway's own counters, gauges and histograms.
+/// How many meta store changes this gateway has yet to apply; absent when
+/// the store does not answer (`amqp_gateway_meta_store_healthy` says so).
+async fn follower_lag(gateway: &Gateway, e: &mut Exposition) {
+    let Ok(latest) = gateway.store.revision().await else {
+        return;
+    };
+    let wait = std::time::Duration::from_millis(200);
+    let Ok(followed) = tokio::time::timeout(wait, gateway.followed.lock()).await else {
+        return;
+    };
+    e.single(
+        "amqp_gateway_meta_revisions_behind",
+        "gauge",
+        "Changes in the meta store this gateway has not applied yet (the follower's lag).",
+        &[],
+        (latest - *followed).max(0),
+    );
+}
+
 fn own(gateway: &Gateway, e: &mut Exposition) {
     for c in COUNTERS {
         e.single(c.name, "counter", c.help, &[], c.get());

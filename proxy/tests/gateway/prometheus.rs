@@ -99,6 +99,19 @@ async fn metrics_carry_rabbitmqs_names_and_move_with_traffic() {
     assert!(moved("rabbitmq_queues_created_total") >= 1.0);
     assert!(value(&after, "amqp_gateway_rocketmq_send_seconds_count") >= 5.0);
     assert!(value(&after, "rabbitmq_process_open_fds") > 0.0);
+    // The follower applies its own declare within its 50 ms poll.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+    while value(
+        &scrape(at, "/metrics").await,
+        "amqp_gateway_meta_revisions_behind",
+    ) > 0.0
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the follower caught up"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
 
     let per_queue = scrape(at, "/metrics/per-object").await;
     let of = |family: &str| {
