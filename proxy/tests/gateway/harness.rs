@@ -282,10 +282,15 @@ impl Drop for GatewayProcess {
     }
 }
 
+/// A port for a server process to listen on: free now, and below Linux's
+/// ephemeral range (32768-60999), so that no outgoing connection of a test
+/// running meanwhile takes it before the process binds it (port 0 would
+/// hand out an ephemeral one). Random, so parallel tests rarely meet.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    loop {
+        let port = 21000 + (rand::random::<u16>() % 9000);
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }

@@ -444,3 +444,54 @@ async fn health_checks_answer_as_rabbitmq_and_fail_when_they_should() {
     let (status, _) = check("/api/health/checks/no-such-check".into()).await;
     assert_eq!(status, 404);
 }
+
+/// Names with `/` and `%` in them, as clients may give them: each path
+/// segment is decoded on its own, so `%2F` inside a name stays in the name.
+#[tokio::test]
+async fn names_with_slashes_and_percent_signs_are_one_object() {
+    let gw = TestGateway::start().await;
+    let api = gw.management.unwrap();
+    let conn = gw.connect().await;
+    let ch = conn.create_channel().await.unwrap();
+    let name = format!("{}/orders%2Fq", unique("slash"));
+    ch.queue_declare(
+        name.as_str().into(),
+        QueueDeclareOptions::default(),
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
+    let encoded = name.replace('%', "%25").replace('/', "%2F");
+    let (status, body) = http(
+        api,
+        "GET",
+        &format!("/api/queues/%2F/{encoded}"),
+        Some("guest:guest"),
+        "",
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let queue: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(queue["name"], name.as_str());
+    let (status, _) = http(
+        api,
+        "DELETE",
+        &format!("/api/queues/%2F/{encoded}"),
+        Some("guest:guest"),
+        "",
+    )
+    .await;
+    assert_eq!(status, 204);
+    let passive = QueueDeclareOptions {
+        passive: true,
+        ..Default::default()
+    };
+    let gone = conn
+        .create_channel()
+        .await
+        .unwrap()
+        .queue_declare(name.as_str().into(), passive, FieldTable::default())
+        .await
+        .unwrap_err();
+    assert_eq!(reply_code(&gone), Some(404), "deleted through the API");
+}
