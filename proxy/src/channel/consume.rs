@@ -19,9 +19,7 @@ use crate::delivery::{
     ConsumerCredit, ConsumerSlot, Credit, Delivery, Feed, FeedCommand, Gate, Outcome,
 };
 use crate::error::{ConnectionException, HardCode, ProtocolError, SoftCode};
-use crate::mapping::properties::{
-    stored_properties_wire, unescape_value, EXCHANGE, PROPERTIES, ROUTING_KEY,
-};
+use crate::mapping::properties::{stored_properties_wire, PROPERTIES};
 use crate::topology::{Access, QueueState, Vhost};
 use crate::upstream::InboundMessage;
 use crate::Gateway;
@@ -321,7 +319,7 @@ pub async fn handle_basic_get(
         return Ok(());
     };
     let tag = ch.consuming.tag();
-    let (exchange, routing_key) = origin(&message);
+    let (exchange, routing_key) = crate::delivery::origin(&message);
     s.out.method(
         ch.id,
         AMQPClass::Basic(basic::AMQPMethod::GetOk(basic::GetOk {
@@ -359,19 +357,6 @@ pub async fn handle_basic_get(
 }
 
 /// The exchange and routing key a message was published with.
-fn origin(message: &InboundMessage) -> (String, String) {
-    (
-        message
-            .property(EXCHANGE)
-            .map(unescape_value)
-            .unwrap_or_default(),
-        message
-            .property(ROUTING_KEY)
-            .map(unescape_value)
-            .unwrap_or_default(),
-    )
-}
-
 /// The content header (properties as stored) and body frames.
 fn write_content(out: &mut FrameEncoder, channel: u16, message: &InboundMessage, frame_max: usize) {
     let wire = stored_properties_wire(message.property(PROPERTIES)).unwrap_or_else(|error| {
@@ -410,7 +395,7 @@ pub fn deliver(
         return None;
     };
     let tag = ch.consuming.tag();
-    let (exchange, routing_key) = origin(&d.message);
+    let (exchange, routing_key) = crate::delivery::origin(&d.message);
     out.method(
         ch.id,
         AMQPClass::Basic(basic::AMQPMethod::Deliver(basic::Deliver {

@@ -155,6 +155,7 @@ impl Connection {
         for mut ch in std::mem::take(&mut self.released) {
             channel::consume::release(&gateway, &vhost, &mut ch).await;
         }
+        self.count_channels();
     }
 
     pub(super) async fn delete_exclusive_queues(&mut self, opened: &Opened) {

@@ -259,6 +259,9 @@ impl Connection {
                 }
                 self.last_read = Instant::now();
                 self.process_frames().await;
+                // Channels and consumers change only through what the client
+                // sends (and channel closes, counted when released).
+                self.count_channels();
                 self.send_acks();
             }
             Some(first) = self.deliveries.recv(), if taking_deliveries => self.on_deliveries(first),
@@ -270,13 +273,6 @@ impl Connection {
             }
         }
         self.release_channels().await;
-        self.listed.count(
-            self.channels.len(),
-            self.channels
-                .values()
-                .map(|ch| ch.consuming.consumers.len())
-                .sum(),
-        );
         Ok(())
     }
 

@@ -181,6 +181,16 @@ impl Listed {
 }
 
 impl Connection {
+    /// Tells the roster this connection's channels and consumers now.
+    pub(super) fn count_channels(&self) {
+        let consumers = self
+            .channels
+            .values()
+            .map(|ch| ch.consuming.consumers.len())
+            .sum();
+        self.listed.count(self.channels.len(), consumers);
+    }
+
     /// Answers the management API.
     pub(super) fn answer(&mut self, ask: Ask) {
         match ask {

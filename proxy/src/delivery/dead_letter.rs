@@ -8,9 +8,7 @@ use std::sync::Arc;
 use amq_protocol::protocol::BasicProperties;
 use amq_protocol::types::{AMQPValue, FieldArray, FieldTable, LongString};
 
-use crate::mapping::properties::{
-    rocketmq_to_properties, unescape_value, without_expiration, EXCHANGE, PROPERTIES, ROUTING_KEY,
-};
+use crate::mapping::properties::{rocketmq_to_properties, without_expiration, PROPERTIES};
 use crate::publish::Message;
 use crate::topology::Vhost;
 use crate::upstream::{InboundMessage, UpstreamError};
@@ -157,14 +155,7 @@ pub async fn republish(
 ) -> Result<(), UpstreamError> {
     let properties = rocketmq_to_properties(message.property(PROPERTIES))
         .map_err(|e| UpstreamError::Refused(e.to_string()))?;
-    let exchange = message
-        .property(EXCHANGE)
-        .map(unescape_value)
-        .unwrap_or_default();
-    let routing_key = message
-        .property(ROUTING_KEY)
-        .map(unescape_value)
-        .unwrap_or_default();
+    let (exchange, routing_key) = super::origin(message);
     let now = gateway.clock.now_secs();
     let properties = with_death(&properties, queue, reason, &exchange, &routing_key, now);
     let new_key = target.routing_key.clone().unwrap_or(routing_key);

@@ -22,6 +22,19 @@ mod ledger;
 
 use std::sync::Arc;
 
+use crate::mapping::properties::{unescape_value, EXCHANGE, ROUTING_KEY};
+
+/// The exchange and routing key a stored message was published with.
+pub fn origin(message: &InboundMessage) -> (String, String) {
+    let read = |key| {
+        message
+            .property(key)
+            .map(unescape_value)
+            .unwrap_or_default()
+    };
+    (read(EXCHANGE), read(ROUTING_KEY))
+}
+
 use dashmap::DashMap;
 use tokio::sync::mpsc;
 

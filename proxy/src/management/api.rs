@@ -9,7 +9,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use futures_util::StreamExt;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::{Method, Request, Response, StatusCode};
 use serde_json::{json, Map, Value};
@@ -323,15 +322,7 @@ async fn overview(c: &Call<'_>) -> Reply {
         states.extend(vhost.read().queues.values().cloned().collect::<Vec<_>>());
     }
     let queues = states.len();
-    let counts: Vec<crate::registry::queues::Counts> = futures_util::stream::iter(states)
-        .map(|state| async move {
-            crate::registry::queues::counts(c.gateway, &state)
-                .await
-                .unwrap_or_default()
-        })
-        .buffer_unordered(super::queues::COUNTS_AT_ONCE)
-        .collect()
-        .await;
+    let counts = crate::registry::queues::counts_of(c.gateway, &states).await;
     let ready: u64 = counts.iter().map(|n| u64::from(n.ready)).sum();
     let unacked: u64 = counts.iter().map(|n| u64::from(n.unacked)).sum();
     let consumers: u64 = counts.iter().map(|n| u64::from(n.consumers)).sum();

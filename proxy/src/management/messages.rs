@@ -16,7 +16,7 @@ use serde_json::{json, Map, Value};
 use super::api::{body_object, writable, Call, Reply};
 use crate::definitions::{json_to_table, table_to_json};
 use crate::delivery::feed::Outcome;
-use crate::mapping::properties::{rocketmq_to_properties, EXCHANGE, PROPERTIES, ROUTING_KEY};
+use crate::mapping::properties::{rocketmq_to_properties, PROPERTIES};
 use crate::topology::Access;
 
 /// A string field of the body that must be there.
@@ -228,11 +228,12 @@ async fn try_get(c: &Call<'_>, vhost: &str, queue: &str) -> Result<Reply, Reply>
                 "base64",
             ),
         };
+        let (exchange, routing_key) = crate::delivery::origin(m);
         out.push(json!({
             "payload_bytes": m.body.len(),
             "redelivered": got.redelivered,
-            "exchange": m.property(EXCHANGE).map(crate::mapping::properties::unescape_value).unwrap_or_default(),
-            "routing_key": m.property(ROUTING_KEY).map(crate::mapping::properties::unescape_value).unwrap_or_default(),
+            "exchange": exchange,
+            "routing_key": routing_key,
             "message_count": got.remaining,
             "properties": properties_to_json(&properties),
             "payload": payload,

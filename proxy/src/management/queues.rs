@@ -1,7 +1,6 @@
 //! /api/queues: list, show, declare (PUT), delete and purge, through the
 //! registry as AMQP's queue methods.
 
-use futures_util::stream::{self, StreamExt};
 use serde_json::Value;
 
 use super::api::{
@@ -11,9 +10,6 @@ use super::json;
 use super::listing::columns;
 use crate::registry::queues::{self, QueueSpec};
 use crate::topology::Access;
-
-/// Queues counted at once for a listing.
-pub(super) const COUNTS_AT_ONCE: usize = 16;
 
 pub(super) async fn queue_json(c: &Call<'_>, state: &crate::topology::QueueState) -> Value {
     let counts = queues::counts(c.gateway, state).await.unwrap_or_default();
@@ -37,12 +33,12 @@ pub(super) async fn list_queues(c: &Call<'_>, one: Option<&str>) -> Reply {
         of_vhost.sort_by(|a, b| a.record.name.cmp(&b.record.name));
         states.extend(of_vhost);
     }
-    // Each queue's counts ask RocketMQ and the meta store: 16 at a time.
-    let out: Vec<Value> = stream::iter(states)
-        .map(|state| async move { queue_json(c, &state).await })
-        .buffered(COUNTS_AT_ONCE)
-        .collect()
-        .await;
+    let node = json::node(c.gateway);
+    let out: Vec<Value> = states
+        .iter()
+        .zip(queues::counts_of(c.gateway, &states).await)
+        .map(|(state, n)| json::queue(&node, state, n.ready, n.unacked, n.consumers))
+        .collect();
     Reply::ok(columns(c, out))
 }
 

@@ -7,8 +7,6 @@
 //! id, reports the queue families, so that summing over nodes counts each
 //! queue once (docs/mapping.md).
 
-use futures_util::stream::{self, StreamExt};
-
 use super::{Exposition, COUNTERS, GAUGES, HISTOGRAMS};
 use crate::metrics as m;
 use crate::registry::queues::Counts;
@@ -199,20 +197,12 @@ async fn queues(gateway: &Gateway, per_object: bool, e: &mut Exposition) {
     } else {
         Vec::new()
     };
-    let counted: Vec<(String, String, Counts)> = stream::iter(states)
-        .map(|state| async move {
-            let counts = crate::registry::queues::counts(gateway, &state)
-                .await
-                .unwrap_or_default();
-            (
-                state.record.vhost.clone(),
-                state.record.name.clone(),
-                counts,
-            )
-        })
-        .buffer_unordered(16)
-        .collect()
-        .await;
+    let counts = crate::registry::queues::counts_of(gateway, &states).await;
+    let counted: Vec<(&str, &str, Counts)> = states
+        .iter()
+        .zip(counts)
+        .map(|(s, c)| (s.record.vhost.as_str(), s.record.name.as_str(), c))
+        .collect();
     e.single(
         "rabbitmq_queues",
         "gauge",
