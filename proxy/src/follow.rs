@@ -108,9 +108,7 @@ async fn apply(gw: &Arc<Gateway>, c: &Change) -> Result<(), MetaError> {
                 topology.add_vhost(&v.name, &v.namespace)
             }
             Some(_) => {}
-            None => {
-                topology.remove_vhost(&c.name);
-            }
+            None => crate::registry::vhosts::gone(gw, &c.name),
         },
         ChangeKind::User => match gw.store.user(&c.name).await? {
             Some(u) => topology.put_user(u),

@@ -13,6 +13,7 @@ use crate::mapping::names;
 use crate::mapping::routing::{
     Destination, ExchangeGraph, ExchangeKind, HeadersSpec, RouteBinding,
 };
+use crate::metrics::queue_stats::QueueStats;
 use crate::registry::arguments::QueueArguments;
 
 /// The exchanges every vhost has, as RabbitMQ creates them.
@@ -39,6 +40,8 @@ pub struct QueueState {
     pub record: meta::Queue,
     /// Read once, when the record is loaded or changed.
     pub arguments: QueueArguments,
+    /// Message counts on this gateway (kept while the topic stays).
+    pub stats: Arc<QueueStats>,
 }
 
 impl QueueState {
@@ -52,6 +55,7 @@ impl QueueState {
         QueueState {
             arguments: QueueArguments::read(&table),
             record,
+            stats: Arc::default(),
         }
     }
 }
@@ -95,6 +99,7 @@ impl VhostTopology {
                 group: q.record.group.clone(),
                 rule,
             }),
+            stats: q.stats.clone(),
         };
         if exchange.is_empty() {
             return self
@@ -376,13 +381,15 @@ impl Topology {
 }
 
 /// Where a published message goes: one queue's topic.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct Target {
     pub topic: String,
     /// Its queue's x-max-priority.
     pub max_priority: Option<u8>,
     /// Its queue refuses publishes when full.
     pub limit: Option<Limited>,
+    /// Its queue's counts.
+    pub stats: Arc<QueueStats>,
 }
 
 /// A destination queue with a length limit that refuses publishes.

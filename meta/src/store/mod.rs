@@ -5,6 +5,9 @@
 //! schema's type names differ. Every write bumps `meta_revision` and records
 //! what it changed in `meta_changes`, in the same transaction, so that
 //! gateways can follow each other's changes (crate docs).
+//!
+//! Over 500 lines: one write function per kind of record, each a short
+//! statement with its change record; reads are in `read`.
 
 mod read;
 
@@ -399,6 +402,36 @@ impl Store {
         )
         .await
         .map(drop)
+    }
+
+    /// Deletes a vhost with its exchanges, bindings, queue records and
+    /// permissions; whether there was one. (Its queues' RocketMQ topics are
+    /// the caller's: it deletes the queues first.)
+    pub async fn delete_vhost(&self, name: &str) -> Result<bool> {
+        let users: Vec<(String,)> =
+            sqlx::query_as("SELECT user_name FROM permissions WHERE vhost = $1")
+                .bind(name)
+                .fetch_all(&self.pool)
+                .await?;
+        for (user,) in users {
+            self.delete_permission(&user, name).await?;
+        }
+        let mut tx = self.pool.begin().await?;
+        for table in ["bindings", "exchanges", "queues"] {
+            sqlx::query(&format!("DELETE FROM {table} WHERE vhost = $1"))
+                .bind(name)
+                .execute(&mut *tx)
+                .await?;
+        }
+        let done = sqlx::query("DELETE FROM vhosts WHERE name = $1")
+            .bind(name)
+            .execute(&mut *tx)
+            .await?;
+        if done.rows_affected() > 0 {
+            self.bump(&mut tx, ChangeKind::Vhost, name, name).await?;
+        }
+        tx.commit().await?;
+        Ok(done.rows_affected() > 0)
     }
 
     pub async fn put_user(&self, user: &User) -> Result<()> {

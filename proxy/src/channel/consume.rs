@@ -2,6 +2,10 @@
 //! delivery side of the channel: delivery tags, unacknowledged messages and
 //! prefetch credit. Messages come from the queue's feed (delivery/feed.rs);
 //! settling them goes back to it.
+//!
+//! Over 500 lines: consume, get and the four ways of settling share the
+//! channel's delivery-tag table and credit; split apart, each part would
+//! reach into the others' state.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -20,6 +24,7 @@ use crate::delivery::{
 };
 use crate::error::{ConnectionException, HardCode, ProtocolError, SoftCode};
 use crate::mapping::properties::{stored_properties_wire, PROPERTIES};
+use crate::metrics::queue_stats::count;
 use crate::topology::{Access, QueueState, Vhost};
 use crate::upstream::InboundMessage;
 use crate::Gateway;
@@ -318,6 +323,7 @@ pub async fn handle_basic_get(
         );
         return Ok(());
     };
+    let stats = feed.stats.clone();
     let tag = ch.consuming.tag();
     let (exchange, routing_key) = crate::delivery::origin(&message);
     s.out.method(
@@ -347,11 +353,14 @@ pub async fn handle_basic_get(
     }
     if m.no_ack {
         crate::metrics::DELIVERED_GET_AUTO_ACK.increment(1);
+        count(&stats.get_no_ack, 1);
     } else {
         crate::metrics::DELIVERED_GET_MANUAL_ACK.increment(1);
+        count(&stats.get, 1);
     }
     if redelivered {
         crate::metrics::REDELIVERED.increment(1);
+        count(&stats.redeliver, 1);
     }
     Ok(())
 }
@@ -407,13 +416,17 @@ pub fn deliver(
         })),
     );
     write_content(out, ch.id, &d.message, frame_max);
+    let stats = &d.feed.stats;
     if no_ack {
         crate::metrics::DELIVERED_CONSUME_AUTO_ACK.increment(1);
+        count(&stats.deliver_no_ack, 1);
     } else {
         crate::metrics::DELIVERED_CONSUME_MANUAL_ACK.increment(1);
+        count(&stats.deliver, 1);
     }
     if d.redelivered {
         crate::metrics::REDELIVERED.increment(1);
+        count(&stats.redeliver, 1);
     }
     if no_ack {
         // Written: room for the next one (the caller wakes the feed).
@@ -511,6 +524,9 @@ pub fn settle(ch: &Channel, entries: Vec<Unacked>, outcome: Outcome) {
     let settled: Vec<Arc<Feed>> = by_feed
         .into_iter()
         .map(|(feed, items)| {
+            if outcome == Outcome::Ack {
+                count(&feed.stats.ack, items.len() as u64);
+            }
             feed.settle(items, outcome);
             feed
         })

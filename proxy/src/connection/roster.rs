@@ -200,7 +200,7 @@ impl Connection {
                 let _ = reply.send(views);
             }
             Ask::Close(reason) => {
-                tracing::info!(%reason, "Connection closed through the management API.");
+                tracing::info!(%reason, "Connection closed by an operator (management API, vhost deleted).");
                 self.raise(
                     crate::error::ConnectionException::new(
                         crate::error::HardCode::ConnectionForced,

@@ -140,6 +140,11 @@ impl Feeds {
     }
 
     /// The queue's feed if one runs here.
+    /// Every running feed.
+    pub fn all(&self) -> Vec<Arc<Feed>> {
+        self.feeds.iter().map(|f| f.value().clone()).collect()
+    }
+
     pub fn get(&self, topic: &str) -> Option<Arc<Feed>> {
         self.feeds.get(topic).map(|f| f.clone())
     }

@@ -3,6 +3,7 @@
 //! credentials, 403 for a call the user's tags or permissions do not allow,
 //! 404 for an unknown object, 400 with a reason for a bad body, 413 past
 //! `MAX_BODY`. Topology changes go through the registry, as AMQP's do.
+//! (Over 500 lines for the route table, one match that lists every path.)
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -14,6 +15,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use serde_json::{json, Map, Value};
 
 use super::auth::{self, Caller, Refused};
+use super::bindings::{kind_of, Selection};
 use super::json;
 use crate::definitions::json_to_table;
 use crate::registry::RegistryError;
@@ -122,6 +124,8 @@ pub(super) struct Call<'a> {
     pub(super) reason: Option<String>,
     /// The caller's Authorization header, for asking other gateways.
     pub(super) authorization: Option<String>,
+    /// The body's Content-Type (a multipart definitions upload).
+    pub(super) content_type: Option<String>,
 }
 
 pub async fn answer(
@@ -176,8 +180,14 @@ pub async fn answer(
         .get("x-reason")
         .and_then(|h| h.to_str().ok())
         .map(str::to_owned);
+    let content_type = parts
+        .headers
+        .get(hyper::header::CONTENT_TYPE)
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_owned);
     let call = Call {
         reason,
+        content_type,
         authorization: header.map(str::to_owned),
         gateway,
         caller,
@@ -202,6 +212,7 @@ async fn route(c: &Call<'_>) -> Reply {
             None => Reply::not_found(),
         },
         (&Method::PUT, ["vhosts", name]) => super::users::put_vhost(c, name).await,
+        (&Method::DELETE, ["vhosts", name]) => super::users::delete_vhost(c, name).await,
         (&Method::GET, ["queues"]) => super::queues::list_queues(c, None).await,
         (&Method::GET, ["queues", vhost]) => super::queues::list_queues(c, Some(vhost)).await,
         (&Method::GET, ["queues", vhost, name]) => super::queues::get_queue(c, vhost, name).await,
@@ -223,10 +234,58 @@ async fn route(c: &Call<'_>) -> Reply {
         (&Method::DELETE, ["exchanges", vhost, name]) => {
             super::exchanges::delete_exchange(c, vhost, name).await
         }
-        (&Method::GET, ["bindings"]) => super::exchanges::list_bindings(c, None),
-        (&Method::GET, ["bindings", vhost]) => super::exchanges::list_bindings(c, Some(vhost)),
+        (&Method::GET, ["bindings"]) => super::bindings::list_bindings(c, None),
+        (&Method::GET, ["bindings", vhost]) => super::bindings::list_bindings(c, Some(vhost)),
+        (&Method::GET, ["bindings", vhost, "e", source, kind @ ("q" | "e"), destination]) => {
+            let selection = Selection {
+                source: Some(source),
+                destination: Some((kind_of(kind), destination)),
+                properties_key: None,
+            };
+            super::bindings::list_selected(c, vhost, selection)
+        }
+        (method, ["bindings", vhost, "e", source, kind @ ("q" | "e"), destination, key])
+            if *method == Method::GET || *method == Method::DELETE =>
+        {
+            let selection = Selection {
+                source: Some(source),
+                destination: Some((kind_of(kind), destination)),
+                properties_key: Some(key),
+            };
+            if *method == Method::GET {
+                super::bindings::list_selected(c, vhost, selection)
+            } else {
+                super::bindings::unbind(c, vhost, selection).await
+            }
+        }
+        (
+            &Method::GET,
+            ["exchanges", vhost, name, "bindings", side @ ("source" | "destination")],
+        ) => {
+            let selection = match *side {
+                "source" => Selection {
+                    source: Some(name),
+                    destination: None,
+                    properties_key: None,
+                },
+                _ => Selection {
+                    source: None,
+                    destination: Some(("exchange", name)),
+                    properties_key: None,
+                },
+            };
+            super::bindings::list_selected(c, vhost, selection)
+        }
+        (&Method::GET, ["queues", vhost, name, "bindings"]) => {
+            let selection = Selection {
+                source: None,
+                destination: Some(("queue", name)),
+                properties_key: None,
+            };
+            super::bindings::list_selected(c, vhost, selection)
+        }
         (&Method::POST, ["bindings", vhost, "e", source, kind @ ("q" | "e"), destination]) => {
-            super::exchanges::bind(c, vhost, source, kind, destination).await
+            super::bindings::bind(c, vhost, source, kind, destination).await
         }
         (&Method::GET, ["users"]) => super::users::list_users(c, None).await,
         (&Method::GET, ["users", name]) => super::users::list_users(c, Some(name)).await,
@@ -260,8 +319,10 @@ async fn route(c: &Call<'_>) -> Reply {
         }
         (&Method::GET, ["nodes"]) => super::connections::list_nodes(c, None).await,
         (&Method::GET, ["nodes", name]) => super::connections::list_nodes(c, Some(name)).await,
-        (&Method::GET, ["definitions"]) => super::definitions::export(c).await,
-        (&Method::POST, ["definitions"]) => super::definitions::import(c).await,
+        (&Method::GET, ["definitions"]) => super::definitions::export(c, None).await,
+        (&Method::POST, ["definitions"]) => super::definitions::import(c, None).await,
+        (&Method::GET, ["definitions", vhost]) => super::definitions::export(c, Some(vhost)).await,
+        (&Method::POST, ["definitions", vhost]) => super::definitions::import(c, Some(vhost)).await,
         (&Method::POST, ["exchanges", vhost, name, "publish"]) => {
             super::messages::publish(c, vhost, name).await
         }
@@ -269,6 +330,18 @@ async fn route(c: &Call<'_>) -> Reply {
             super::messages::get(c, vhost, name).await
         }
         (&Method::GET, ["health", "checks", check @ ..]) => super::health::check(c, check),
+        // None can exist: the gateway takes queue arguments, not policies.
+        (
+            &Method::GET,
+            ["policies" | "operator-policies" | "parameters" | "global-parameters", ..],
+        ) => Reply::ok(json!([])),
+        (
+            &Method::PUT,
+            ["policies" | "operator-policies" | "parameters" | "global-parameters", ..],
+        ) => Reply::bad_request(
+            "policies and runtime parameters are not supported by the gateway: \
+                 give queues their x-arguments at declaration (docs/mapping.md)",
+        ),
         _ => Reply::not_found(),
     }
 }

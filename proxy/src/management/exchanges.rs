@@ -1,6 +1,5 @@
-//! /api/exchanges and /api/bindings: list, show, declare (PUT) and delete
-//! exchanges; list and add bindings; through the registry as AMQP's
-//! exchange and queue methods.
+//! /api/exchanges: list, show, declare (PUT) and delete exchanges, through
+//! the registry as AMQP's exchange methods.
 
 use serde_json::{json, Value};
 
@@ -9,9 +8,8 @@ use super::api::{
 };
 use super::json;
 use super::listing::columns;
-use crate::registry::bindings;
 use crate::registry::exchanges::{self, ExchangeSpec};
-use crate::topology::{encode_arguments, Access};
+use crate::topology::Access;
 
 pub(super) fn list_exchanges(c: &Call<'_>, one: Option<&str>) -> Reply {
     let vhosts = match vhosts_of(c, one) {
@@ -93,89 +91,6 @@ pub(super) async fn delete_exchange(c: &Call<'_>, vhost: &str, name: &str) -> Re
             true => Ok(Reply::no_content()),
             false => Err(Reply::not_found()),
         }
-    };
-    run.await.unwrap_or_else(|reply| reply)
-}
-
-pub(super) fn list_bindings(c: &Call<'_>, one: Option<&str>) -> Reply {
-    let vhosts = match vhosts_of(c, one) {
-        Ok(v) => v,
-        Err(reply) => return reply,
-    };
-    let mut out = Vec::new();
-    for vhost in vhosts {
-        let t = vhost.read();
-        let mut queues: Vec<&String> = t.queues.keys().collect();
-        queues.sort();
-        out.extend(
-            queues
-                .into_iter()
-                .map(|q| json::default_binding(&vhost.name, q)),
-        );
-        let mut sources: Vec<&String> = t.exchanges.keys().collect();
-        sources.sort();
-        for s in sources {
-            out.extend(t.exchanges[s].records.iter().map(json::binding));
-        }
-    }
-    Reply::ok(columns(c, out))
-}
-
-pub(super) async fn bind(
-    c: &Call<'_>,
-    vhost: &str,
-    source: &str,
-    kind: &str,
-    destination: &str,
-) -> Reply {
-    let run = async {
-        let (access_kind, destination_kind) = match kind {
-            "q" => ("queue", meta::DestinationKind::Queue),
-            _ => ("exchange", meta::DestinationKind::Exchange),
-        };
-        let v = writable(c, vhost, Access::Write, access_kind, destination)?;
-        if !c.caller.may(c.gateway, vhost, Access::Read, source) {
-            return Err(Reply::forbidden(&format!(
-                "read access to exchange '{source}' refused"
-            )));
-        }
-        if source.is_empty() {
-            return Err(Reply::forbidden(
-                "operation not permitted on the default exchange",
-            ));
-        }
-        let body = body_object(c)?;
-        let routing_key = match body.get("routing_key") {
-            None => String::new(),
-            Some(Value::String(k)) => k.clone(),
-            Some(other) => {
-                return Err(Reply::bad_request(&format!(
-                    "'routing_key' must be a string, not {other}"
-                )))
-            }
-        };
-        {
-            let t = v.read();
-            let there = match destination_kind {
-                meta::DestinationKind::Queue => t.queues.contains_key(destination),
-                meta::DestinationKind::Exchange => t.exchanges.contains_key(destination),
-            };
-            if !t.exchanges.contains_key(source) || !there {
-                return Err(Reply::not_found());
-            }
-        }
-        let binding = meta::Binding {
-            vhost: vhost.to_owned(),
-            source: source.to_owned(),
-            destination: destination.to_owned(),
-            destination_kind,
-            routing_key,
-            arguments: encode_arguments(&arguments(&body)?),
-        };
-        bindings::bind(c.gateway, &v, &binding)
-            .await
-            .map_err(refusal)?;
-        Ok(Reply::created())
     };
     run.await.unwrap_or_else(|reply| reply)
 }

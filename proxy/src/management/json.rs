@@ -28,6 +28,7 @@ pub fn queue(node: &str, state: &QueueState, ready: u32, unacked: u32, consumers
         "consumers": consumers,
         "state": "running",
         "node": node,
+        "message_stats": state.stats.message_stats(),
         "rocketmq_topic": r.topic,
     })
 }

@@ -7,6 +7,7 @@
 
 mod api;
 mod auth;
+mod bindings;
 mod connections;
 mod definitions;
 mod exchanges;

@@ -42,19 +42,22 @@ async fn peers(c: &Call<'_>) -> Vec<(String, String)> {
 pub(super) fn same_path(c: &Call<'_>) -> String {
     c.path
         .iter()
-        .map(|segment| {
-            segment
-                .bytes()
-                .map(|b| match b {
-                    b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
-                        (b as char).to_string()
-                    }
-                    _ => format!("%{b:02X}"),
-                })
-                .collect::<String>()
-        })
+        .map(|segment| encode(segment))
         .collect::<Vec<_>>()
         .join("/")
+}
+
+/// One path segment, percent-encoded.
+pub(super) fn encode(segment: &str) -> String {
+    segment
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }
 
 /// The JSON arrays every other gateway answers for `path` (under /api/).

@@ -8,18 +8,70 @@ use super::api::{
 };
 use super::json;
 use super::listing::columns;
+use super::peers::{encode, gather, local_only};
+use crate::metrics::queue_stats::add_into;
 use crate::registry::queues::{self, QueueSpec};
 use crate::topology::Access;
 
 pub(super) async fn queue_json(c: &Call<'_>, state: &crate::topology::QueueState) -> Value {
     let counts = queues::counts(c.gateway, state).await.unwrap_or_default();
-    json::queue(
+    let mut one = vec![json::queue(
         &json::node(c.gateway),
         state,
         counts.ready,
         counts.unacked,
         counts.consumers,
-    )
+    )];
+    let r = &state.record;
+    add_peer_stats(c, Some(&r.vhost), &mut one).await;
+    one.pop().unwrap_or_default()
+}
+
+/// Whether a listing needs the queues' counts (RocketMQ is asked for
+/// them): not when `?columns=` leaves them all out.
+fn counts_wanted(c: &Call<'_>) -> bool {
+    c.query.get("columns").is_none_or(|columns| {
+        columns
+            .split(',')
+            .any(|k| k.starts_with("messages") || k == "consumers")
+    })
+}
+
+/// Each gateway counts the messages it moved through a queue: the
+/// message_stats of the other live gateways are added in (unless the
+/// caller is such a gateway asking for this one's own).
+async fn add_peer_stats(c: &Call<'_>, vhost: Option<&str>, queues: &mut [Value]) {
+    if local_only(c) || queues.is_empty() {
+        return;
+    }
+    let path = match vhost {
+        Some(v) => format!("queues/{}?columns=vhost,name,message_stats", encode(v)),
+        None => "queues?columns=vhost,name,message_stats".to_owned(),
+    };
+    let theirs = gather(c, &path).await;
+    if theirs.is_empty() {
+        return;
+    }
+    let mut at: std::collections::HashMap<(&str, &str), usize> = Default::default();
+    for (i, q) in queues.iter().enumerate() {
+        at.insert(
+            (
+                q["vhost"].as_str().unwrap_or_default(),
+                q["name"].as_str().unwrap_or_default(),
+            ),
+            i,
+        );
+    }
+    let places: Vec<(usize, &Value)> = theirs
+        .iter()
+        .filter_map(|t| {
+            let key = (t["vhost"].as_str()?, t["name"].as_str()?);
+            Some((*at.get(&key)?, &t["message_stats"]))
+        })
+        .collect();
+    for (i, stats) in places {
+        add_into(&mut queues[i]["message_stats"], stats);
+    }
 }
 
 pub(super) async fn list_queues(c: &Call<'_>, one: Option<&str>) -> Reply {
@@ -34,11 +86,17 @@ pub(super) async fn list_queues(c: &Call<'_>, one: Option<&str>) -> Reply {
         states.extend(of_vhost);
     }
     let node = json::node(c.gateway);
-    let out: Vec<Value> = states
+    let counts = if counts_wanted(c) {
+        queues::counts_of(c.gateway, &states).await
+    } else {
+        vec![Default::default(); states.len()]
+    };
+    let mut out: Vec<Value> = states
         .iter()
-        .zip(queues::counts_of(c.gateway, &states).await)
+        .zip(counts)
         .map(|(state, n)| json::queue(&node, state, n.ready, n.unacked, n.consumers))
         .collect();
+    add_peer_stats(c, one, &mut out).await;
     Reply::ok(columns(c, out))
 }
 

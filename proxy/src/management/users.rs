@@ -5,7 +5,7 @@
 
 use serde_json::{json, Map, Value};
 
-use super::api::{body_object, Call, Reply};
+use super::api::{body_object, refusal, Call, Reply};
 
 fn admin_only(c: &Call<'_>) -> Result<(), Reply> {
     if c.caller.is_administrator() {
@@ -258,4 +258,18 @@ pub(super) async fn put_vhost(c: &Call<'_>, name: &str) -> Reply {
         Ok(Reply::created())
     };
     run.await.unwrap_or_else(|reply| reply)
+}
+
+pub(super) async fn delete_vhost(c: &Call<'_>, name: &str) -> Reply {
+    if let Err(reply) = admin_only(c) {
+        return reply;
+    }
+    match crate::registry::vhosts::delete(c.gateway, name).await {
+        Ok(()) => {
+            tracing::info!(vhost = %name, by = %c.caller.name, "Vhost deleted through the management API.");
+            Reply::no_content()
+        }
+        Err(crate::registry::RegistryError::NotFound(_)) => Reply::not_found(),
+        Err(e) => refusal(e),
+    }
 }

@@ -9,6 +9,7 @@
 
 pub mod endpoint;
 mod exposition;
+pub mod queue_stats;
 mod rabbitmq;
 pub mod rates;
 

@@ -26,6 +26,7 @@ pub async fn render(gateway: &Gateway, per_object: bool) -> String {
     queues(gateway, per_object, &mut e).await;
     process(gateway, &mut e);
     own(gateway, &mut e);
+    feeds(gateway, per_object, &mut e);
     follower_lag(gateway, &mut e).await;
     e.finish()
 }
@@ -388,6 +389,42 @@ async fn follower_lag(gateway: &Gateway, e: &mut Exposition) {
         &[],
         (latest - *followed).max(0),
     );
+}
+
+/// A feed family: name, help, and what it reads of a feed.
+type FeedFamily = (
+    &'static str,
+    &'static str,
+    fn(&crate::delivery::feed::Feed) -> u64,
+);
+
+/// What this gateway's feeds have not read yet and the read leases they
+/// hold: per queue on /metrics/per-object, summed on /metrics.
+fn feeds(gateway: &Gateway, per_object: bool, e: &mut Exposition) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let feeds = gateway.feeds.all();
+    let families: [FeedFamily; 2] = [
+        (
+            "amqp_gateway_feed_lag_messages",
+            "Messages stored in RocketMQ, in the message queues this gateway reads for a queue, that it has not read yet.",
+            |f| f.lag.load(Relaxed),
+        ),
+        (
+            "amqp_gateway_feed_leases_held",
+            "Read leases this gateway holds on a queue's RocketMQ message queues.",
+            |f| f.leases.load(Relaxed),
+        ),
+    ];
+    for (name, help, read) in families {
+        e.family(name, "gauge", help);
+        if per_object {
+            for f in &feeds {
+                e.sample(name, &[("vhost", &f.vhost), ("queue", &f.queue)], read(f));
+            }
+        } else {
+            e.sample(name, &[], feeds.iter().map(|f| read(f)).sum::<u64>());
+        }
+    }
 }
 
 fn own(gateway: &Gateway, e: &mut Exposition) {

@@ -13,11 +13,8 @@ use crate::metrics as m;
 
 const EVERY: Duration = Duration::from_secs(5);
 
-/// Each message_stats key with its count, at one moment.
-type Reading = [(&'static str, u64); 11];
-
 /// RabbitMQ's message_stats keys, and the counter (or sum) behind each.
-fn readings() -> Reading {
+fn readings() -> Reading<11> {
     let deliver = m::DELIVERED_CONSUME_MANUAL_ACK.get();
     let deliver_no_ack = m::DELIVERED_CONSUME_AUTO_ACK.get();
     let get = m::DELIVERED_GET_MANUAL_ACK.get();
@@ -38,27 +35,37 @@ fn readings() -> Reading {
     ]
 }
 
-#[derive(Debug, Default)]
-pub struct Rates {
-    /// The last two samples: when, and each counter's value.
-    samples: Mutex<Vec<(Instant, Reading)>>,
+/// Counters by their message_stats key, at one moment.
+pub type Reading<const N: usize> = [(&'static str, u64); N];
+
+/// The last two samples of some counters, for rates.
+#[derive(Debug)]
+pub struct Window<const N: usize> {
+    samples: Mutex<Vec<(Instant, Reading<N>)>>,
 }
 
-impl Rates {
-    /// Takes a sample now; keeps the last two.
-    pub fn sample(&self) {
+impl<const N: usize> Default for Window<N> {
+    fn default() -> Self {
+        Window {
+            samples: Mutex::new(Vec::with_capacity(3)),
+        }
+    }
+}
+
+impl<const N: usize> Window<N> {
+    /// Keeps `reading` as the newest sample, and the one before it.
+    pub fn sample(&self, reading: Reading<N>) {
         let mut samples = self.samples.lock().unwrap_or_else(|p| p.into_inner());
-        samples.push((Instant::now(), readings()));
+        samples.push((Instant::now(), reading));
         if samples.len() > 2 {
             samples.remove(0);
         }
     }
 
-    /// `message_stats`: each count, and `<key>_details.rate` per second
-    /// over the last interval (0 until two samples exist).
-    pub fn message_stats(&self) -> Value {
+    /// `message_stats`: each count of `now`, and `<key>_details.rate` per
+    /// second over the last interval (0 until two samples exist).
+    pub fn message_stats(&self, now: Reading<N>) -> Value {
         let samples = self.samples.lock().unwrap_or_else(|p| p.into_inner());
-        let now = readings();
         let mut out = Map::new();
         for (i, (key, value)) in now.iter().enumerate() {
             let rate = match samples.as_slice() {
@@ -80,6 +87,24 @@ impl Rates {
         }
         Value::Object(out)
     }
+}
+
+/// The gateway's own message rates (/api/overview).
+#[derive(Debug, Default)]
+pub struct Rates {
+    window: Window<11>,
+}
+
+impl Rates {
+    /// Takes a sample now; keeps the last two.
+    pub fn sample(&self) {
+        self.window.sample(readings());
+    }
+
+    /// `message_stats` of the whole gateway.
+    pub fn message_stats(&self) -> Value {
+        self.window.message_stats(readings())
+    }
 
     /// Samples every 5 s for as long as the gateway lives.
     pub async fn run(gateway: std::sync::Weak<crate::Gateway>) {
@@ -87,9 +112,18 @@ impl Rates {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
-            match gateway.upgrade() {
-                Some(g) => g.rates.sample(),
-                None => return,
+            let Some(g) = gateway.upgrade() else { return };
+            g.rates.sample();
+            for vhost in g.topology.vhosts() {
+                let stats: Vec<_> = vhost
+                    .read()
+                    .queues
+                    .values()
+                    .map(|q| q.stats.clone())
+                    .collect();
+                for s in stats {
+                    s.sample();
+                }
             }
         }
     }
@@ -107,7 +141,8 @@ mod tests {
         let mut after = readings();
         before[0].1 = 100;
         after[0].1 = 600;
-        *rates.samples.lock().unwrap() = vec![(t0, before), (t0 + Duration::from_secs(5), after)];
+        *rates.window.samples.lock().unwrap() =
+            vec![(t0, before), (t0 + Duration::from_secs(5), after)];
         let stats = rates.message_stats();
         assert_eq!(stats["publish_details"]["rate"], 100.0);
         assert!(stats["deliver_get"].is_u64());

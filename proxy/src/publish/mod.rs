@@ -19,6 +19,7 @@ use crate::mapping::properties::{
     escape_value, parse_expiration, properties_to_rocketmq, EXCHANGE, MESSAGE_TTL, PROPERTIES,
     ROUTING_KEY,
 };
+use crate::metrics::queue_stats::count;
 use crate::topology::{priority_level, Target, Vhost};
 use crate::upstream::{OutboundMessage, UpstreamError};
 use crate::Gateway;
@@ -67,9 +68,21 @@ pub fn publish(
             properties,
         };
         match target.limit {
-            None => gateway.upstream.send(outbound),
+            None => {
+                count(&target.stats.publish, 1);
+                gateway.upstream.send(outbound)
+            }
             Some(limited) => {
-                admission::send_if_room(gateway.clone(), vhost.clone(), limited, outbound)
+                // Counted into the queue only when it took the message.
+                let admitted =
+                    admission::send_if_room(gateway.clone(), vhost.clone(), limited, outbound);
+                Box::pin(async move {
+                    let stored = admitted.await;
+                    if stored.is_ok() {
+                        count(&target.stats.publish, 1);
+                    }
+                    stored
+                })
             }
         }
     };

@@ -11,11 +11,18 @@ use crate::Gateway;
 /// had before if that was another (an incarnation this gateway no longer
 /// reads: the caller lets it go with `queue_gone`).
 pub fn put_queue(vhost: &Vhost, record: meta::Queue) -> (QueueState, Option<String>) {
-    let state = QueueState::new(record);
-    let old = vhost
-        .write()
+    let mut state = QueueState::new(record);
+    let mut topology = vhost.write();
+    // The same incarnation keeps its counts.
+    if let Some(old) = topology.queues.get(&state.record.name) {
+        if old.record.topic == state.record.topic {
+            state.stats = old.stats.clone();
+        }
+    }
+    let old = topology
         .queues
         .insert(state.record.name.clone(), state.clone());
+    drop(topology);
     let replaced = old
         .map(|o| o.record.topic)
         .filter(|topic| *topic != state.record.topic);

@@ -11,5 +11,6 @@ mod error;
 pub mod exchanges;
 pub mod image;
 pub mod queues;
+pub mod vhosts;
 
 pub use error::RegistryError;

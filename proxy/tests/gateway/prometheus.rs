@@ -15,7 +15,7 @@ use crate::harness::{unique, TestGateway};
 use crate::management::http;
 
 /// Every sample of an exposition: `name{labels}` -> value.
-async fn scrape(at: SocketAddr, path: &str) -> HashMap<String, f64> {
+pub async fn scrape(at: SocketAddr, path: &str) -> HashMap<String, f64> {
     let (status, body) = http(at, "GET", path, None, "").await;
     assert_eq!(status, 200, "{path}: {body}");
     body.lines()
@@ -27,7 +27,7 @@ async fn scrape(at: SocketAddr, path: &str) -> HashMap<String, f64> {
         .collect()
 }
 
-fn value(samples: &HashMap<String, f64>, series: &str) -> f64 {
+pub fn value(samples: &HashMap<String, f64>, series: &str) -> f64 {
     *samples
         .get(series)
         .unwrap_or_else(|| panic!("{series} missing from the exposition"))

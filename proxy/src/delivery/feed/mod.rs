@@ -18,6 +18,9 @@
 //! read brings), `dispatch` (gets, then consumers within credit), `expiry`
 //! (TTL at the head) and, one level up, `ledger` (offsets and the commit
 //! rule, no I/O).
+//!
+//! Over 500 lines: the loop, its commands and its events are one state
+//! machine over `Task`; what stands alone is in the files beside it.
 
 mod dispatch;
 mod expiry;
@@ -27,6 +30,7 @@ mod read;
 use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -37,6 +41,7 @@ use tokio::time::{sleep_until, Instant};
 
 use super::ledger::Part;
 use super::{dead_letter, ConsumerSlot, FeedContext, ToConnection};
+use crate::metrics::queue_stats::QueueStats;
 use crate::topology::Vhost;
 use crate::upstream::{InboundMessage, Partition, Pulled, Upstream, UpstreamError};
 pub use expiry::Expiry;
@@ -115,19 +120,35 @@ pub struct Feed {
     tx: mpsc::UnboundedSender<FeedCommand>,
     pub topic: String,
     pub queue: String,
+    pub vhost: String,
+    /// The queue's message counts (shared with its state).
+    pub stats: Arc<QueueStats>,
+    /// Messages stored in the message queues leased here and not read yet,
+    /// as of the last reads (Prometheus: amqp_gateway_feed_lag_messages).
+    pub lag: AtomicU64,
+    /// Read leases this gateway holds on the queue's message queues.
+    pub leases: AtomicU64,
 }
 
 impl Feed {
     pub fn start(context: FeedContext, vhost: Arc<Vhost>, queue: &meta::Queue) -> Arc<Feed> {
         let (tx, rx) = mpsc::unbounded_channel();
-        let (expiry, priority) = match vhost.read().queues.get(&queue.name) {
-            Some(state) => (Expiry::of(state), state.arguments.max_priority.is_some()),
-            None => (Expiry::default(), false),
+        let (expiry, priority, stats) = match vhost.read().queues.get(&queue.name) {
+            Some(state) => (
+                Expiry::of(state),
+                state.arguments.max_priority.is_some(),
+                state.stats.clone(),
+            ),
+            None => (Expiry::default(), false, Arc::default()),
         };
         let feed = Arc::new(Feed {
             tx,
             topic: queue.topic.clone(),
             queue: queue.name.clone(),
+            vhost: queue.vhost.clone(),
+            stats,
+            lag: AtomicU64::new(0),
+            leases: AtomicU64::new(0),
         });
         let task = Task {
             feed: feed.clone(),
@@ -293,6 +314,7 @@ impl Task {
                 _ = sleep_until(timer.unwrap_or_else(far)), if timer.is_some() => {}
             }
             self.commit();
+            self.report();
         }
     }
 
@@ -606,6 +628,16 @@ impl Task {
                 self.commit_soon();
             }
         }
+    }
+
+    /// Publishes the feed's lag and leases for Prometheus.
+    fn report(&self) {
+        let leased = self.parts.iter().filter(|p| p.leased);
+        let lag: i64 = leased.clone().map(|p| (p.max - p.next).max(0)).sum();
+        self.feed.lag.store(lag as u64, Ordering::Relaxed);
+        self.feed
+            .leases
+            .store(leased.count() as u64, Ordering::Relaxed);
     }
 
     fn commit(&mut self) {

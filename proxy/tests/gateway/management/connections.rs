@@ -14,7 +14,7 @@ use serde_json::Value;
 
 use crate::consume::{fill, queue_with_channel};
 use crate::harness::{unique, TestGateway};
-use crate::management::{http, http_with, rabbitmqadmin};
+use crate::management::{closed_by_server, http, http_with, rabbitmqadmin};
 use crate::publish::message_count_expecting;
 
 const GUEST: Option<&str> = Some("guest:guest");
@@ -186,7 +186,7 @@ async fn any_gateway_lists_and_closes_the_connections_of_every_gateway() {
     )
     .await
     .unwrap();
-    let mut events = conn.events_listener();
+    let events = conn.events_listener();
     let _ch = conn.create_channel().await.unwrap();
 
     // Heartbeats carry each gateway's API address within a second.
@@ -232,15 +232,7 @@ async fn any_gateway_lists_and_closes_the_connections_of_every_gateway() {
     );
     let (status, _) = http(api, "DELETE", &path, GUEST, "").await;
     assert_eq!(status, 204, "closed through A");
-    let error = tokio::time::timeout(Duration::from_secs(5), async {
-        loop {
-            if let Some(lapin::Event::Error(e)) = events.next().await {
-                return e;
-            }
-        }
-    })
-    .await
-    .expect("B's client was closed");
+    let error = closed_by_server(events, "B's client was closed").await;
     assert_eq!(crate::reply_code(&error), Some(320), "{error}");
     assert!(
         error.to_string().contains("Closed via management plugin"),

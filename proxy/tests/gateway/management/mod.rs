@@ -3,8 +3,10 @@
 //! error answers; topology it changes is what AMQP sees, and the reverse.
 
 mod connections;
+mod http_client;
 mod messages;
 mod page;
+mod stats;
 
 use std::net::SocketAddr;
 use std::process::Command;
@@ -93,6 +95,50 @@ async fn rabbitmqadmin_declares_lists_binds_purges_and_deletes_what_amqp_sees() 
         bindings.lines().any(|l| l == format!("{ex}\t{q}\tk")),
         "{bindings}"
     );
+    // The binding, seen from the exchange and from the queue, then deleted.
+    for path in [
+        format!("/api/exchanges/%2F/{ex}/bindings/source"),
+        format!("/api/queues/%2F/{q}/bindings"),
+        format!("/api/bindings/%2F/e/{ex}/q/{q}"),
+    ] {
+        let (status, body) = http(api, "GET", &path, Some("guest:guest"), "").await;
+        assert_eq!(status, 200, "{path}: {body}");
+        let listed: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert!(
+            listed
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|b| b["source"] == ex.as_str() && b["routing_key"] == "k"),
+            "{path}: {body}"
+        );
+    }
+    rabbitmqadmin(
+        api,
+        &[
+            "delete",
+            "binding",
+            &format!("source={ex}"),
+            &format!("destination={q}"),
+            "destination_type=queue",
+            "properties_key=k",
+        ],
+    )
+    .await;
+    let bindings = rabbitmqadmin(api, &["list", "bindings", "source", "destination"]).await;
+    assert!(
+        !bindings.lines().any(|l| l == format!("{ex}\t{q}")),
+        "{bindings}"
+    );
+    let (status, _) = http(
+        api,
+        "DELETE",
+        &format!("/api/bindings/%2F/e/{ex}/q/{q}/k"),
+        Some("guest:guest"),
+        "",
+    )
+    .await;
+    assert_eq!(status, 404, "already gone");
     rabbitmqadmin(api, &["purge", "queue", &format!("name={q}")]).await;
     assert_eq!(message_count_expecting(&ch, &q, Some(0)).await, 0);
     rabbitmqadmin(api, &["delete", "queue", &format!("name={q}")]).await;
@@ -108,6 +154,26 @@ async fn rabbitmqadmin_declares_lists_binds_purges_and_deletes_what_amqp_sees() 
         .await
         .unwrap_err();
     assert_eq!(reply_code(&gone), Some(404), "deleted through the API");
+}
+
+/// The error a client's connection was closed with by the server, within
+/// 5 s of asking (`events` from `events_listener()` before the close).
+pub async fn closed_by_server(
+    mut events: impl futures_util::Stream<Item = lapin::Event> + Unpin,
+    what: &str,
+) -> lapin::Error {
+    use futures_util::StreamExt;
+    tokio::time::timeout(std::time::Duration::from_secs(5), async {
+        loop {
+            match events.next().await {
+                Some(lapin::Event::Error(e)) => return e,
+                Some(_) => {}
+                None => panic!("{what}: events ended without an error"),
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("{what}: not closed within 5 s"))
 }
 
 /// One raw HTTP/1.1 request; the status code and body.
@@ -330,7 +396,8 @@ async fn rabbitmqadmin_creates_a_user_that_logs_in_over_amqp_with_its_permission
 }
 
 #[tokio::test]
-async fn a_vhost_created_through_the_api_serves_amqp_at_once() {
+async fn a_vhost_created_through_the_api_serves_amqp_at_once_and_its_deletion_closes_its_connections(
+) {
     let gw = TestGateway::start().await;
     let api = gw.management.expect("management API listening");
     let vhost = unique("vh");
@@ -351,6 +418,58 @@ async fn a_vhost_created_through_the_api_serves_amqp_at_once() {
     )
     .await
     .unwrap();
+    let queues = rabbitmqadmin(api, &["-V", &vhost, "list", "queues", "name"]).await;
+    assert!(queues.lines().any(|l| l == q), "{queues}");
+
+    // Its definitions: its own objects, without a vhost field.
+    let path = format!("/api/definitions/{vhost}");
+    let (status, exported) = http(api, "GET", &path, Some("guest:guest"), "").await;
+    assert_eq!(status, 200, "{exported}");
+    let exported: serde_json::Value = serde_json::from_str(&exported).unwrap();
+    assert_eq!(exported["queues"][0]["name"], q.as_str(), "{exported}");
+    assert!(exported["queues"][0].get("vhost").is_none(), "{exported}");
+    assert!(exported.get("users").is_none(), "{exported}");
+
+    // Deleted: its connections are closed with 320, its queues go with it.
+    let events = conn.events_listener();
+    rabbitmqadmin(api, &["delete", "vhost", &format!("name={vhost}")]).await;
+    let closed = closed_by_server(events, "the vhost's connection").await;
+    assert_eq!(reply_code(&closed), Some(320), "{closed}");
+    let listed = rabbitmqadmin(api, &["list", "vhosts", "name"]).await;
+    assert!(!listed.lines().any(|l| l == vhost), "{listed}");
+    let (status, _) = http(
+        api,
+        "GET",
+        &format!("/api/vhosts/{vhost}"),
+        Some("guest:guest"),
+        "",
+    )
+    .await;
+    assert_eq!(status, 404);
+    assert!(
+        lapin::Connection::connect(&uri, Default::default())
+            .await
+            .is_err(),
+        "a deleted vhost does not open"
+    );
+
+    // Created again, its definitions come back from a multipart upload
+    // (the form the management UI sends).
+    rabbitmqadmin(api, &["declare", "vhost", &format!("name={vhost}")]).await;
+    let form = format!(
+        "--b0undary\r\nContent-Disposition: form-data; name=\"file\"; filename=\"defs.json\"\r\n\
+         Content-Type: application/json\r\n\r\n{exported}\r\n--b0undary--\r\n"
+    );
+    let (status, body) = http_with(
+        api,
+        "POST",
+        &path,
+        Some("guest:guest"),
+        "content-type: multipart/form-data; boundary=b0undary\r\n",
+        &form,
+    )
+    .await;
+    assert!(status == 204 || status == 201, "{status} {body}");
     let queues = rabbitmqadmin(api, &["-V", &vhost, "list", "queues", "name"]).await;
     assert!(queues.lines().any(|l| l == q), "{queues}");
 }
