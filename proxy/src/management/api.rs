@@ -291,7 +291,16 @@ async fn route(c: &Call<'_>) -> Reply {
         (&Method::GET, ["users", name]) => super::users::list_users(c, Some(name)).await,
         (&Method::PUT, ["users", name]) => super::users::put_user(c, name).await,
         (&Method::DELETE, ["users", name]) => super::users::delete_user(c, name).await,
-        (&Method::GET, ["permissions"]) => super::users::list_permissions(c).await,
+        (&Method::GET, ["permissions"]) => super::users::list_permissions(c, None, None).await,
+        (&Method::GET, ["permissions", vhost, user]) => {
+            super::users::list_permissions(c, Some(vhost), Some(user)).await
+        }
+        (&Method::GET, ["vhosts", vhost, "permissions"]) => {
+            super::users::list_permissions(c, Some(vhost), None).await
+        }
+        (&Method::GET, ["users", user, "permissions"]) => {
+            super::users::list_permissions(c, None, Some(user)).await
+        }
         (&Method::DELETE, ["permissions", vhost, user]) => {
             super::users::delete_permission(c, vhost, user).await
         }

@@ -121,21 +121,38 @@ pub(super) async fn put_user(c: &Call<'_>, name: &str) -> Reply {
     run.await.unwrap_or_else(|reply| reply)
 }
 
-pub(super) async fn list_permissions(c: &Call<'_>) -> Reply {
+/// Permissions, all or those of one vhost and/or one user
+/// (`/api/vhosts/{vh}/permissions`, `/api/users/{u}/permissions`,
+/// `/api/permissions/{vh}/{u}`, the last one object or 404).
+pub(super) async fn list_permissions(
+    c: &Call<'_>,
+    vhost: Option<&str>,
+    user: Option<&str>,
+) -> Reply {
     if let Err(reply) = admin_only(c) {
         return reply;
     }
-    match c.gateway.store.snapshot().await {
-        Ok(s) => Reply::ok(Value::Array(
-            s.permissions
-                .iter()
-                .map(|p| {
-                    json!({"user": p.user, "vhost": p.vhost, "configure": p.configure,
-                           "write": p.write, "read": p.read})
-                })
-                .collect(),
-        )),
-        Err(e) => Reply::error(503, "unavailable", &e.to_string()),
+    if vhost.is_some_and(|v| c.gateway.topology.vhost(v).is_none())
+        || user.is_some_and(|u| c.gateway.topology.user(u).is_none())
+    {
+        return Reply::not_found();
+    }
+    let snapshot = match c.gateway.store.snapshot().await {
+        Ok(s) => s,
+        Err(e) => return Reply::error(503, "unavailable", &e.to_string()),
+    };
+    let mut out: Vec<Value> = snapshot
+        .permissions
+        .iter()
+        .filter(|p| vhost.is_none_or(|v| p.vhost == v) && user.is_none_or(|u| p.user == u))
+        .map(|p| {
+            json!({"user": p.user, "vhost": p.vhost, "configure": p.configure,
+                   "write": p.write, "read": p.read})
+        })
+        .collect();
+    match (vhost, user) {
+        (Some(_), Some(_)) => out.pop().map(Reply::ok).unwrap_or_else(Reply::not_found),
+        _ => Reply::ok(Value::Array(out)),
     }
 }
 

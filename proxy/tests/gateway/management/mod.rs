@@ -340,6 +340,28 @@ async fn rabbitmqadmin_creates_a_user_that_logs_in_over_amqp_with_its_permission
         permissions.lines().any(|l| l == format!("{user}\t^app-.*")),
         "{permissions}"
     );
+    for path in [
+        format!("/api/users/{user}/permissions"),
+        "/api/vhosts/%2F/permissions".to_owned(),
+    ] {
+        let (status, body) = http(api, "GET", &path, Some("guest:guest"), "").await;
+        assert_eq!(status, 200, "{path}: {body}");
+        assert!(body.contains("\"configure\":\"^app-.*\""), "{path}: {body}");
+    }
+    let (status, body) = http(
+        api,
+        "GET",
+        &format!("/api/permissions/%2F/{user}"),
+        Some("guest:guest"),
+        "",
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let one: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        (one["user"].as_str(), one["write"].as_str()),
+        (Some(user.as_str()), Some(".*"))
+    );
     // The new user logs in over AMQP at once, and its configure pattern holds.
     let uri = format!("amqp://{user}:s3cret@{}/%2f", gw.addr);
     let conn = lapin::Connection::connect(&uri, Default::default())
