@@ -13,6 +13,7 @@ or a count differs.
 """
 import argparse
 import base64
+import http.client
 import json
 import sys
 import time
@@ -56,8 +57,17 @@ REQUIRED = {
 def api(port, path):
     request = urllib.request.Request(f"http://127.0.0.1:{port}/api/{path}")
     request.add_header("authorization", "Basic " + base64.b64encode(b"guest:guest").decode())
-    with urllib.request.urlopen(request, timeout=10) as response:
-        return json.loads(response.read() or b"null")
+    # A freshly started RabbitMQ once dropped the first /api/connections
+    # without an answer (its stats collector starting): asked again, it answers.
+    for attempt in range(3):
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                return json.loads(response.read() or b"null")
+        except (http.client.RemoteDisconnected, ConnectionResetError):
+            if attempt == 2:
+                raise
+            print(f"  port {port} dropped /api/{path} without an answer; asking again")
+            time.sleep(2)
 
 
 def traffic(amqp_port):

@@ -70,16 +70,28 @@ pub fn publish_content(
     s: &mut Session<'_>,
     content: Content,
 ) -> Result<(), ProtocolError> {
+    // A user-id property must name the connection's user (RabbitMQ's
+    // validated user-id), so that consumers can trust it.
+    if let Some(claimed) = content.properties.user_id() {
+        if claimed.as_str() != s.user {
+            return Err(content_refused(
+                ch.id,
+                format!(
+                    "user_id property set to '{}' but authenticated user was '{}'",
+                    claimed.as_str(),
+                    s.user
+                ),
+            ));
+        }
+    }
     if let Some(tx) = ch.tx.as_mut() {
         if !tx.hold(content) {
-            return Err(s.channel_error(
-                SoftCode::PreconditionFailed,
+            return Err(content_refused(
+                ch.id,
                 format!(
                     "the transaction holds more than {} MiB of uncommitted messages; commit more often",
                     super::tx::MAX_HELD_BYTES >> 20
                 ),
-                CLASS,
-                PUBLISH,
             ));
         }
         return Ok(());
@@ -111,6 +123,17 @@ pub fn publish_content(
 
 pub use crate::publish::Stored;
 
+/// 406 for a message refused once its content arrived: the channel is
+/// named here (content frames do not pass through `handle_method`, which
+/// fills it in for method errors).
+fn content_refused(channel: u16, text: String) -> ProtocolError {
+    ProtocolError::Channel(
+        channel,
+        crate::error::ChannelException::new(SoftCode::PreconditionFailed, text)
+            .on_method(CLASS, PUBLISH),
+    )
+}
+
 /// Routes a message now and starts storing one copy per destination queue
 /// (publish/); None if it reached no queue (a mandatory one is returned first).
 pub fn route(
@@ -129,13 +152,8 @@ pub fn route(
         properties: &properties,
         body: &body,
     };
-    let stored = crate::publish::publish(s.gateway, s.vhost, message).map_err(|e| {
-        ProtocolError::Channel(
-            ch.id,
-            crate::error::ChannelException::new(SoftCode::PreconditionFailed, e.0)
-                .on_method(CLASS, PUBLISH),
-        )
-    })?;
+    let stored = crate::publish::publish(s.gateway, s.vhost, message)
+        .map_err(|e| content_refused(ch.id, e.0))?;
     match (&stored, publish.mandatory) {
         (Some(_), _) => crate::metrics::ROUTED.increment(1),
         (None, true) => crate::metrics::UNROUTABLE_RETURNED.increment(1),

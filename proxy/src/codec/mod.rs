@@ -129,7 +129,7 @@ fn parse_method(payload: &[u8]) -> Result<AMQPClass, ConnectionException> {
         return Err(too_deep(payload, "method"));
     }
     match parse_class(payload) {
-        Ok(([], class)) => Ok(class),
+        Ok(([], class)) => refuse_prefetch_size(payload, class),
         Ok(_) => Err(ConnectionException::new(
             HardCode::SyntaxError,
             "method frame has trailing bytes",
@@ -156,6 +156,30 @@ fn parse_method(payload: &[u8]) -> Result<AMQPClass, ConnectionException> {
             }
         }
     }
+}
+
+/// basic.qos with a prefetch_size is 540 NOT_IMPLEMENTED, as in RabbitMQ
+/// (amq-protocol's parser drops the field, so it is read off the payload:
+/// class, method, then prefetch_size as the first argument).
+fn refuse_prefetch_size(
+    payload: &[u8],
+    class: AMQPClass,
+) -> Result<AMQPClass, ConnectionException> {
+    const BASIC_QOS: [u8; 4] = [0, 60, 0, 10];
+    let size = match (payload.get(..4), payload.get(4..8)) {
+        (Some(ids), Some(size)) if ids == BASIC_QOS => {
+            u32::from_be_bytes([size[0], size[1], size[2], size[3]])
+        }
+        _ => 0,
+    };
+    if size == 0 {
+        return Ok(class);
+    }
+    Err(ConnectionException::new(
+        HardCode::NotImplemented,
+        format!("prefetch_size!=0 ({size})"),
+    )
+    .on_method(60, 10))
 }
 
 fn is_known_method(class_id: u16, method_id: u16) -> bool {

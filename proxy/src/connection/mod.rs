@@ -308,8 +308,9 @@ impl Connection {
         }
         match frame {
             Frame::Heartbeat(0) => Ok(()),
+            // 505, as RabbitMQ answers a heartbeat on a channel.
             Frame::Heartbeat(ch) => Err(ConnectionException::new(
-                HardCode::CommandInvalid,
+                HardCode::UnexpectedFrame,
                 format!("heartbeat frame on channel {ch}"),
             )
             .into()),

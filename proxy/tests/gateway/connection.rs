@@ -254,7 +254,7 @@ async fn a_channel_error_closes_only_that_channel() {
 }
 
 #[tokio::test]
-async fn channel_flow_is_answered_and_a_heartbeat_on_a_channel_is_503() {
+async fn channel_flow_is_answered_and_a_heartbeat_on_a_channel_is_505() {
     use amq_protocol::protocol::channel;
     let gw = TestGateway::start().await;
     let mut raw = Raw::open(gw.addr, 0).await;
@@ -270,6 +270,24 @@ async fn channel_flow_is_answered_and_a_heartbeat_on_a_channel_is_503() {
         }
         other => panic!("expected channel.flow-ok, got {other:?}"),
     }
+    // RabbitMQ 3.10 answers 505 UNEXPECTED_FRAME (its Java suite checks it).
     raw.send(AMQPFrame::InvalidHeartbeat(1)).await;
-    assert_eq!(raw.connection_close_code().await, 503);
+    assert_eq!(raw.connection_close_code().await, 505);
+}
+
+/// basic.qos with prefetch_size ≠ 0 is 540 NOT_IMPLEMENTED, as in RabbitMQ
+/// (a client asking to limit by bytes must learn it is not done).
+#[tokio::test]
+async fn a_prefetch_size_is_refused_with_540() {
+    let gw = TestGateway::start().await;
+    let mut raw = Raw::open(gw.addr, 0).await;
+    raw.open_channel(1).await;
+    // class 60, method 10, prefetch_size 65536, prefetch_count 10, global 0
+    let payload = [0, 60, 0, 10, 0, 1, 0, 0, 0, 10, 0];
+    let mut frame = vec![1, 0, 1];
+    frame.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+    frame.extend_from_slice(&payload);
+    frame.push(0xCE);
+    raw.send_bytes(&frame).await;
+    assert_eq!(raw.connection_close_code().await, 540);
 }

@@ -4,7 +4,8 @@
 use std::time::Duration;
 
 use lapin::options::{
-    BasicPublishOptions, ConfirmSelectOptions, ExchangeBindOptions, QueueDeclareOptions,
+    BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions, ExchangeBindOptions,
+    QueueDeclareOptions,
 };
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Channel, ExchangeKind};
@@ -368,6 +369,57 @@ async fn publishing_to_a_missing_exchange_is_404() {
         Ok(confirm) => confirm.await.unwrap_err(),
     };
     assert_eq!(reply_code(&error), Some(404));
+}
+
+/// A user-id property is the connection's user or the publish is refused
+/// (406, as RabbitMQ validates it); the connection's own name is stored.
+#[tokio::test]
+async fn a_user_id_other_than_the_connections_user_is_406() {
+    let gw = TestGateway::start().await;
+    let conn = gw.connect().await;
+    let ch = conn.create_channel().await.unwrap();
+    ch.confirm_select(ConfirmSelectOptions::default())
+        .await
+        .unwrap();
+    let q = unique("user-id");
+    declare(&ch, &q).await;
+    publish_all(
+        &ch,
+        [(
+            "",
+            q.as_str(),
+            &b"mine"[..],
+            BasicProperties::default().with_user_id("guest".into()),
+        )],
+    )
+    .await;
+    let got = ch
+        .basic_get(q.as_str().into(), BasicGetOptions { no_ack: true })
+        .await
+        .unwrap()
+        .expect("stored");
+    assert_eq!(
+        got.properties.user_id().as_ref().map(|u| u.as_str()),
+        Some("guest")
+    );
+    let result = ch
+        .basic_publish(
+            "".into(),
+            q.as_str().into(),
+            BasicPublishOptions::default(),
+            b"forged",
+            BasicProperties::default().with_user_id("admin".into()),
+        )
+        .await;
+    let error = match result {
+        Err(e) => e,
+        Ok(confirm) => confirm.await.unwrap_err(),
+    };
+    assert_eq!(reply_code(&error), Some(406), "{error}");
+    assert!(
+        conn.status().connected(),
+        "a channel error, not a connection one"
+    );
 }
 
 #[tokio::test]
