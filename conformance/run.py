@@ -17,6 +17,10 @@ with the workplace's `fetch`). They
 connect to 127.0.0.1:5672 (hard-coded), so the runner forwards that port to
 each target in turn; it must be free (run the gateway on another port, e.g.
 AMQP_PORT=5674 deploy/up.sh, and pass --gateway-port 5674).
+
+RabbitMQ's own broker tests (the functional tests of its Java client) need
+JAVA_CLIENT_SOURCE: `git archive v5.0.0 src/test` of rabbitmq-java-client,
+unpacked; conformance/java builds them with javac against Debian's jars.
 """
 import argparse
 import asyncio
@@ -34,6 +38,17 @@ from pathlib import Path
 
 CACHE = Path(os.environ.get("AMQP_GW_SUITES", Path.home() / ".cache/amqp-gw/suites"))
 PYTEST = ["pytest==8.3.5", "pytest-rerunfailures==15.0"]  # the suites mark flaky tests for reruns
+
+
+def excluded(path):
+    """A list of `Class[.method] reason` lines (conformance/java/excluded.txt) as rules."""
+    rules = []
+    for line in (Path(__file__).parent / path).read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            test, why = line.split(None, 1)
+            rules.append((rf"^{re.escape(test)}(\.|\[|$)", why))
+    return rules
+
 
 SUITES = {
     "py-amqp": {
@@ -102,6 +117,16 @@ SUITES = {
         "tests": ["t/integration/test_py_amqp.py"],
         "fast": False,
         "not_applicable": [],
+        "known": [],
+    },
+    "java functional (rabbitmq-java-client 5.0.0)": {
+        # RabbitMQ's broker tests from its Java client's repository, on Debian's
+        # amqp-client 5.0.0 and JUnit 4; excluded.txt: those that drive the host.
+        "source_env": "JAVA_CLIENT_SOURCE",
+        "java": "conformance/java",
+        "tests": [],
+        "fast": False,
+        "not_applicable": excluded("java/excluded.txt"),
         "known": [],
     },
     "Celery application (conformance/celery_app)": {
@@ -244,11 +269,27 @@ def run_cargo_suite(source, port, out_dir, target):
     return results
 
 
+def run_java_suite(source, port, out_dir, target):
+    """conformance/java: build.sh compiles the snapshot's tests (once), run.sh
+    prints `PASS|FAIL|SKIP Class.method reason` per test."""
+    java = Path(__file__).parent / "java"
+    env = dict(os.environ, JAVA_SUITE_BUILD=str(CACHE.parent / "java-suite"))
+    subprocess.run([str(java / "build.sh"), str(source)], env=env, check=True)
+    with open(out_dir / f"java-functional-{target}.log", "w") as log:
+        run = subprocess.run([str(java / "run.sh"), "127.0.0.1", str(port)], env=env,
+                             stdout=subprocess.PIPE, stderr=log, text=True, timeout=3600)
+    outcomes = {"PASS": "passed", "FAIL": "failed", "SKIP": "skipped"}
+    return {test: (outcomes[outcome], message[:160]) for outcome, test, message
+            in re.findall(r"^(PASS|FAIL|SKIP) (\S+) ?(.*)$", run.stdout, re.M)}
+
+
 def run_suite(python, suite, source, target, port, fast, out_dir):
     """Runs one suite against one target; returns {test: (outcome, message)}."""
     spec = SUITES[suite]
     if "cargo" in spec:
         return run_cargo_suite(source, port, out_dir, target)
+    if "java" in spec:
+        return run_java_suite(source, port, out_dir, target)
     report = out_dir / f"{re.sub(r'[^a-z0-9]+', '-', suite.lower())}-{target}.xml"
     env = dict(os.environ, RABBITMQ_HOST="127.0.0.1", RABBITMQ_5672_TCP=str(port))
     args = [python, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:randomly",
@@ -334,8 +375,9 @@ def main():
                   or (f"{Path(source).name} (Cargo.lock)" if "cargo" in spec else "")
                   or f"snapshot {Path(source).name}")
         rows.append((suite, pinned, len(tests), len(tests) - len(counted), passed))
-        for t in counted:
-            on_gateway = results.get("gateway", {}).get(t, ("missing", ""))
+        # Only a run that includes the gateway compares against it.
+        for t in counted if "gateway" in results else []:
+            on_gateway = results["gateway"].get(t, ("missing", ""))
             reference = results["rabbitmq"][t][0] if "rabbitmq" in results else "passed"
             if reference == "passed" and on_gateway[0] != "passed":
                 known = first_match(spec["known"], t)

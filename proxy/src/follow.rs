@@ -129,7 +129,8 @@ async fn apply(gw: &Arc<Gateway>, c: &Change) -> Result<(), MetaError> {
                         tracing::error!(vhost = %c.vhost, exchange = %c.name, %error, "Changed exchange skipped.")
                     }
                 }
-                None => image::remove_exchange(&vhost, &c.name),
+                // Auto-deletes that follow were decided, and logged, where it happened.
+                None => drop(image::remove_exchange(&vhost, &c.name)),
             }
         }
         ChangeKind::Queue => {

@@ -30,6 +30,8 @@ pub struct ExchangeState {
     pub record: meta::Exchange,
     pub kind: ExchangeKind,
     pub arguments: FieldTable,
+    /// Its `alternate-exchange` argument.
+    pub alternate: Option<String>,
     pub bindings: Vec<RouteBinding>,
     /// The bindings as stored, in the same order as `bindings`.
     pub records: Vec<meta::Binding>,
@@ -72,6 +74,10 @@ impl ExchangeGraph for VhostTopology {
         self.exchanges
             .get(name)
             .map(|e| (e.kind, e.bindings.as_slice()))
+    }
+
+    fn alternate(&self, name: &str) -> Option<&str> {
+        self.exchanges.get(name)?.alternate.as_deref()
     }
 }
 
@@ -196,6 +202,7 @@ fn builtin_exchange(vhost: &str, name: &str, kind: ExchangeKind) -> ExchangeStat
         },
         kind,
         arguments: FieldTable::default(),
+        alternate: None,
         bindings: Vec::new(),
         records: Vec::new(),
     }
@@ -466,10 +473,17 @@ pub fn encode_arguments(table: &FieldTable) -> Vec<u8> {
 pub fn exchange_state(e: &meta::Exchange) -> Result<ExchangeState, String> {
     let kind = ExchangeKind::parse(&e.kind)
         .ok_or_else(|| format!("unknown exchange type {:?}", e.kind))?;
+    let arguments = decode_arguments(&e.arguments)?;
+    let alternate = match arguments.inner().get("alternate-exchange") {
+        Some(AMQPValue::LongString(name)) => Some(name.to_string()),
+        Some(AMQPValue::ShortString(name)) => Some(name.to_string()),
+        _ => None,
+    };
     Ok(ExchangeState {
         record: e.clone(),
         kind,
-        arguments: decode_arguments(&e.arguments)?,
+        arguments,
+        alternate,
         bindings: Vec::new(),
         records: Vec::new(),
     })

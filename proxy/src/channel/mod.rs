@@ -191,6 +191,9 @@ pub struct Channel {
     pub consuming: consume::Consuming,
     /// tx.select was sent: what the open transaction holds.
     pub tx: Option<tx::Transaction>,
+    /// The queue most recently declared here, which an empty queue name
+    /// stands for (queue::expand_shortcuts).
+    pub last_queue: String,
 }
 
 impl Channel {
@@ -202,6 +205,7 @@ impl Channel {
             confirms: None,
             consuming: consume::Consuming::default(),
             tx: None,
+            last_queue: String::new(),
         }
     }
 }
@@ -221,6 +225,14 @@ pub async fn handle_method(
             ),
         )
         .into());
+    }
+    let mut method = method;
+    if let Err((class_id, method_id)) = queue::expand_shortcuts(&ch.last_queue, &mut method) {
+        return Err(ProtocolError::Channel(
+            ch.id,
+            ChannelException::new(SoftCode::NotFound, "no previously declared queue")
+                .on_method(class_id, method_id),
+        ));
     }
     let result = dispatch(ch, s, method).await;
     // Handlers build channel errors without knowing their channel id.

@@ -47,6 +47,73 @@ pub async fn handle_queue_declare(
     declare_ok(ch, s, m.nowait, &declared.state, declared.created).await
 }
 
+/// AMQP's shortcuts for the queue most recently declared on the channel,
+/// as RabbitMQ reads them: an empty queue name in queue.bind, unbind,
+/// purge, delete, basic.consume and basic.get names that queue, and a
+/// queue.bind with an empty queue name and routing key binds with its name
+/// as the key. Err (class, method) when the channel declared no queue.
+pub fn expand_shortcuts(last: &str, method: &mut AMQPClass) -> Result<(), (u16, u16)> {
+    use amq_protocol::protocol::basic;
+    let (queue, ids) = match method {
+        AMQPClass::Queue(queue::AMQPMethod::Bind(m)) => {
+            if m.queue.as_str().is_empty() && m.routing_key.as_str().is_empty() {
+                m.routing_key = last.into();
+            }
+            (&mut m.queue, (CLASS, 20))
+        }
+        AMQPClass::Queue(queue::AMQPMethod::Unbind(m)) => (&mut m.queue, (CLASS, 50)),
+        AMQPClass::Queue(queue::AMQPMethod::Purge(m)) => (&mut m.queue, (CLASS, 30)),
+        AMQPClass::Queue(queue::AMQPMethod::Delete(m)) => (&mut m.queue, (CLASS, 40)),
+        AMQPClass::Basic(basic::AMQPMethod::Consume(m)) => (&mut m.queue, (60, 20)),
+        AMQPClass::Basic(basic::AMQPMethod::Get(m)) => (&mut m.queue, (60, 70)),
+        _ => return Ok(()),
+    };
+    if queue.as_str().is_empty() {
+        if last.is_empty() {
+            return Err(ids);
+        }
+        *queue = last.into();
+    }
+    Ok(())
+}
+
+/// Line feeds and carriage returns are taken out of the queue and exchange
+/// names of queue and exchange methods, as RabbitMQ takes them out (a name
+/// pasted with its newline names the same object).
+pub fn strip_line_breaks(method: &mut AMQPClass) {
+    use amq_protocol::protocol::exchange;
+    use amq_protocol::types::ShortString;
+    fn strip(name: &mut ShortString) {
+        if name.as_str().contains(['\r', '\n']) {
+            *name = name.as_str().replace(['\r', '\n'], "").into();
+        }
+    }
+    match method {
+        AMQPClass::Queue(queue::AMQPMethod::Declare(m)) => strip(&mut m.queue),
+        AMQPClass::Queue(queue::AMQPMethod::Delete(m)) => strip(&mut m.queue),
+        AMQPClass::Queue(queue::AMQPMethod::Purge(m)) => strip(&mut m.queue),
+        AMQPClass::Queue(queue::AMQPMethod::Bind(m)) => {
+            strip(&mut m.queue);
+            strip(&mut m.exchange);
+        }
+        AMQPClass::Queue(queue::AMQPMethod::Unbind(m)) => {
+            strip(&mut m.queue);
+            strip(&mut m.exchange);
+        }
+        AMQPClass::Exchange(exchange::AMQPMethod::Declare(m)) => strip(&mut m.exchange),
+        AMQPClass::Exchange(exchange::AMQPMethod::Delete(m)) => strip(&mut m.exchange),
+        AMQPClass::Exchange(exchange::AMQPMethod::Bind(m)) => {
+            strip(&mut m.source);
+            strip(&mut m.destination);
+        }
+        AMQPClass::Exchange(exchange::AMQPMethod::Unbind(m)) => {
+            strip(&mut m.source);
+            strip(&mut m.destination);
+        }
+        _ => {}
+    }
+}
+
 /// `amq.gen-` and 22 random URL-safe characters, as RabbitMQ names them.
 fn server_generated_name() -> String {
     let bytes: [u8; 16] = rand::random();
@@ -70,6 +137,7 @@ async fn declare_ok(
     state: &QueueState,
     created: bool,
 ) -> Result<(), ProtocolError> {
+    ch.last_queue.clone_from(&state.record.name);
     ch.consuming.last_queue = Some(state.record.name.clone());
     if nowait {
         return Ok(());

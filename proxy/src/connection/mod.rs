@@ -497,7 +497,8 @@ impl Connection {
                 );
                 Ok(())
             }
-            method => {
+            mut method => {
+                channel::queue::strip_line_breaks(&mut method);
                 if reads_queue_state(&method) {
                     self.settle_pipeline().await;
                 }

@@ -208,10 +208,19 @@ fn words(text: &str) -> Vec<&str> {
 pub trait ExchangeGraph {
     /// The kind and bindings of an exchange, or None if it does not exist.
     fn exchange(&self, name: &str) -> Option<(ExchangeKind, &[RouteBinding])>;
+
+    /// The exchange's alternate exchange (its `alternate-exchange`
+    /// argument), which takes what the exchange itself routes nowhere.
+    fn alternate(&self, _name: &str) -> Option<&str> {
+        None
+    }
 }
 
 /// The queues a message published to `exchange` reaches, each once, in a
-/// stable order. Exchange-to-exchange bindings are followed, cycles cut.
+/// stable order. Exchange-to-exchange bindings are followed, cycles cut; an
+/// exchange none of whose bindings match hands the message to its
+/// alternate exchange, as RabbitMQ's routing does (a missing one routes
+/// nowhere).
 pub fn route<G: ExchangeGraph>(
     graph: &G,
     exchange: &str,
@@ -229,14 +238,19 @@ pub fn route<G: ExchangeGraph>(
         let Some((kind, bindings)) = graph.exchange(name) else {
             continue;
         };
+        let mut matched = false;
         for binding in bindings {
             if !binding_matches(kind, binding, routing_key, headers) {
                 continue;
             }
+            matched = true;
             match &binding.destination {
                 Destination::Queue(q) => queues.push(q.clone()),
                 Destination::Exchange(e) => pending.push(e.as_str()),
             }
+        }
+        if !matched {
+            pending.extend(graph.alternate(name));
         }
     }
     queues.sort();

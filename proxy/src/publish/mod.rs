@@ -12,6 +12,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use amq_protocol::protocol::BasicProperties;
+use amq_protocol::types::{AMQPValue, FieldTable};
 use bytes::Bytes;
 use futures_util::future::join_all;
 
@@ -23,6 +24,10 @@ use crate::metrics::queue_stats::count;
 use crate::topology::{priority_level, Target, Vhost};
 use crate::upstream::{OutboundMessage, UpstreamError};
 use crate::Gateway;
+
+/// Headers of sender-selected distribution.
+const CC: &str = "CC";
+const BCC: &str = "BCC";
 
 /// Resolves once every copy of one published message is stored.
 pub type Stored = Pin<Box<dyn Future<Output = Result<(), UpstreamError>> + Send>>;
@@ -51,13 +56,39 @@ pub fn publish(
     message: Message<'_>,
 ) -> Result<Option<Stored>, Unpublishable> {
     let headers = message.properties.headers().as_ref();
-    let mut targets =
-        vhost
-            .read()
-            .destination_topics(message.exchange, message.routing_key, headers);
+    let extra_keys = sender_selected(headers)?;
+    let mut targets = {
+        let topology = vhost.read();
+        let mut targets =
+            topology.destination_topics(message.exchange, message.routing_key, headers);
+        for key in &extra_keys {
+            for target in topology.destination_topics(message.exchange, key, headers) {
+                if !targets.iter().any(|t| t.topic == target.topic) {
+                    targets.push(target);
+                }
+            }
+        }
+        targets
+    };
     if targets.is_empty() {
         return Ok(None);
     }
+    // BCC routes but is not delivered (RabbitMQ strips it).
+    let without_bcc;
+    let message = match headers.filter(|h| h.inner().contains_key(BCC)) {
+        Some(h) => {
+            let mut kept = FieldTable::default();
+            for (key, value) in h.inner().iter().filter(|(k, _)| k.as_str() != BCC) {
+                kept.insert(key.clone(), value.clone());
+            }
+            without_bcc = message.properties.clone().with_headers(kept);
+            Message {
+                properties: &without_bcc,
+                ..message
+            }
+        }
+        None => message,
+    };
     let properties = encode(&message)?;
     let priority = *message.properties.priority();
     let start = |target: Target, body: Bytes, properties| -> Stored {
@@ -106,6 +137,34 @@ pub fn publish(
             .collect::<Result<Vec<()>, _>>()
             .map(drop)
     })))
+}
+
+/// Sender-selected distribution: the routing keys a message's `CC` and
+/// `BCC` headers add (arrays of strings; another type is refused, as
+/// RabbitMQ refuses it).
+fn sender_selected(headers: Option<&FieldTable>) -> Result<Vec<String>, Unpublishable> {
+    let Some(headers) = headers else {
+        return Ok(Vec::new());
+    };
+    let mut keys = Vec::new();
+    for name in [CC, BCC] {
+        match headers.inner().get(name) {
+            None => {}
+            Some(AMQPValue::FieldArray(routes)) => {
+                keys.extend(routes.as_slice().iter().filter_map(|route| match route {
+                    AMQPValue::LongString(key) => Some(key.to_string()),
+                    _ => None,
+                }))
+            }
+            Some(other) => {
+                return Err(Unpublishable(format!(
+                    "invalid message: the {name} header must be an array of strings, not {:?}",
+                    other.get_type()
+                )))
+            }
+        }
+    }
+    Ok(keys)
 }
 
 /// The RocketMQ properties of a message: where it was published, its AMQP

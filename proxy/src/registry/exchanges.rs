@@ -1,7 +1,7 @@
 //! Exchanges: they exist only in the meta store and the gateways' routing
 //! tables (RocketMQ stores queues; routing is decided at publish time).
 
-use amq_protocol::types::FieldTable;
+use amq_protocol::types::{AMQPValue, FieldTable};
 
 use super::image;
 use super::RegistryError;
@@ -76,12 +76,13 @@ pub async fn declare(
                 current.internal.to_string(),
             ),
             (
-                "arguments",
-                format!("{:?}", spec.arguments),
-                format!("{:?}", existing.arguments),
+                "alternate-exchange",
+                format!("{:?}", alternate_of(&spec.arguments)),
+                format!("{:?}", alternate_of(&existing.arguments)),
             ),
         ];
-        // RabbitMQ compares arguments as tables; so do we.
+        // Of the arguments RabbitMQ compares only alternate-exchange (others
+        // mean nothing to an exchange); so do we.
         return match differs.into_iter().find(|(_, received, now)| received != now) {
             Some((arg, received, now)) => Err(RegistryError::PreconditionFailed(format!(
                 "inequivalent arg '{arg}' for exchange '{}' in vhost '{}': received '{received}' but current is '{now}'",
@@ -99,9 +100,6 @@ pub async fn declare(
         internal: spec.internal,
         arguments: encode_arguments(&spec.arguments),
     };
-    for key in unapplied_arguments(&spec.arguments) {
-        tracing::warn!(exchange = %spec.name, argument = %key, "Exchange argument stored but not applied yet (see docs/mapping.md).");
-    }
     gateway
         .store
         .put_exchange(&record)
@@ -113,18 +111,6 @@ pub async fn declare(
     })?;
     tracing::info!(vhost = %vhost.name, exchange = %spec.name, kind = kind.as_str(), "Exchange declared.");
     Ok(())
-}
-
-/// Arguments whose behaviour the gateway does not implement yet: kept, but
-/// said out loud (declare logs them, import reports them).
-pub fn unapplied_arguments(arguments: &FieldTable) -> Vec<String> {
-    arguments
-        .inner()
-        .keys()
-        .map(|key| key.as_str())
-        .filter(|key| *key == "alternate-exchange")
-        .map(str::to_owned)
-        .collect()
 }
 
 /// exchange.delete: false when there was no such exchange (RabbitMQ 3.10
@@ -153,34 +139,47 @@ pub async fn delete(
         .delete_exchange(&vhost.name, name)
         .await
         .map_err(RegistryError::meta("exchange.delete"))?;
-    image::remove_exchange(vhost, name);
+    let sources = image::remove_exchange(vhost, name);
     tracing::info!(vhost = %vhost.name, exchange = %name, "Exchange deleted.");
+    delete_unused_auto_delete(gateway, vhost, &sources).await?;
     Ok(true)
 }
 
 /// Deletes the auto-delete exchanges among `sources` that have no binding
-/// left (RabbitMQ deletes one when its last binding goes).
+/// left (RabbitMQ deletes one when its last binding goes), and in turn
+/// those that lose their last binding by that (exchange-to-exchange
+/// bindings to a deleted exchange go with it).
 pub async fn delete_unused_auto_delete(
     gateway: &Gateway,
     vhost: &Vhost,
     sources: &[String],
 ) -> Result<(), RegistryError> {
-    for source in sources {
+    let mut pending = sources.to_vec();
+    while let Some(source) = pending.pop() {
         let unused = vhost
             .read()
             .exchanges
-            .get(source)
+            .get(&source)
             .is_some_and(|e| e.record.auto_delete && e.bindings.is_empty());
         if !unused {
             continue;
         }
         gateway
             .store
-            .delete_exchange(&vhost.name, source)
+            .delete_exchange(&vhost.name, &source)
             .await
             .map_err(RegistryError::meta("auto-delete"))?;
-        image::remove_exchange(vhost, source);
+        pending.extend(image::remove_exchange(vhost, &source));
         tracing::info!(vhost = %vhost.name, exchange = %source, "Auto-delete exchange deleted.");
     }
     Ok(())
+}
+
+/// An exchange's `alternate-exchange` argument, whatever its string type.
+fn alternate_of(arguments: &FieldTable) -> Option<String> {
+    match arguments.inner().get("alternate-exchange")? {
+        AMQPValue::LongString(name) => Some(name.to_string()),
+        AMQPValue::ShortString(name) => Some(name.to_string()),
+        other => Some(format!("{other:?}")),
+    }
 }

@@ -4,7 +4,7 @@
 //! change is one swap under the vhost's short write lock.
 
 use crate::mapping::routing::Destination;
-use crate::topology::{exchange_state, push_binding, QueueState, Vhost};
+use crate::topology::{exchange_state, push_binding, QueueState, Vhost, VhostTopology};
 use crate::Gateway;
 
 /// Sets a queue to its stored record. Returns its state and the topic it
@@ -34,14 +34,7 @@ pub fn put_queue(vhost: &Vhost, record: meta::Queue) -> (QueueState, Option<Stri
 pub fn remove_queue(vhost: &Vhost, name: &str) -> Option<(QueueState, Vec<String>)> {
     let mut topology = vhost.write();
     let state = topology.queues.remove(name)?;
-    let destination = Destination::Queue(name.to_owned());
-    let sources = topology
-        .exchanges
-        .iter()
-        .filter(|(_, e)| e.bindings.iter().any(|b| b.destination == destination))
-        .map(|(n, _)| n.clone())
-        .collect();
-    topology.remove_bindings_to(&destination);
+    let sources = unbind_all_to(&mut topology, Destination::Queue(name.to_owned()));
     Some((state, sources))
 }
 
@@ -59,10 +52,23 @@ pub fn put_exchange(vhost: &Vhost, record: &meta::Exchange) -> Result<(), String
 }
 
 /// Removes an exchange and every binding to it.
-pub fn remove_exchange(vhost: &Vhost, name: &str) {
+/// Returns the exchanges that had bindings to it (auto-delete candidates).
+pub fn remove_exchange(vhost: &Vhost, name: &str) -> Vec<String> {
     let mut topology = vhost.write();
     topology.exchanges.remove(name);
-    topology.remove_bindings_to(&Destination::Exchange(name.to_owned()));
+    unbind_all_to(&mut topology, Destination::Exchange(name.to_owned()))
+}
+
+/// Removes every binding to `destination`; the exchanges that had one.
+fn unbind_all_to(topology: &mut VhostTopology, destination: Destination) -> Vec<String> {
+    let sources = topology
+        .exchanges
+        .iter()
+        .filter(|(_, e)| e.bindings.iter().any(|b| b.destination == destination))
+        .map(|(n, _)| n.clone())
+        .collect();
+    topology.remove_bindings_to(&destination);
+    sources
 }
 
 /// Sets an exchange's bindings to the stored ones; a binding that cannot be

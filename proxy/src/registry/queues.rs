@@ -158,14 +158,17 @@ fn check_equivalent(state: &QueueState, spec: &QueueSpec) -> Result<(), Registry
             current.name, current.vhost
         )))
     };
+    // An exclusive mismatch is 405, as RabbitMQ's exclusive-access check
+    // answers it before comparing the rest.
+    if spec.exclusive_owner.is_some() != current.exclusive_owner.is_some() {
+        return Err(RegistryError::ResourceLocked(format!(
+            "cannot obtain exclusive access to locked queue '{}' in vhost '{}'. It could be originally declared on another connection or the exclusive property value does not match that of the original declaration.",
+            current.name, current.vhost
+        )));
+    }
     let flags = [
         ("durable", spec.durable, current.durable),
         ("auto_delete", spec.auto_delete, current.auto_delete),
-        (
-            "exclusive",
-            spec.exclusive_owner.is_some(),
-            current.exclusive_owner.is_some(),
-        ),
     ];
     for (flag, received, now) in flags {
         if received != now {

@@ -14,6 +14,7 @@ mod probe;
 mod prometheus;
 mod publish;
 mod raw;
+mod semantics;
 mod shutdown;
 mod topology;
 

@@ -1,14 +1,21 @@
-//! Handing ready messages out: to waiting basic.get first, then to
-//! consumers with credit, in turn.
+//! Handing ready messages out: to consumers with credit, in turn, then to
+//! waiting basic.get. Consumers come first, as in RabbitMQ, where a message
+//! published to a queue with a ready consumer is delivered at once and a
+//! later get finds nothing.
 
 use super::{Got, Outcome, Task};
 use crate::delivery::ledger::Part;
 use crate::delivery::{Delivery, ToConnection};
 
 impl Task {
-    /// Hands ready messages to waiting gets, then to consumers with credit.
+    /// Hands ready messages to consumers with credit, then to waiting gets.
     pub(super) fn dispatch(&mut self) {
         self.reap();
+        self.serve_consumers();
+        self.serve_gets();
+    }
+
+    fn serve_gets(&mut self) {
         while !self.gets.is_empty() {
             let Some((id, message, redelivered)) = self.take_live() else {
                 break;
@@ -36,6 +43,9 @@ impl Task {
                 self.settle(vec![(id, got.message.offset)], Outcome::Unsent);
             }
         }
+    }
+
+    fn serve_consumers(&mut self) {
         if self.consumers.is_empty() {
             return;
         }

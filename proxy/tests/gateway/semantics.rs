@@ -1,0 +1,414 @@
+//! RabbitMQ semantics that its own broker test suite (the Java client's
+//! functional tests, docs/conformance.md) checks, guarded here without the
+//! suite: alternate exchanges, sender-selected distribution (CC/BCC), the
+//! last-declared-queue shortcut, names with line breaks, equivalence
+//! answers, exchange auto-delete cascades, and consumers served before gets.
+
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use lapin::options::{
+    BasicConsumeOptions, BasicGetOptions, ConfirmSelectOptions, ExchangeBindOptions,
+    ExchangeDeclareOptions, ExchangeDeleteOptions, ExchangeUnbindOptions, QueueBindOptions,
+    QueueDeclareOptions,
+};
+use lapin::types::{AMQPValue, FieldArray, FieldTable};
+use lapin::{BasicProperties, Channel, ExchangeKind};
+
+use crate::harness::{unique, TestGateway};
+use crate::publish::{message_count_expecting, publish_all};
+use crate::reply_code;
+
+async fn confirming(gw: &TestGateway) -> (lapin::Connection, Channel) {
+    let conn = gw.connect().await;
+    let ch = conn.create_channel().await.unwrap();
+    ch.confirm_select(ConfirmSelectOptions::default())
+        .await
+        .unwrap();
+    (conn, ch)
+}
+
+async fn queue(ch: &Channel, name: &str) {
+    ch.queue_declare(
+        name.into(),
+        QueueDeclareOptions::default(),
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
+}
+
+async fn exchange(
+    ch: &Channel,
+    name: &str,
+    kind: ExchangeKind,
+    args: FieldTable,
+    auto_delete: bool,
+) {
+    let options = ExchangeDeclareOptions {
+        auto_delete,
+        ..Default::default()
+    };
+    ch.exchange_declare(name.into(), kind, options, args)
+        .await
+        .unwrap();
+}
+
+async fn bind(ch: &Channel, queue: &str, exchange: &str, key: &str) {
+    ch.queue_bind(
+        queue.into(),
+        exchange.into(),
+        key.into(),
+        QueueBindOptions::default(),
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
+}
+
+/// Whether an exchange exists (a passive declare on a fresh channel).
+async fn exchange_exists(conn: &lapin::Connection, name: &str) -> bool {
+    let ch = conn.create_channel().await.unwrap();
+    let passive = ExchangeDeclareOptions {
+        passive: true,
+        ..Default::default()
+    };
+    match ch
+        .exchange_declare(
+            name.into(),
+            ExchangeKind::Fanout,
+            passive,
+            FieldTable::default(),
+        )
+        .await
+    {
+        Ok(()) => true,
+        Err(e) => {
+            assert_eq!(reply_code(&e), Some(404), "{e}");
+            false
+        }
+    }
+}
+
+#[tokio::test]
+async fn what_an_exchange_routes_nowhere_goes_to_its_alternate_exchange() {
+    let gw = TestGateway::start().await;
+    let (conn, ch) = confirming(&gw).await;
+    let (main, ae, missing_ae) = (unique("main"), unique("ae"), unique("with-missing-ae"));
+    let (routed, unrouted) = (unique("routed"), unique("unrouted"));
+    exchange(&ch, &ae, ExchangeKind::Fanout, FieldTable::default(), false).await;
+    let mut args = FieldTable::default();
+    args.insert(
+        "alternate-exchange".into(),
+        AMQPValue::LongString(ae.as_str().into()),
+    );
+    exchange(&ch, &main, ExchangeKind::Direct, args, false).await;
+    let mut args = FieldTable::default();
+    args.insert(
+        "alternate-exchange".into(),
+        AMQPValue::LongString(unique("nowhere").as_str().into()),
+    );
+    exchange(&ch, &missing_ae, ExchangeKind::Direct, args, false).await;
+    for q in [&routed, &unrouted] {
+        queue(&ch, q).await;
+    }
+    bind(&ch, &routed, &main, "k").await;
+    bind(&ch, &unrouted, &ae, "").await;
+    bind(&ch, &routed, &missing_ae, "k").await;
+    publish_all(
+        &ch,
+        [
+            (main.as_str(), "k", &b"1"[..], BasicProperties::default()),
+            (
+                main.as_str(),
+                "other",
+                &b"2"[..],
+                BasicProperties::default(),
+            ),
+            (
+                missing_ae.as_str(),
+                "other",
+                &b"3"[..],
+                BasicProperties::default(),
+            ),
+        ],
+    )
+    .await;
+    assert_eq!(message_count_expecting(&ch, &routed, Some(1)).await, 1);
+    assert_eq!(
+        message_count_expecting(&ch, &unrouted, Some(1)).await,
+        1,
+        "only the message main routed nowhere; a missing alternate routes nowhere"
+    );
+    // Redeclared with other, meaningless arguments: equivalent (RabbitMQ
+    // compares only alternate-exchange).
+    let mut args = FieldTable::default();
+    args.insert(
+        "alternate-exchange".into(),
+        AMQPValue::LongString(ae.as_str().into()),
+    );
+    args.insert("nonsense".into(), AMQPValue::LongLongInt(42));
+    exchange(&ch, &main, ExchangeKind::Direct, args, false).await;
+    let mut other = FieldTable::default();
+    other.insert(
+        "alternate-exchange".into(),
+        AMQPValue::LongString("elsewhere".into()),
+    );
+    let refused = ch
+        .exchange_declare(
+            main.as_str().into(),
+            ExchangeKind::Direct,
+            ExchangeDeclareOptions::default(),
+            other,
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(reply_code(&refused), Some(406), "{refused}");
+    drop(conn);
+}
+
+#[tokio::test]
+async fn cc_and_bcc_headers_add_routing_keys_and_bcc_is_not_delivered() {
+    let gw = TestGateway::start().await;
+    let (_conn, ch) = confirming(&gw).await;
+    let (x, a, b, c) = (
+        unique("cc-x"),
+        unique("cc-a"),
+        unique("cc-b"),
+        unique("cc-c"),
+    );
+    exchange(&ch, &x, ExchangeKind::Direct, FieldTable::default(), false).await;
+    for (q, key) in [(&a, "a"), (&b, "b"), (&c, "c")] {
+        queue(&ch, q).await;
+        bind(&ch, q, &x, key).await;
+    }
+    let list = |keys: &[&str]| {
+        AMQPValue::FieldArray(FieldArray::from(
+            keys.iter()
+                .map(|k| AMQPValue::LongString((*k).into()))
+                .collect::<Vec<_>>(),
+        ))
+    };
+    let mut headers = FieldTable::default();
+    headers.insert("CC".into(), list(&["b"]));
+    headers.insert("BCC".into(), list(&["c"]));
+    publish_all(
+        &ch,
+        [(
+            x.as_str(),
+            "a",
+            &b"m"[..],
+            BasicProperties::default().with_headers(headers),
+        )],
+    )
+    .await;
+    for q in [&a, &b, &c] {
+        let got = ch
+            .basic_get(q.as_str().into(), BasicGetOptions { no_ack: true })
+            .await
+            .unwrap()
+            .unwrap_or_else(|| panic!("{q} got the message"));
+        let headers = got.properties.headers().clone().unwrap_or_default();
+        assert!(headers.inner().contains_key("CC"), "CC stays");
+        assert!(!headers.inner().contains_key("BCC"), "BCC is removed");
+    }
+    let mut bad = FieldTable::default();
+    bad.insert("CC".into(), AMQPValue::LongString("b".into()));
+    let result = ch
+        .basic_publish(
+            x.as_str().into(),
+            "a".into(),
+            Default::default(),
+            b"m",
+            BasicProperties::default().with_headers(bad),
+        )
+        .await;
+    let error = match result {
+        Err(e) => e,
+        Ok(confirm) => confirm.await.unwrap_err(),
+    };
+    assert_eq!(
+        reply_code(&error),
+        Some(406),
+        "a CC that is not an array: {error}"
+    );
+}
+
+#[tokio::test]
+async fn an_empty_queue_name_is_the_channels_last_declared_queue() {
+    let gw = TestGateway::start().await;
+    let (conn, ch) = confirming(&gw).await;
+    let fresh = conn.create_channel().await.unwrap();
+    let refused = fresh
+        .queue_bind(
+            "".into(),
+            "amq.direct".into(),
+            "k".into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(
+        reply_code(&refused),
+        Some(404),
+        "no queue declared on it yet"
+    );
+    let declared = ch
+        .queue_declare(
+            "".into(),
+            QueueDeclareOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    let name = declared.name().as_str().to_owned();
+    // Empty queue and routing key: bound with the queue's name as the key.
+    bind(&ch, "", "amq.direct", "").await;
+    publish_all(
+        &ch,
+        [(
+            "amq.direct",
+            name.as_str(),
+            &b"m"[..],
+            BasicProperties::default(),
+        )],
+    )
+    .await;
+    let got = ch
+        .basic_get("".into(), BasicGetOptions { no_ack: true })
+        .await
+        .unwrap();
+    assert!(got.is_some(), "get of '' read {name}");
+}
+
+#[tokio::test]
+async fn line_breaks_are_taken_out_of_names_and_an_exclusive_mismatch_is_405() {
+    let gw = TestGateway::start().await;
+    let (conn, ch) = confirming(&gw).await;
+    let (q, x) = (unique("crlf-q"), unique("crlf-x"));
+    queue(&ch, &format!("{q}\r\n")).await;
+    exchange(
+        &ch,
+        &format!("\n{x}\n"),
+        ExchangeKind::Fanout,
+        FieldTable::default(),
+        false,
+    )
+    .await;
+    let passive = QueueDeclareOptions {
+        passive: true,
+        ..Default::default()
+    };
+    ch.queue_declare(q.as_str().into(), passive, FieldTable::default())
+        .await
+        .expect("the queue's name without its line breaks");
+    assert!(exchange_exists(&conn, &x).await);
+
+    let exclusive = QueueDeclareOptions {
+        exclusive: true,
+        ..Default::default()
+    };
+    let refused = ch
+        .queue_declare(q.as_str().into(), exclusive, FieldTable::default())
+        .await
+        .unwrap_err();
+    assert_eq!(reply_code(&refused), Some(405), "{refused}");
+}
+
+/// (A -> B) (B -> C) (A -> C): deleting C takes B and A with it, all three
+/// auto-delete; and a loop A <-> B goes when one of its bindings goes.
+#[tokio::test]
+async fn auto_delete_exchanges_go_when_their_last_binding_goes_in_cascade() {
+    let gw = TestGateway::start().await;
+    let (conn, ch) = confirming(&gw).await;
+    let (a, b, c) = (unique("ad-a"), unique("ad-b"), unique("ad-c"));
+    for x in [&a, &b, &c] {
+        exchange(&ch, x, ExchangeKind::Fanout, FieldTable::default(), true).await;
+    }
+    let e2e = |destination: &str, source: &str| {
+        let ch = ch.clone();
+        let (destination, source) = (destination.to_owned(), source.to_owned());
+        async move {
+            ch.exchange_bind(
+                destination.as_str().into(),
+                source.as_str().into(),
+                "".into(),
+                ExchangeBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .unwrap()
+        }
+    };
+    e2e(&c, &b).await;
+    e2e(&b, &a).await;
+    e2e(&c, &a).await;
+    ch.exchange_delete(c.as_str().into(), ExchangeDeleteOptions::default())
+        .await
+        .unwrap();
+    for x in [&a, &b, &c] {
+        assert!(!exchange_exists(&conn, x).await, "{x} is gone");
+    }
+
+    let (a, b) = (unique("loop-a"), unique("loop-b"));
+    for x in [&a, &b] {
+        exchange(&ch, x, ExchangeKind::Fanout, FieldTable::default(), true).await;
+    }
+    e2e(&a, &b).await;
+    e2e(&b, &a).await;
+    ch.exchange_unbind(
+        a.as_str().into(),
+        b.as_str().into(),
+        "".into(),
+        ExchangeUnbindOptions::default(),
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
+    for x in [&a, &b] {
+        assert!(!exchange_exists(&conn, x).await, "{x} is gone");
+    }
+}
+
+/// A message for a queue with a ready consumer goes to the consumer; a
+/// basic.get right after finds nothing, as in RabbitMQ.
+#[tokio::test]
+async fn a_ready_consumer_is_served_before_a_get() {
+    let gw = TestGateway::start().await;
+    let (_conn, ch) = confirming(&gw).await;
+    let q = unique("consumer-first");
+    queue(&ch, &q).await;
+    let mut consumer = ch
+        .basic_consume(
+            q.as_str().into(),
+            "".into(),
+            BasicConsumeOptions {
+                no_ack: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    for round in 0..5 {
+        publish_all(
+            &ch,
+            [("", q.as_str(), &b"m"[..], BasicProperties::default())],
+        )
+        .await;
+        let got = ch
+            .basic_get(q.as_str().into(), BasicGetOptions { no_ack: true })
+            .await
+            .unwrap();
+        assert!(
+            got.is_none(),
+            "round {round}: the get took the consumer's message"
+        );
+        tokio::time::timeout(Duration::from_secs(5), consumer.next())
+            .await
+            .expect("delivered to the consumer")
+            .unwrap()
+            .unwrap();
+    }
+}
