@@ -146,7 +146,25 @@ pub async fn handle_basic_consume(
         .on_method(CLASS, 20)
         .into());
     }
-    for key in m.arguments.inner().keys() {
+    // x-priority: consumers of a higher priority are served first (any
+    // integer type; anything else is 406, as in RabbitMQ).
+    let priority = match m.arguments.inner().get("x-priority") {
+        None => 0,
+        Some(value) => crate::topology::integer_argument(value).ok_or_else(|| {
+            s.channel_error(
+                SoftCode::PreconditionFailed,
+                format!("invalid arg 'x-priority' for consumer of queue '{}': {value:?} is not an integer", state.record.name),
+                CLASS,
+                20,
+            )
+        })?,
+    };
+    for key in m
+        .arguments
+        .inner()
+        .keys()
+        .filter(|k| k.as_str() != "x-priority")
+    {
         tracing::warn!(queue = %state.record.name, argument = %key, "Consumer argument not applied by this gateway (see docs/mapping.md).");
     }
     let gate = Gate {
@@ -182,6 +200,7 @@ pub async fn handle_basic_consume(
         epoch: ch.epoch,
         no_ack: m.no_ack,
         exclusive: m.exclusive,
+        priority,
         credit,
         sink: s.sink.clone(),
     };

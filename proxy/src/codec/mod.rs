@@ -35,6 +35,10 @@ pub enum Frame {
     Header(u16, AMQPContentHeader),
     Body(u16, Bytes),
     Heartbeat(u16),
+    /// A content header frame that does not parse: 505 where no content
+    /// was expected (RabbitMQ looks at the channel's state first), 501
+    /// where it was.
+    BadHeader(u16),
 }
 
 /// Cuts frames out of the read buffer.
@@ -83,12 +87,7 @@ impl FrameDecoder {
             }
             FRAME_HEADER => match parse_content_header(&payload[..]) {
                 Ok(([], header)) => Frame::Header(channel, header),
-                _ => {
-                    return Err(ConnectionException::new(
-                        HardCode::FrameError,
-                        "malformed content header frame",
-                    ));
-                }
+                _ => Frame::BadHeader(channel),
             },
             FRAME_BODY => Frame::Body(channel, payload),
             FRAME_HEARTBEAT => Frame::Heartbeat(channel),

@@ -142,6 +142,19 @@ fn amqplain(response: &LongString) -> Option<(String, String)> {
     Some((text("LOGIN")?, text("PASSWORD")?))
 }
 
+/// Whether the client advertises `authentication_failure_close`: it reads
+/// a connection.close answering start-ok (403); others expect the socket to
+/// close.
+pub fn reads_auth_failure_close(client_properties: &FieldTable) -> bool {
+    match client_properties.inner().get("capabilities") {
+        Some(AMQPValue::FieldTable(caps)) => matches!(
+            caps.inner().get("authentication_failure_close"),
+            Some(AMQPValue::Boolean(true))
+        ),
+        _ => false,
+    }
+}
+
 fn capabilities(client_properties: &FieldTable) -> ClientCapabilities {
     let caps = match client_properties.inner().get("capabilities") {
         Some(AMQPValue::FieldTable(t)) => t.clone(),

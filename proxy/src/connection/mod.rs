@@ -334,6 +334,21 @@ impl Connection {
             Frame::Body(id, body) => {
                 self.with_channel(id, |ch, s| channel::handle_body(ch, s, body))
             }
+            Frame::BadHeader(id) => {
+                let expected = self
+                    .channels
+                    .get(&id)
+                    .is_some_and(|ch| !ch.content.is_idle());
+                Err(if expected {
+                    ConnectionException::new(HardCode::FrameError, "malformed content header frame")
+                } else {
+                    ConnectionException::new(
+                        HardCode::UnexpectedFrame,
+                        format!("expected a method frame on channel {id}, got a content header"),
+                    )
+                }
+                .into())
+            }
         }
     }
 
@@ -351,9 +366,20 @@ impl Connection {
         };
         match (self.state, method) {
             (State::AwaitStartOk, connection::AMQPMethod::StartOk(m)) => {
-                let (user, client) = handshake::authenticate(&self.gateway, self.peer, &m).inspect_err(|e| {
-                    tracing::warn!(reason = %e.text, mechanism = %m.mechanism, "Login refused.");
-                })?;
+                let authenticated = handshake::authenticate(&self.gateway, self.peer, &m)
+                    .inspect_err(|e| {
+                        tracing::warn!(reason = %e.text, mechanism = %m.mechanism, "Login refused.");
+                    });
+                let (user, client) = match authenticated {
+                    Ok(found) => found,
+                    // A client that cannot read a close here is told by the
+                    // socket closing, as RabbitMQ tells it.
+                    Err(_) if !handshake::reads_auth_failure_close(&m.client_properties) => {
+                        self.state = State::Closed;
+                        return Ok(());
+                    }
+                    Err(refused) => return Err(refused.into()),
+                };
                 self.user = user;
                 self.client = client;
                 self.introduced = (

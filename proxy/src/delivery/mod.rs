@@ -82,6 +82,8 @@ pub struct ConsumerSlot {
     pub epoch: u64,
     pub no_ack: bool,
     pub exclusive: bool,
+    /// Its x-priority: served before consumers of a lower one.
+    pub priority: i64,
     pub credit: Arc<ConsumerCredit>,
     pub sink: ConnectionSink,
 }

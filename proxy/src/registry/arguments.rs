@@ -78,6 +78,32 @@ impl QueueArguments {
                 bounded(value, max).map_err(|problem| invalid(key, problem))?;
             }
         }
+        match table.inner().get("x-expires").map(integer_argument) {
+            None => {}
+            Some(None) => return Err(invalid("x-expires", "not an integer".into())),
+            Some(Some(n)) if n <= 0 => {
+                return Err(invalid("x-expires", format!("must be above 0 ms ({n})")))
+            }
+            Some(Some(_)) => {}
+        }
+        let dead_letter = ["x-dead-letter-exchange", "x-dead-letter-routing-key"]
+            .map(|key| table.inner().get(key));
+        for (key, value) in ["x-dead-letter-exchange", "x-dead-letter-routing-key"]
+            .iter()
+            .zip(dead_letter)
+        {
+            if let Some(value) = value {
+                if text_argument(value).is_none() {
+                    return Err(invalid(key, format!("must be a string, not {value:?}")));
+                }
+            }
+        }
+        if dead_letter[1].is_some() && dead_letter[0].is_none() {
+            return Err(invalid(
+                "x-dead-letter-routing-key",
+                "x-dead-letter-exchange must be set with it".into(),
+            ));
+        }
         if let Some(value) = table.inner().get("x-overflow") {
             overflow(value).ok_or_else(|| {
                 invalid(
@@ -157,12 +183,28 @@ impl QueueArguments {
 
     /// The first argument RabbitMQ compares that differs: its name, the
     /// value received and the current one.
+    /// Numbers compare by value and strings by text, whatever their AMQP
+    /// types (a TTL of 200 as a short equals 200 as a long, as in RabbitMQ).
     pub fn difference(&self, received: &FieldTable) -> Option<(&'static str, String, String)> {
         EQUIVALENCE.iter().find_map(|key| {
             let (received, now) = (received.inner().get(*key), self.table.inner().get(*key));
-            (received != now).then(|| (*key, format!("{received:?}"), format!("{now:?}")))
+            (!same_value(received, now))
+                .then(|| (*key, format!("{received:?}"), format!("{now:?}")))
         })
     }
+}
+
+fn same_value(a: Option<&AMQPValue>, b: Option<&AMQPValue>) -> bool {
+    let (Some(a), Some(b)) = (a, b) else {
+        return a == b;
+    };
+    if let (Some(x), Some(y)) = (integer_argument(a), integer_argument(b)) {
+        return x == y;
+    }
+    if let (Some(x), Some(y)) = (text_argument(a), text_argument(b)) {
+        return x == y;
+    }
+    a == b
 }
 
 fn bounded(value: &AMQPValue, max: i64) -> Result<i64, String> {
@@ -262,6 +304,49 @@ mod tests {
             QueueArguments::parse(&stream, "q", "/"),
             Err(RegistryError::NotImplemented(_))
         ));
+    }
+
+    #[test]
+    fn numbers_are_equivalent_whatever_their_integer_type() {
+        let declared = QueueArguments::read(&table(&[("x-message-ttl", AMQPValue::LongInt(200))]));
+        for ttl in [
+            AMQPValue::ShortInt(200),
+            AMQPValue::LongLongInt(200),
+            AMQPValue::ShortShortUInt(200),
+        ] {
+            assert_eq!(declared.difference(&table(&[("x-message-ttl", ttl)])), None);
+        }
+        assert!(declared
+            .difference(&table(&[("x-message-ttl", AMQPValue::LongInt(201))]))
+            .is_some());
+    }
+
+    #[test]
+    fn expires_and_dead_letter_arguments_are_checked_as_rabbitmq_checks_them() {
+        for bad in [
+            table(&[("x-expires", AMQPValue::LongInt(0))]),
+            table(&[("x-expires", AMQPValue::LongInt(-5))]),
+            table(&[("x-dead-letter-exchange", AMQPValue::LongInt(133))]),
+            table(&[
+                ("x-dead-letter-exchange", text("amq.direct")),
+                ("x-dead-letter-routing-key", AMQPValue::LongInt(144)),
+            ]),
+            table(&[("x-dead-letter-routing-key", text("foo"))]),
+        ] {
+            assert!(
+                matches!(
+                    QueueArguments::parse(&bad, "q", "/"),
+                    Err(RegistryError::PreconditionFailed(_))
+                ),
+                "{bad:?}"
+            );
+        }
+        assert!(QueueArguments::parse(
+            &table(&[("x-expires", AMQPValue::LongInt(1000))]),
+            "q",
+            "/"
+        )
+        .is_ok());
     }
 
     #[test]

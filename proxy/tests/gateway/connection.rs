@@ -3,7 +3,7 @@
 
 use amq_protocol::frame::{AMQPContentHeader, AMQPFrame};
 use amq_protocol::protocol::{basic, connection, queue, AMQPClass};
-use amq_protocol::types::FieldTable;
+use amq_protocol::types::{AMQPValue, FieldTable};
 use lapin::options::QueueDeclareOptions;
 
 use crate::harness::TestGateway;
@@ -21,14 +21,26 @@ async fn a_wrong_protocol_header_gets_ours_back_and_the_socket_closed() {
     assert_eq!(answer, b"AMQP\x00\x00\x09\x01");
 }
 
+/// Logs in as a client advertising `authentication_failure_close`.
 async fn login(gw: &TestGateway, response: &str) -> Raw {
+    let mut capabilities = FieldTable::default();
+    capabilities.insert(
+        "authentication_failure_close".into(),
+        AMQPValue::Boolean(true),
+    );
+    let mut client_properties = FieldTable::default();
+    client_properties.insert("capabilities".into(), AMQPValue::FieldTable(capabilities));
+    login_as(gw, response, client_properties).await
+}
+
+async fn login_as(gw: &TestGateway, response: &str, client_properties: FieldTable) -> Raw {
     let mut raw = Raw::tcp(gw.addr).await;
     raw.send_bytes(b"AMQP\x00\x00\x09\x01").await;
     raw.recv().await.expect("connection.start");
     raw.send(AMQPFrame::Method(
         0,
         AMQPClass::Connection(connection::AMQPMethod::StartOk(connection::StartOk {
-            client_properties: FieldTable::default(),
+            client_properties,
             mechanism: "PLAIN".into(),
             response: response.into(),
             locale: "en_US".into(),
@@ -45,6 +57,12 @@ async fn a_wrong_password_is_refused_with_403() {
     assert_eq!(raw.connection_close_code().await, 403);
     let mut raw = login(&gw, "\0nobody\0guest").await;
     assert_eq!(raw.connection_close_code().await, 403);
+    // Without authentication_failure_close the socket closes, no method
+    // (RabbitMQ's answer, which such clients read as a possible
+    // authentication failure).
+    let mut raw = login_as(&gw, "\0guest\0wrong", FieldTable::default()).await;
+    let next = raw.recv().await;
+    assert!(next.is_none(), "the socket closed, got {next:?}");
 }
 
 #[tokio::test]
@@ -272,6 +290,23 @@ async fn channel_flow_is_answered_and_a_heartbeat_on_a_channel_is_505() {
     }
     // RabbitMQ 3.10 answers 505 UNEXPECTED_FRAME (its Java suite checks it).
     raw.send(AMQPFrame::InvalidHeartbeat(1)).await;
+    assert_eq!(raw.connection_close_code().await, 505);
+}
+
+/// A method's payload sent as a content header, where no content was
+/// expected, is 505 UNEXPECTED_FRAME (RabbitMQ's answer), not a parse error.
+#[tokio::test]
+async fn a_content_header_where_a_method_was_expected_is_505() {
+    let gw = TestGateway::start().await;
+    let mut raw = Raw::open(gw.addr, 0).await;
+    raw.open_channel(1).await;
+    // basic.publish's payload (class 60, method 40) in a header frame.
+    let payload = [0, 60, 0, 40, 0, 0, 0, 1, b'q', 0];
+    let mut frame = vec![2, 0, 1];
+    frame.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+    frame.extend_from_slice(&payload);
+    frame.push(0xCE);
+    raw.send_bytes(&frame).await;
     assert_eq!(raw.connection_close_code().await, 505);
 }
 

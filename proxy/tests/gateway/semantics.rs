@@ -412,3 +412,71 @@ async fn a_ready_consumer_is_served_before_a_get() {
             .unwrap();
     }
 }
+
+/// Consumers with a higher x-priority get the messages while they have
+/// room; a priority that is not an integer is 406.
+#[tokio::test]
+async fn consumers_of_a_higher_priority_are_served_first() {
+    let gw = TestGateway::start().await;
+    let (conn, ch) = confirming(&gw).await;
+    let q = unique("consumer-priority");
+    queue(&ch, &q).await;
+    let consume = |priority: AMQPValue| {
+        let mut args = FieldTable::default();
+        args.insert("x-priority".into(), priority);
+        let (ch, q) = (ch.clone(), q.clone());
+        async move {
+            ch.basic_consume(
+                q.as_str().into(),
+                "".into(),
+                BasicConsumeOptions {
+                    no_ack: true,
+                    ..Default::default()
+                },
+                args,
+            )
+            .await
+        }
+    };
+    let mut low = consume(AMQPValue::LongInt(-1)).await.unwrap();
+    let mut high = consume(AMQPValue::ShortInt(5)).await.unwrap();
+    let mut plain = consume(AMQPValue::LongLongInt(0)).await.unwrap();
+    let bodies: Vec<String> = (0..10).map(|i| i.to_string()).collect();
+    publish_all(
+        &ch,
+        bodies
+            .iter()
+            .map(|b| ("", q.as_str(), b.as_bytes(), BasicProperties::default())),
+    )
+    .await;
+    for _ in 0..10 {
+        tokio::time::timeout(Duration::from_secs(5), high.next())
+            .await
+            .expect("the high-priority consumer gets every message")
+            .unwrap()
+            .unwrap();
+    }
+    for other in [&mut low, &mut plain] {
+        assert!(
+            tokio::time::timeout(Duration::from_millis(300), other.next())
+                .await
+                .is_err(),
+            "a lower priority consumer got a message"
+        );
+    }
+    let other = conn.create_channel().await.unwrap();
+    let refused = other
+        .basic_consume(
+            q.as_str().into(),
+            "".into(),
+            BasicConsumeOptions::default(),
+            {
+                let mut args = FieldTable::default();
+                args.insert("x-priority".into(), AMQPValue::LongString("banana".into()));
+                args
+            },
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(reply_code(&refused), Some(406), "{refused}");
+}

@@ -101,13 +101,30 @@ impl Task {
         }
     }
 
-    /// The next consumer in round-robin order that may take one more message
-    /// (its credit is taken).
+    /// The next consumer that may take one more message (its credit is
+    /// taken): of the highest x-priority that has room, in round-robin
+    /// order within it.
     pub(super) fn consumer_with_credit(&mut self) -> Option<usize> {
+        let priorities = self.consumers.iter().map(|c| c.priority);
+        let (low, high) = (priorities.clone().min()?, priorities.max()?);
+        if low == high {
+            return self.next_with_credit(None);
+        }
+        let mut levels: Vec<i64> = self.consumers.iter().map(|c| c.priority).collect();
+        levels.sort_unstable_by(|a, b| b.cmp(a));
+        levels.dedup();
+        levels
+            .into_iter()
+            .find_map(|level| self.next_with_credit(Some(level)))
+    }
+
+    /// Round robin over the consumers (of one priority) for one with credit.
+    fn next_with_credit(&mut self, level: Option<i64>) -> Option<usize> {
         let n = self.consumers.len();
         for step in 0..n {
             let index = (self.next_consumer + step) % n;
-            if self.consumers[index].credit.try_take() {
+            let consumer = &self.consumers[index];
+            if level.is_none_or(|p| consumer.priority == p) && consumer.credit.try_take() {
                 self.next_consumer = (index + 1) % n;
                 return Some(index);
             }
