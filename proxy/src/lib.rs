@@ -81,6 +81,8 @@ pub struct Gateway {
     pub feeds: delivery::Feeds,
     /// Lengths of queues that refuse publishes when full.
     pub admissions: publish::admission::Admissions,
+    /// Direct reply-to consumers on this gateway.
+    pub replies: delivery::reply_to::Replies,
     /// Distinguishes this process's connections from other gateways'.
     pub instance_id: String,
     /// The meta store answered the follower's last look (false: serving
@@ -195,6 +197,7 @@ impl Gateway {
             store,
             upstream,
             admissions: Default::default(),
+            replies: Default::default(),
             instance_id,
             meta_healthy: std::sync::atomic::AtomicBool::new(true),
             followed: tokio::sync::Mutex::new(snapshot.revision),

@@ -10,6 +10,7 @@ use amq_protocol::protocol::{basic, AMQPClass};
 
 use super::{Channel, PublishDone, Session};
 use crate::codec::content::Content;
+use crate::delivery::reply_to;
 use crate::error::{ConnectionException, HardCode, ProtocolError, SoftCode};
 use crate::publish::Message;
 use crate::topology::Access;
@@ -84,6 +85,7 @@ pub fn publish_content(
             ));
         }
     }
+    let content = with_reply_address(ch, content)?;
     if let Some(tx) = ch.tx.as_mut() {
         if !tx.hold(content) {
             return Err(content_refused(
@@ -123,6 +125,23 @@ pub fn publish_content(
 
 pub use crate::publish::Stored;
 
+/// A request whose reply_to is amq.rabbitmq.reply-to carries the channel's
+/// reply address instead (406 without a reply consumer, as in RabbitMQ).
+fn with_reply_address(ch: &Channel, mut content: Content) -> Result<Content, ProtocolError> {
+    if content.properties.reply_to().as_ref().map(|r| r.as_str()) != Some(reply_to::QUEUE) {
+        return Ok(content);
+    }
+    let Some((token, _)) = &ch.consuming.reply_to else {
+        return Err(content_refused(
+            ch.id,
+            "fast reply consumer does not exist".to_owned(),
+        ));
+    };
+    let address = format!("{}{token}", reply_to::PREFIX);
+    content.properties = content.properties.with_reply_to(address.into());
+    Ok(content)
+}
+
 /// 406 for a message refused once its content arrived: the channel is
 /// named here (content frames do not pass through `handle_method`, which
 /// fills it in for method errors).
@@ -146,6 +165,16 @@ pub fn route(
         properties,
         body,
     } = content;
+    // A reply to a direct reply-to requester on this gateway: straight to
+    // its channel, never stored (confirmed at once).
+    if publish.exchange.as_str().is_empty()
+        && s.gateway
+            .replies
+            .send(publish.routing_key.as_str(), &properties, &body)
+    {
+        crate::metrics::ROUTED.increment(1);
+        return Ok(Some(Box::pin(std::future::ready(Ok(())))));
+    }
     let message = Message {
         exchange: publish.exchange.as_str(),
         routing_key: publish.routing_key.as_str(),

@@ -19,6 +19,7 @@ use base64::Engine;
 use super::{Channel, Session};
 use crate::codec::FrameEncoder;
 use crate::delivery::feed::{Got, SubscribeError};
+use crate::delivery::reply_to::{self, Reply};
 use crate::delivery::{
     ConsumerCredit, ConsumerSlot, Credit, Delivery, Feed, FeedCommand, Gate, Outcome,
 };
@@ -59,14 +60,14 @@ pub struct Consuming {
     next_tag: u64,
     pub unacked: BTreeMap<u64, Unacked>,
     pub consumers: HashMap<Arc<str>, ChannelConsumer>,
+    /// The channel's direct reply-to consumer: its token and tag.
+    pub reply_to: Option<(String, Arc<str>)>,
     /// basic.qos global=true: shared by the channel's consumers (0 = none).
     pub channel_credit: Arc<Credit>,
     /// basic.qos global=false: for consumers created afterwards (0 = none).
     pub consumer_prefetch: u32,
     /// Messages taken by basic.get are not limited by prefetch.
     get_credit: Arc<ConsumerCredit>,
-    /// The queue last declared on this channel ("" in consume/get means it).
-    pub last_queue: Option<String>,
     /// channel.flow and the connection's write buffer.
     pub gate: Gate,
 }
@@ -77,10 +78,10 @@ impl Default for Consuming {
             next_tag: 0,
             unacked: BTreeMap::new(),
             consumers: HashMap::new(),
+            reply_to: None,
             channel_credit: Arc::new(Credit::new(0)),
             consumer_prefetch: 0,
             get_credit: ConsumerCredit::new(0, None, Gate::default()),
-            last_queue: None,
             gate: Gate::default(),
         }
     }
@@ -99,31 +100,15 @@ fn server_generated_tag() -> String {
     format!("amq.ctag-{}", URL_SAFE_NO_PAD.encode(bytes))
 }
 
-/// The queue a consume/get names ("" = the channel's last declared queue).
-fn queue_for(
-    ch: &Channel,
-    s: &Session<'_>,
-    name: &str,
-    method: u16,
-) -> Result<QueueState, ProtocolError> {
-    let name = if name.is_empty() {
-        ch.consuming.last_queue.clone().ok_or_else(|| {
-            s.channel_error(
-                SoftCode::NotFound,
-                "no previously declared queue".to_owned(),
-                CLASS,
-                method,
-            )
-        })?
-    } else {
-        name.to_owned()
-    };
-    let state = super::queue::existing_queue(s, &name, method).map_err(|e| match e {
+/// The queue a consume/get names ("" was expanded to the channel's last
+/// declared queue before: queue::expand_shortcuts).
+fn queue_for(s: &Session<'_>, name: &str, method: u16) -> Result<QueueState, ProtocolError> {
+    let state = super::queue::existing_queue(s, name, method).map_err(|e| match e {
         // existing_queue reports on queue class methods; this is basic.
         ProtocolError::Channel(id, ex) => ProtocolError::Channel(id, ex.on_method(CLASS, method)),
         other => other,
     })?;
-    s.check(Access::Read, "queue", &name, CLASS, method)?;
+    s.check(Access::Read, "queue", name, CLASS, method)?;
     Ok(state)
 }
 
@@ -132,7 +117,10 @@ pub async fn handle_basic_consume(
     s: &mut Session<'_>,
     m: basic::Consume,
 ) -> Result<(), ProtocolError> {
-    let state = queue_for(ch, s, m.queue.as_str(), 20)?;
+    if m.queue.as_str() == reply_to::QUEUE {
+        return consume_replies(ch, s, m);
+    }
+    let state = queue_for(s, m.queue.as_str(), 20)?;
     let tag: Arc<str> = if m.consumer_tag.as_str().is_empty() {
         server_generated_tag().into()
     } else {
@@ -262,6 +250,16 @@ pub async fn handle_basic_cancel(
     m: basic::Cancel,
 ) -> Result<(), ProtocolError> {
     let tag: Arc<str> = m.consumer_tag.as_str().into();
+    if ch
+        .consuming
+        .reply_to
+        .as_ref()
+        .is_some_and(|(_, t)| *t == tag)
+    {
+        if let Some((token, _)) = ch.consuming.reply_to.take() {
+            s.gateway.replies.forget(&token);
+        }
+    }
     // Unacked messages stay with the channel, as in RabbitMQ: they can still
     // be acked, and are requeued if the channel closes.
     if let Some(consumer) = ch.consuming.consumers.remove(&tag) {
@@ -276,6 +274,89 @@ pub async fn handle_basic_cancel(
         );
     }
     Ok(())
+}
+
+/// basic.consume of amq.rabbitmq.reply-to: no-ack only, one per channel
+/// (406 otherwise, as in RabbitMQ); replies come through `deliver_reply`.
+fn consume_replies(
+    ch: &mut Channel,
+    s: &mut Session<'_>,
+    m: basic::Consume,
+) -> Result<(), ProtocolError> {
+    let refuse =
+        |text: &str| s.channel_error(SoftCode::PreconditionFailed, text.to_owned(), CLASS, 20);
+    if !m.no_ack {
+        return Err(refuse("reply consumer cannot acknowledge"));
+    }
+    if ch.consuming.reply_to.is_some() {
+        return Err(refuse("reply consumer already set"));
+    }
+    let tag: Arc<str> = if m.consumer_tag.as_str().is_empty() {
+        server_generated_tag().into()
+    } else {
+        m.consumer_tag.as_str().into()
+    };
+    if ch.consuming.consumers.contains_key(&tag) {
+        return Err(ConnectionException::new(
+            HardCode::NotAllowed,
+            format!("attempt to reuse consumer tag '{tag}'"),
+        )
+        .on_method(CLASS, 20)
+        .into());
+    }
+    let token = s.gateway.replies.register(
+        &s.gateway.instance_id,
+        s.sink.clone(),
+        ch.id,
+        ch.epoch,
+        tag.clone(),
+    );
+    ch.consuming.reply_to = Some((token, tag.clone()));
+    if !m.nowait {
+        s.out.method(
+            ch.id,
+            AMQPClass::Basic(basic::AMQPMethod::ConsumeOk(basic::ConsumeOk {
+                consumer_tag: tag.as_ref().into(),
+            })),
+        );
+    }
+    Ok(())
+}
+
+/// Writes a direct reply-to reply to the channel's reply consumer (no-ack:
+/// nothing to settle); dropped if that consumer was cancelled meanwhile.
+pub fn deliver_reply(
+    ch: &mut Channel,
+    out: &mut FrameEncoder,
+    frame_max: usize,
+    reply: Box<Reply>,
+) {
+    let reply = *reply;
+    if ch
+        .consuming
+        .reply_to
+        .as_ref()
+        .is_none_or(|(_, tag)| *tag != reply.consumer_tag)
+    {
+        return;
+    }
+    let tag = ch.consuming.tag();
+    out.method(
+        ch.id,
+        AMQPClass::Basic(basic::AMQPMethod::Deliver(basic::Deliver {
+            consumer_tag: reply.consumer_tag.as_ref().into(),
+            delivery_tag: tag,
+            redelivered: false,
+            exchange: "".into(),
+            routing_key: reply.routing_key.into(),
+        })),
+    );
+    let header = amq_protocol::frame::AMQPContentHeader {
+        class_id: CLASS,
+        body_size: reply.body.len() as u64,
+        properties: reply.properties,
+    };
+    out.content(ch.id, header, &reply.body, frame_max);
 }
 
 /// Unsubscribes a consumer; deletes an auto-delete queue left without any.
@@ -308,7 +389,7 @@ pub async fn handle_basic_get(
     s: &mut Session<'_>,
     m: basic::Get,
 ) -> Result<(), ProtocolError> {
-    let state = queue_for(ch, s, m.queue.as_str(), 70)?;
+    let state = queue_for(s, m.queue.as_str(), 70)?;
     let feed = s.gateway.feeds.get_or_start(s.vhost, &state.record);
     let wait = Duration::from_millis(s.gateway.config.send_timeout_ms);
     // A get answers get-ok or get-empty, never a connection error: what
@@ -650,6 +731,9 @@ pub fn handle_basic_qos(
 /// A channel is gone (closed by either side, or its connection ended): its
 /// unacked messages are requeued and its consumers removed.
 pub async fn release(gateway: &Arc<Gateway>, vhost: &Arc<Vhost>, ch: &mut Channel) {
+    if let Some((token, _)) = ch.consuming.reply_to.take() {
+        gateway.replies.forget(&token);
+    }
     // Acknowledgements of a transaction never committed do not count.
     if let Some(mut tx) = ch.tx.take() {
         tx.return_unsettled(&mut ch.consuming.unacked);

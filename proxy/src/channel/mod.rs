@@ -24,6 +24,7 @@ use futures_util::stream::FuturesUnordered;
 
 use crate::codec::content::ContentAssembler;
 use crate::codec::FrameEncoder;
+use crate::delivery::reply_to;
 use crate::error::{ChannelException, ConnectionException, HardCode, ProtocolError, SoftCode};
 use crate::registry::RegistryError;
 use crate::topology::{Access, Permission, Vhost};
@@ -138,7 +139,10 @@ impl Session<'_> {
 pub fn names_unknown(vhost: &Vhost, method: &AMQPClass) -> bool {
     use amq_protocol::protocol::{basic, exchange, queue};
     let t = vhost.read();
-    let queue = |name: &str| !name.is_empty() && !t.queues.contains_key(name);
+    // Direct reply-to names are never in the store.
+    let queue = |name: &str| {
+        !name.is_empty() && !name.starts_with(reply_to::QUEUE) && !t.queues.contains_key(name)
+    };
     let exchange = |name: &str| !t.has_exchange(name);
     match method {
         // A mandatory message routed nowhere would be returned: a binding
@@ -147,6 +151,7 @@ pub fn names_unknown(vhost: &Vhost, method: &AMQPClass) -> bool {
         AMQPClass::Basic(basic::AMQPMethod::Publish(m)) => {
             exchange(m.exchange.as_str())
                 || (m.mandatory
+                    && !m.routing_key.as_str().starts_with(reply_to::PREFIX)
                     && t.destination_topics(m.exchange.as_str(), m.routing_key.as_str(), None)
                         .is_empty())
         }

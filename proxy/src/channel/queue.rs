@@ -6,6 +6,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 
 use super::{binding, Channel, Session};
+use crate::delivery::reply_to;
 use crate::error::{ProtocolError, SoftCode};
 use crate::registry::queues::{self, QueueSpec};
 use crate::topology::{Access, QueueState};
@@ -19,6 +20,9 @@ pub async fn handle_queue_declare(
 ) -> Result<(), ProtocolError> {
     let vhost = s.vhost.clone();
     let mut name = m.queue.as_str().to_owned();
+    if m.passive && name.starts_with(reply_to::QUEUE) {
+        return reply_queue_declare_ok(ch, s, &name, m.nowait);
+    }
     if m.passive {
         let state = existing_queue(s, &name, 10)?;
         return declare_ok(ch, s, m.nowait, &state, false).await;
@@ -114,6 +118,35 @@ pub fn strip_line_breaks(method: &mut AMQPClass) {
     }
 }
 
+/// A passive declare of a direct reply-to address: there while its
+/// requester consumes (one consumer, no messages), else 404.
+fn reply_queue_declare_ok(
+    ch: &mut Channel,
+    s: &mut Session<'_>,
+    name: &str,
+    nowait: bool,
+) -> Result<(), ProtocolError> {
+    if name != reply_to::QUEUE && !s.gateway.replies.exists(name) {
+        return Err(s.channel_error(
+            SoftCode::NotFound,
+            format!("no queue '{name}' in vhost '{}'", s.vhost.name),
+            CLASS,
+            10,
+        ));
+    }
+    if !nowait {
+        s.out.method(
+            ch.id,
+            AMQPClass::Queue(queue::AMQPMethod::DeclareOk(queue::DeclareOk {
+                queue: name.into(),
+                message_count: 0,
+                consumer_count: u32::from(name != reply_to::QUEUE),
+            })),
+        );
+    }
+    Ok(())
+}
+
 /// `amq.gen-` and 22 random URL-safe characters, as RabbitMQ names them.
 fn server_generated_name() -> String {
     let bytes: [u8; 16] = rand::random();
@@ -138,7 +171,6 @@ async fn declare_ok(
     created: bool,
 ) -> Result<(), ProtocolError> {
     ch.last_queue.clone_from(&state.record.name);
-    ch.consuming.last_queue = Some(state.record.name.clone());
     if nowait {
         return Ok(());
     }

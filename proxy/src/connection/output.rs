@@ -83,6 +83,20 @@ impl Connection {
                         }
                     }
                 }
+                ToConnection::Reply(reply) => {
+                    if let Some(ch) = self
+                        .channels
+                        .get_mut(&reply.channel)
+                        .filter(|ch| ch.epoch == reply.epoch)
+                    {
+                        channel::consume::deliver_reply(
+                            ch,
+                            &mut self.out,
+                            self.tuning.frame_max,
+                            reply,
+                        );
+                    }
+                }
                 ToConnection::Cancelled {
                     channel,
                     epoch,

@@ -19,6 +19,7 @@ pub mod credit;
 pub mod dead_letter;
 pub mod feed;
 mod ledger;
+pub mod reply_to;
 
 use std::sync::Arc;
 
@@ -48,6 +49,8 @@ use crate::upstream::{InboundMessage, Upstream};
 #[derive(Debug)]
 pub enum ToConnection {
     Deliver(Delivery),
+    /// A direct reply-to reply for a channel's reply consumer.
+    Reply(Box<reply_to::Reply>),
     /// The queue went away: the consumer is cancelled by the server.
     Cancelled {
         channel: u16,

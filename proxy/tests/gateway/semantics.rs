@@ -480,3 +480,134 @@ async fn consumers_of_a_higher_priority_are_served_first() {
         .unwrap_err();
     assert_eq!(reply_code(&refused), Some(406), "{refused}");
 }
+
+/// Direct reply-to, as Spring's RabbitTemplate uses it: the requester
+/// consumes amq.rabbitmq.reply-to (no-ack), its request carries a reply
+/// address, the responder publishes to it, the reply arrives, unstored.
+#[tokio::test]
+async fn direct_reply_to_round_trip() {
+    let gw = TestGateway::start().await;
+    let (requester_conn, requester) = confirming(&gw).await;
+    let (_responder_conn, responder) = confirming(&gw).await;
+    let q = unique("rpc-server");
+    queue(&responder, &q).await;
+
+    let acking = requester_conn.create_channel().await.unwrap();
+    let refused = acking
+        .basic_consume(
+            "amq.rabbitmq.reply-to".into(),
+            "".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(
+        reply_code(&refused),
+        Some(406),
+        "a reply consumer cannot ack: {refused}"
+    );
+    let no_consumer = requester_conn.create_channel().await.unwrap();
+    no_consumer
+        .confirm_select(ConfirmSelectOptions::default())
+        .await
+        .unwrap();
+    let result = no_consumer
+        .basic_publish(
+            "".into(),
+            q.as_str().into(),
+            Default::default(),
+            b"x",
+            BasicProperties::default().with_reply_to("amq.rabbitmq.reply-to".into()),
+        )
+        .await;
+    let refused = match result {
+        Err(e) => e,
+        Ok(confirm) => confirm.await.unwrap_err(),
+    };
+    assert!(
+        matches!(reply_code(&refused), Some(406) | None),
+        "{refused}"
+    );
+
+    let no_ack = BasicConsumeOptions {
+        no_ack: true,
+        ..Default::default()
+    };
+    let mut replies = requester
+        .basic_consume(
+            "amq.rabbitmq.reply-to".into(),
+            "".into(),
+            no_ack,
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    publish_all(
+        &requester,
+        [(
+            "",
+            q.as_str(),
+            &b"request"[..],
+            BasicProperties::default().with_reply_to("amq.rabbitmq.reply-to".into()),
+        )],
+    )
+    .await;
+    let request = responder
+        .basic_get(q.as_str().into(), BasicGetOptions { no_ack: true })
+        .await
+        .unwrap()
+        .expect("the request");
+    let address = request.properties.reply_to().clone().unwrap().to_string();
+    assert!(address.starts_with("amq.rabbitmq.reply-to."), "{address}");
+    let passive = QueueDeclareOptions {
+        passive: true,
+        ..Default::default()
+    };
+    responder
+        .queue_declare(address.as_str().into(), passive, FieldTable::default())
+        .await
+        .expect("the address exists while its requester consumes");
+    let forged = format!("{}xxxxx", &address[..address.len() - 5]);
+    let other = requester_conn.create_channel().await.unwrap();
+    let missing = other
+        .queue_declare(forged.as_str().into(), passive, FieldTable::default())
+        .await
+        .unwrap_err();
+    assert_eq!(reply_code(&missing), Some(404));
+
+    publish_all(
+        &responder,
+        [(
+            "",
+            address.as_str(),
+            &b"response"[..],
+            BasicProperties::default(),
+        )],
+    )
+    .await;
+    let reply = tokio::time::timeout(Duration::from_secs(5), replies.next())
+        .await
+        .expect("the reply arrives")
+        .unwrap()
+        .unwrap();
+    assert_eq!(reply.data, b"response");
+    assert_eq!(reply.routing_key.as_str(), address);
+    // A forged address routes nowhere.
+    publish_all(
+        &responder,
+        [(
+            "",
+            forged.as_str(),
+            &b"stolen"[..],
+            BasicProperties::default(),
+        )],
+    )
+    .await;
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), replies.next())
+            .await
+            .is_err(),
+        "nothing for a forged address"
+    );
+}

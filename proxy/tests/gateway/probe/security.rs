@@ -89,12 +89,14 @@ async fn deeply_nested_tables_are_refused_with_502_and_crash_nothing() {
         .await;
     assert_eq!(raw.connection_close_code().await, 502);
 
-    // AMQPLAIN's response is itself a table: a deep one is a refused login.
+    // AMQPLAIN's response is itself a table: a deep one is a refused login
+    // (told by closing the socket: these client properties do not
+    // advertise authentication_failure_close).
     let mut raw = greeted(&gw).await;
     let response = &nested_table(150)[4..];
     raw.send_bytes(&start_ok(&nested_table(1), "AMQPLAIN", response))
         .await;
-    assert_eq!(raw.connection_close_code().await, 403);
+    assert!(raw.recv().await.is_none(), "refused: the socket closed");
 
     // After login: message headers and queue arguments.
     let mut raw = Raw::open(gw.addr, 0).await;
