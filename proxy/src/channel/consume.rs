@@ -159,8 +159,14 @@ pub async fn handle_basic_consume(
         paused: ch.consuming.gate.paused.clone(),
         in_transit: s.in_transit.clone(),
     };
+    // A no-ack consumer counts against a channel-wide (global) prefetch,
+    // as in RabbitMQ; its credit comes back as each delivery is written.
     let credit = if m.no_ack {
-        ConsumerCredit::new(NO_ACK_WINDOW, None, gate)
+        ConsumerCredit::new(
+            NO_ACK_WINDOW,
+            Some(ch.consuming.channel_credit.clone()),
+            gate,
+        )
     } else {
         ConsumerCredit::new(
             ch.consuming.consumer_prefetch,

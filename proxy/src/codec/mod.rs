@@ -27,6 +27,8 @@ const FRAME_END: u8 = 0xCE;
 const FRAME_HEADER_SIZE: usize = 7;
 /// header + frame-end octet
 pub const FRAME_OVERHEAD: usize = 8;
+/// The largest frame before tune-ok (the spec's frame-min-size).
+pub const FRAME_MIN_SIZE: usize = 4096;
 
 /// A frame as the gateway receives it.
 #[derive(Debug)]

@@ -148,8 +148,10 @@ impl Connection {
             in_transit: Arc::default(),
             released: Vec::new(),
             name: format!("{}/{id}", gateway.instance_id),
+            // Until tune-ok, frames are held to the spec's frame-min-size
+            // (RabbitMQ refuses larger ones during negotiation too).
             decoder: FrameDecoder {
-                frame_max: config.frame_max as usize,
+                frame_max: crate::codec::FRAME_MIN_SIZE,
             },
             peer,
             reader,

@@ -70,14 +70,15 @@ impl Part {
         }
     }
 
-    /// The message `take` would return, left in place.
-    pub(super) fn head(&self) -> Option<&InboundMessage> {
+    /// The message `take` would return, left in place, with its
+    /// redelivered flag.
+    pub(super) fn head(&self) -> Option<(&InboundMessage, bool)> {
         if !self.has_message() {
             return None;
         }
         match self.again.front() {
-            Some((m, _)) => Some(m),
-            None => self.fresh.front(),
+            Some((m, redelivered)) => Some((m, *redelivered)),
+            None => self.fresh.front().map(|m| (m, false)),
         }
     }
 

@@ -611,3 +611,84 @@ async fn direct_reply_to_round_trip() {
         "nothing for a forged address"
     );
 }
+
+/// A TTL of 0: dropped when no consumer is ready, delivered to a ready one,
+/// expired once requeued (RabbitMQ's "deliver now or never").
+#[tokio::test]
+async fn a_zero_ttl_message_goes_to_a_ready_consumer_or_nowhere() {
+    use lapin::options::BasicRejectOptions;
+    let gw = TestGateway::start().await;
+    let (_conn, ch) = confirming(&gw).await;
+    let q = unique("zero-ttl");
+    let mut args = FieldTable::default();
+    args.insert("x-message-ttl".into(), AMQPValue::LongInt(0));
+    ch.queue_declare(q.as_str().into(), QueueDeclareOptions::default(), args)
+        .await
+        .unwrap();
+    publish_all(
+        &ch,
+        [("", q.as_str(), &b"nobody"[..], BasicProperties::default())],
+    )
+    .await;
+    let got = ch
+        .basic_get(q.as_str().into(), BasicGetOptions { no_ack: true })
+        .await
+        .unwrap();
+    assert!(got.is_none(), "expired: no consumer was ready");
+    let mut consumer = ch
+        .basic_consume(
+            q.as_str().into(),
+            "".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    publish_all(
+        &ch,
+        [("", q.as_str(), &b"now"[..], BasicProperties::default())],
+    )
+    .await;
+    let delivery = tokio::time::timeout(Duration::from_secs(5), consumer.next())
+        .await
+        .expect("delivered to the ready consumer")
+        .unwrap()
+        .unwrap();
+    assert_eq!(delivery.data, b"now");
+    delivery
+        .reject(BasicRejectOptions { requeue: true })
+        .await
+        .unwrap();
+    assert!(
+        tokio::time::timeout(Duration::from_millis(500), consumer.next())
+            .await
+            .is_err(),
+        "requeued, it expired"
+    );
+}
+
+/// get-ok's message_count counts what is still ready, also in message
+/// queues the feed has not read since they were written.
+#[tokio::test]
+async fn get_ok_counts_the_messages_left() {
+    let gw = TestGateway::start().await;
+    let (_conn, ch) = confirming(&gw).await;
+    let q = unique("get-count");
+    queue(&ch, &q).await;
+    let bodies = ["a", "b", "c"];
+    publish_all(
+        &ch,
+        bodies
+            .iter()
+            .map(|b| ("", q.as_str(), b.as_bytes(), BasicProperties::default())),
+    )
+    .await;
+    for left in [2, 1, 0] {
+        let got = ch
+            .basic_get(q.as_str().into(), BasicGetOptions { no_ack: true })
+            .await
+            .unwrap()
+            .expect("a message");
+        assert_eq!(got.message_count, left);
+    }
+}

@@ -17,14 +17,20 @@ impl Task {
 
     fn serve_gets(&mut self) {
         while !self.gets.is_empty() {
-            let Some((id, message, redelivered)) = self.take_live() else {
+            let Some((id, message, redelivered)) = self.take_live(false) else {
                 break;
             };
+            // What this gateway stored is known without asking RocketMQ: a
+            // message queue not read since is counted up to there.
+            let written = self.upstream.written_end(&self.topic);
             let remaining = self
                 .parts
                 .iter()
                 .filter(|p| p.leased)
-                .map(|p| p.unread(p.max))
+                .map(|p| {
+                    let end = written.iter().find(|(q, _)| *q == p.id).map(|(_, e)| *e);
+                    p.unread(end.unwrap_or(p.max))
+                })
                 .sum::<u64>();
             let Some(reply) = self.gets.pop_front() else {
                 break;
@@ -56,7 +62,7 @@ impl Task {
             let Some(index) = self.consumer_with_credit() else {
                 return;
             };
-            let Some((id, message, redelivered)) = self.take_live() else {
+            let Some((id, message, redelivered)) = self.take_live(true) else {
                 self.consumers[index].credit.release(1);
                 return;
             };

@@ -32,24 +32,36 @@ impl Expiry {
 
     /// When the message expires (milliseconds since the epoch), if it does.
     pub(super) fn deadline(&self, m: &InboundMessage) -> Option<i64> {
+        Some(m.born_ms.saturating_add(self.ttl(m)?))
+    }
+
+    /// The message's TTL: the smaller of the queue's and its own.
+    fn ttl(&self, m: &InboundMessage) -> Option<i64> {
         let own = m.property(MESSAGE_TTL).and_then(|t| t.parse::<i64>().ok());
-        let ttl = match (self.queue_ttl, own) {
-            (Some(q), Some(o)) => q.min(o),
-            (q, o) => q.or(o)?,
-        };
-        Some(m.born_ms.saturating_add(ttl))
+        match (self.queue_ttl, own) {
+            (Some(q), Some(o)) => Some(q.min(o)),
+            (q, o) => q.or(o),
+        }
+    }
+
+    /// A TTL of 0 means "deliver now to a ready consumer, or drop", as in
+    /// RabbitMQ: such a message seen for the first time goes to a consumer
+    /// with room; requeued, it expires.
+    fn deliverable_now(&self, m: &InboundMessage, redelivered: bool) -> bool {
+        !redelivered && self.ttl(m) == Some(0)
     }
 }
 
 impl Task {
     /// A ready message that has not expired; expired ones met on the way are
-    /// dead-lettered or dropped.
-    pub(super) fn take_live(&mut self) -> Option<(i32, InboundMessage, bool)> {
+    /// dead-lettered or dropped. For a consumer, a zero-TTL message is live.
+    pub(super) fn take_live(&mut self, for_consumer: bool) -> Option<(i32, InboundMessage, bool)> {
         let now = self.clock.now_ms();
         loop {
             let (id, message, redelivered) = self.take_ready()?;
+            let zero_ttl_taken = for_consumer && self.expiry.deliverable_now(&message, redelivered);
             match self.expiry.deadline(&message) {
-                Some(at) if at <= now => self.expire(id, message),
+                Some(at) if at <= now && !zero_ttl_taken => self.expire(id, message),
                 _ => return Some((id, message, redelivered)),
             }
         }
@@ -61,11 +73,18 @@ impl Task {
     pub(super) fn reap(&mut self) {
         let now = self.clock.now_ms();
         let mut next: Option<i64> = None;
+        let consumer_ready = self.consumers.iter().any(|c| c.credit.has_room());
         for index in 0..self.parts.len() {
             loop {
                 let part = &self.parts[index];
                 let deadline = match part.head() {
-                    Some(head) if part.leased => self.expiry.deadline(head),
+                    // Left for the ready consumer (dispatch runs next).
+                    Some((head, redelivered))
+                        if consumer_ready && self.expiry.deliverable_now(head, redelivered) =>
+                    {
+                        None
+                    }
+                    Some((head, _)) if part.leased => self.expiry.deadline(head),
                     _ => None,
                 };
                 match deadline {
