@@ -157,7 +157,11 @@ pub async fn republish(
         .map_err(|e| UpstreamError::Refused(e.to_string()))?;
     let (exchange, routing_key) = super::origin(message);
     let now = gateway.clock.now_secs();
-    let properties = with_death(&properties, queue, reason, &exchange, &routing_key, now);
+    let mut properties = with_death(&properties, queue, reason, &exchange, &routing_key, now);
+    // A new routing key replaces every key: CC and BCC go (RabbitMQ's rule).
+    if target.routing_key.is_some() {
+        properties = without_sender_selected(properties);
+    }
     let new_key = target.routing_key.clone().unwrap_or(routing_key);
     if !vhost.read().has_exchange(&target.exchange) {
         static MISSING: crate::logging::Throttle =
@@ -190,10 +194,42 @@ pub async fn republish(
     }
 }
 
+/// The properties without the CC and BCC headers.
+fn without_sender_selected(properties: BasicProperties) -> BasicProperties {
+    let Some(headers) = properties.headers().as_ref() else {
+        return properties;
+    };
+    let mut kept = FieldTable::default();
+    for (key, value) in headers.inner() {
+        if key.as_str() != "CC" && key.as_str() != "BCC" {
+            kept.insert(key.clone(), value.clone());
+        }
+    }
+    properties.with_headers(kept)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use amq_protocol::types::ShortString;
+
+    #[test]
+    fn a_dead_letter_routing_key_drops_cc_and_bcc() {
+        let mut headers = FieldTable::default();
+        for key in ["CC", "BCC", "kept"] {
+            headers.insert(key.into(), AMQPValue::LongString("x".into()));
+        }
+        let stripped = without_sender_selected(BasicProperties::default().with_headers(headers));
+        let keys: Vec<String> = stripped
+            .headers()
+            .as_ref()
+            .unwrap()
+            .inner()
+            .keys()
+            .map(|k| k.to_string())
+            .collect();
+        assert_eq!(keys, ["kept"]);
+    }
 
     fn deaths(p: &BasicProperties) -> Vec<FieldTable> {
         match p.headers().as_ref().and_then(|h| h.inner().get("x-death")) {
