@@ -94,7 +94,7 @@ impl VhostTopology {
     pub fn destination_topics(
         &self,
         exchange: &str,
-        routing_key: &str,
+        routing_keys: &[&str],
         headers: Option<&FieldTable>,
     ) -> Vec<Target> {
         let target = |q: &QueueState| Target {
@@ -108,13 +108,15 @@ impl VhostTopology {
             stats: q.stats.clone(),
         };
         if exchange.is_empty() {
-            return self
-                .queues
-                .get(routing_key)
-                .map(|q| vec![target(q)])
-                .unwrap_or_default();
+            let mut named: Vec<&str> = routing_keys.to_vec();
+            named.sort_unstable();
+            named.dedup();
+            return named
+                .into_iter()
+                .filter_map(|key| self.queues.get(key).map(target))
+                .collect();
         }
-        crate::mapping::routing::route(self, exchange, routing_key, headers)
+        crate::mapping::routing::route(self, exchange, routing_keys, headers)
             .iter()
             .filter_map(|q| self.queues.get(q).map(target))
             .collect()

@@ -152,7 +152,7 @@ pub fn names_unknown(vhost: &Vhost, method: &AMQPClass) -> bool {
             exchange(m.exchange.as_str())
                 || (m.mandatory
                     && !m.routing_key.as_str().starts_with(reply_to::PREFIX)
-                    && t.destination_topics(m.exchange.as_str(), m.routing_key.as_str(), None)
+                    && t.destination_topics(m.exchange.as_str(), &[m.routing_key.as_str()], None)
                         .is_empty())
         }
         AMQPClass::Basic(basic::AMQPMethod::Consume(m)) => queue(m.queue.as_str()),

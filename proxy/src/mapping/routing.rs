@@ -221,10 +221,14 @@ pub trait ExchangeGraph {
 /// exchange none of whose bindings match hands the message to its
 /// alternate exchange, as RabbitMQ's routing does (a missing one routes
 /// nowhere).
+///
+/// `routing_keys` holds the message's routing key and those its CC and BCC
+/// headers add: a binding matches when any of them does, at every hop, as
+/// in RabbitMQ.
 pub fn route<G: ExchangeGraph>(
     graph: &G,
     exchange: &str,
-    routing_key: &str,
+    routing_keys: &[&str],
     headers: Option<&FieldTable>,
 ) -> Vec<String> {
     let mut queues: Vec<String> = Vec::new();
@@ -240,7 +244,10 @@ pub fn route<G: ExchangeGraph>(
         };
         let mut matched = false;
         for binding in bindings {
-            if !binding_matches(kind, binding, routing_key, headers) {
+            if !routing_keys
+                .iter()
+                .any(|key| binding_matches(kind, binding, key, headers))
+            {
                 continue;
             }
             matched = true;
@@ -382,10 +389,10 @@ mod tests {
         );
         let graph = Graph(g);
         assert_eq!(
-            route(&graph, "front", "a.b", None),
+            route(&graph, "front", &["a.b"], None),
             vec!["q1".to_string(), "q2".to_string()]
         );
-        assert_eq!(route(&graph, "front", "b", None), vec!["q1".to_string()]);
-        assert!(route(&graph, "missing", "a", None).is_empty());
+        assert_eq!(route(&graph, "front", &["b"], None), vec!["q1".to_string()]);
+        assert!(route(&graph, "missing", &["a"], None).is_empty());
     }
 }

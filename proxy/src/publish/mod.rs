@@ -58,17 +58,11 @@ pub fn publish(
     let headers = message.properties.headers().as_ref();
     let extra_keys = sender_selected(headers)?;
     let mut targets = {
-        let topology = vhost.read();
-        let mut targets =
-            topology.destination_topics(message.exchange, message.routing_key, headers);
-        for key in &extra_keys {
-            for target in topology.destination_topics(message.exchange, key, headers) {
-                if !targets.iter().any(|t| t.topic == target.topic) {
-                    targets.push(target);
-                }
-            }
-        }
-        targets
+        let mut keys = vec![message.routing_key];
+        keys.extend(extra_keys.iter().map(String::as_str));
+        vhost
+            .read()
+            .destination_topics(message.exchange, &keys, headers)
     };
     if targets.is_empty() {
         return Ok(None);

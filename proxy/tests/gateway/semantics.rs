@@ -212,6 +212,51 @@ async fn cc_and_bcc_headers_add_routing_keys_and_bcc_is_not_delivered() {
         assert!(headers.inner().contains_key("CC"), "CC stays");
         assert!(!headers.inner().contains_key("BCC"), "BCC is removed");
     }
+    // Every key routes at every hop: CC's key crosses an exchange-to-
+    // exchange binding, BCC's then reaches the queue behind it.
+    let (front, back, behind) = (unique("cc-front"), unique("cc-back"), unique("cc-behind"));
+    exchange(
+        &ch,
+        &front,
+        ExchangeKind::Direct,
+        FieldTable::default(),
+        false,
+    )
+    .await;
+    exchange(
+        &ch,
+        &back,
+        ExchangeKind::Topic,
+        FieldTable::default(),
+        false,
+    )
+    .await;
+    queue(&ch, &behind).await;
+    ch.exchange_bind(
+        back.as_str().into(),
+        front.as_str().into(),
+        "key1".into(),
+        ExchangeBindOptions::default(),
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
+    bind(&ch, &behind, &back, "key2").await;
+    let mut headers = FieldTable::default();
+    headers.insert("CC".into(), list(&["key1"]));
+    headers.insert("BCC".into(), list(&["key2"]));
+    publish_all(
+        &ch,
+        [(
+            front.as_str(),
+            "",
+            &b"m"[..],
+            BasicProperties::default().with_headers(headers),
+        )],
+    )
+    .await;
+    assert_eq!(message_count_expecting(&ch, &behind, Some(1)).await, 1);
+
     let mut bad = FieldTable::default();
     bad.insert("CC".into(), AMQPValue::LongString("b".into()));
     let result = ch
