@@ -177,8 +177,9 @@ pub async fn republish(
         properties: &properties,
         body: &message.body,
     };
-    let stored =
-        crate::publish::publish(gateway, vhost, dead).map_err(|e| UpstreamError::Refused(e.0))?;
+    let cycle = cycle_topics(vhost, &properties);
+    let stored = crate::publish::publish_except(gateway, vhost, dead, &cycle)
+        .map_err(|e| UpstreamError::Refused(e.0))?;
     crate::metrics::DEAD_LETTERED.increment(1);
     match stored {
         // A full dead-letter queue drops it, as RabbitMQ does (and as
@@ -192,6 +193,41 @@ pub async fn republish(
         },
         None => Ok(()),
     }
+}
+
+/// The topics of queues a dead letter must not reach again: those it has
+/// already died in, when every death was automatic (expired, maxlen) —
+/// RabbitMQ drops such a cycle for those queues; a rejection in between
+/// breaks it (a consumer decided).
+fn cycle_topics(vhost: &Vhost, properties: &BasicProperties) -> Vec<String> {
+    let Some(AMQPValue::FieldArray(deaths)) = properties
+        .headers()
+        .as_ref()
+        .and_then(|h| h.inner().get("x-death"))
+    else {
+        return Vec::new();
+    };
+    let deaths: Vec<&FieldTable> = deaths
+        .as_slice()
+        .iter()
+        .filter_map(|d| match d {
+            AMQPValue::FieldTable(t) => Some(t),
+            _ => None,
+        })
+        .collect();
+    let field = |t: &FieldTable, key: &str| text_of(t.inner().get(key));
+    if deaths
+        .iter()
+        .any(|d| field(d, "reason").as_deref() == Some(Reason::Rejected.as_str()))
+    {
+        return Vec::new();
+    }
+    let topology = vhost.read();
+    deaths
+        .iter()
+        .filter_map(|d| field(d, "queue"))
+        .filter_map(|q| topology.queues.get(&q).map(|s| s.record.topic.clone()))
+        .collect()
 }
 
 /// The properties without the CC and BCC headers.

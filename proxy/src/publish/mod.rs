@@ -55,14 +55,29 @@ pub fn publish(
     vhost: &Arc<Vhost>,
     message: Message<'_>,
 ) -> Result<Option<Stored>, Unpublishable> {
+    publish_except(gateway, vhost, message, &[])
+}
+
+/// `publish`, leaving out destination queues whose topic is in `skip`
+/// (dead-letter cycles).
+pub fn publish_except(
+    gateway: &Arc<Gateway>,
+    vhost: &Arc<Vhost>,
+    message: Message<'_>,
+    skip: &[String],
+) -> Result<Option<Stored>, Unpublishable> {
     let headers = message.properties.headers().as_ref();
     let extra_keys = sender_selected(headers)?;
     let mut targets = {
         let mut keys = vec![message.routing_key];
         keys.extend(extra_keys.iter().map(String::as_str));
-        vhost
+        let mut targets = vhost
             .read()
-            .destination_topics(message.exchange, &keys, headers)
+            .destination_topics(message.exchange, &keys, headers);
+        if !skip.is_empty() {
+            targets.retain(|t| !skip.contains(&t.topic));
+        }
+        targets
     };
     if targets.is_empty() {
         return Ok(None);

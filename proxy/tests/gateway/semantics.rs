@@ -737,3 +737,58 @@ async fn get_ok_counts_the_messages_left() {
         assert_eq!(got.message_count, left);
     }
 }
+
+/// A message that expires around a dead-letter cycle stops where it died
+/// before (RabbitMQ drops automatic cycles): A and B dead-letter into a
+/// fanout bound to A, B and C; C gets one copy from each death, A and B
+/// end empty.
+#[tokio::test]
+async fn dead_letter_cycles_of_expiry_are_cut() {
+    let gw = TestGateway::start().await;
+    let (_conn, ch) = confirming(&gw).await;
+    let (x, a, b, c) = (
+        unique("dlx-cycle"),
+        unique("cyc-a"),
+        unique("cyc-b"),
+        unique("cyc-c"),
+    );
+    exchange(&ch, &x, ExchangeKind::Fanout, FieldTable::default(), false).await;
+    for q in [&a, &b] {
+        let mut args = FieldTable::default();
+        args.insert("x-message-ttl".into(), AMQPValue::LongInt(100));
+        args.insert(
+            "x-dead-letter-exchange".into(),
+            AMQPValue::LongString(x.as_str().into()),
+        );
+        ch.queue_declare(q.as_str().into(), QueueDeclareOptions::default(), args)
+            .await
+            .unwrap();
+    }
+    queue(&ch, &c).await;
+    for q in [&a, &b, &c] {
+        bind(&ch, q, &x, "").await;
+    }
+    publish_all(
+        &ch,
+        [("", a.as_str(), &b"m"[..], BasicProperties::default())],
+    )
+    .await;
+    assert_eq!(
+        message_count_expecting(&ch, &c, Some(2)).await,
+        2,
+        "one copy per death"
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for q in [&a, &b] {
+        assert_eq!(
+            message_count_expecting(&ch, q, Some(0)).await,
+            0,
+            "{q} is empty"
+        );
+    }
+    assert_eq!(
+        message_count_expecting(&ch, &c, Some(2)).await,
+        2,
+        "no more copies"
+    );
+}
