@@ -127,7 +127,20 @@ SUITES = {
         "tests": [],
         "fast": False,
         "not_applicable": excluded("java/excluded.txt"),
-        "known": [],
+        "known": [
+            (r"QueueLease\.(queueExpires|expiresWithConsumers)",
+             "x-expires (queue TTL) is validated but not applied yet (docs/mapping.md)"),
+            (r"QueueSizeLimit\.|DeadLetterExchange\.republish",
+             "x-max-length with drop-head (the default overflow) is not applied yet "
+             "(docs/mapping.md)"),
+            (r"ConsumerPriorities\.consumerPriorities",
+             "messages published just before a basic.cancel on the same channel: RabbitMQ "
+             "has delivered them at enqueue; the gateway stores them in RocketMQ first, "
+             "so the next consumer may get them (docs/mapping.md)"),
+            (r"ConnectionRecovery\.declarationOfMany",
+             "5,000 declare/delete rounds in 60 s: each queue is a RocketMQ topic created "
+             "and deleted (docs/mapping.md)"),
+        ],
     },
     "Celery application (conformance/celery_app)": {
         # Our own small application, not a foreign suite: two workers and a

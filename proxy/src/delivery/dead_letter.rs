@@ -96,9 +96,19 @@ pub fn with_death(
     death.insert("queue".into(), long_string(queue));
     death.insert("time".into(), AMQPValue::Timestamp(now_secs));
     death.insert("exchange".into(), long_string(exchange));
+    // The keys it was routed with: its routing key and its CC's.
+    let mut keys = vec![long_string(routing_key)];
+    if let Some(AMQPValue::FieldArray(cc)) = headers.inner().get("CC") {
+        keys.extend(
+            cc.as_slice()
+                .iter()
+                .filter(|k| matches!(k, AMQPValue::LongString(_)))
+                .cloned(),
+        );
+    }
     death.insert(
         "routing-keys".into(),
-        AMQPValue::FieldArray(FieldArray::from(vec![long_string(routing_key)])),
+        AMQPValue::FieldArray(FieldArray::from(keys)),
     );
     if let Some(expiration) = properties.expiration() {
         death.insert(
@@ -248,6 +258,25 @@ fn without_sender_selected(properties: BasicProperties) -> BasicProperties {
 mod tests {
     use super::*;
     use amq_protocol::types::ShortString;
+
+    #[test]
+    fn x_death_names_every_routing_key_cc_included() {
+        let mut headers = FieldTable::default();
+        headers.insert(
+            "CC".into(),
+            AMQPValue::FieldArray(FieldArray::from(vec![long_string("foo")])),
+        );
+        let p = BasicProperties::default().with_headers(headers);
+        let dead = with_death(&p, "q", Reason::Expired, "amq.direct", "test", 1);
+        let keys = deaths(&dead)[0].inner().get("routing-keys").cloned();
+        assert_eq!(
+            keys,
+            Some(AMQPValue::FieldArray(FieldArray::from(vec![
+                long_string("test"),
+                long_string("foo")
+            ])))
+        );
+    }
 
     #[test]
     fn a_dead_letter_routing_key_drops_cc_and_bcc() {
