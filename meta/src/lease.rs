@@ -178,7 +178,7 @@ impl Store {
     /// Forgets every lease and reader of a deleted queue's topic.
     pub async fn forget_topic(&self, topic: &str) -> Result<()> {
         let mut tx = self.pool.begin().await?;
-        for table in ["queue_leases", "queue_readers"] {
+        for table in ["queue_leases", "queue_readers", "queue_use"] {
             sqlx::query(&format!("DELETE FROM {table} WHERE topic = $1"))
                 .bind(topic)
                 .execute(&mut *tx)

@@ -15,6 +15,7 @@
 pub mod lease;
 pub mod model;
 pub mod password;
+pub mod queue_use;
 pub mod store;
 pub mod watch;
 

@@ -81,6 +81,8 @@ pub struct Gateway {
     pub feeds: delivery::Feeds,
     /// Lengths of queues that refuse publishes when full.
     pub admissions: publish::admission::Admissions,
+    /// Queues with x-expires this gateway watches.
+    pub expiring: registry::expiry::Watched,
     /// Direct reply-to consumers on this gateway.
     pub replies: delivery::reply_to::Replies,
     /// Distinguishes this process's connections from other gateways'.
@@ -198,6 +200,7 @@ impl Gateway {
             upstream,
             admissions: Default::default(),
             replies: Default::default(),
+            expiring: Default::default(),
             instance_id,
             meta_healthy: std::sync::atomic::AtomicBool::new(true),
             followed: tokio::sync::Mutex::new(snapshot.revision),
@@ -214,6 +217,7 @@ impl Gateway {
         gateway.start_expiring_feeds();
         tokio::spawn(follow::follow(Arc::downgrade(&gateway)));
         tokio::spawn(metrics::rates::Rates::run(Arc::downgrade(&gateway)));
+        tokio::spawn(registry::expiry::run(Arc::downgrade(&gateway)));
         Ok(gateway)
     }
 

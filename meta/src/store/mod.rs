@@ -104,6 +104,12 @@ const MIGRATIONS: &[(i64, &str)] = &[
     ALTER TABLE gateways ADD COLUMN management TEXT NOT NULL DEFAULT '';
     "#,
     ),
+    (
+        7,
+        r#"
+    CREATE TABLE queue_use (topic TEXT PRIMARY KEY, used_ms INTEGER NOT NULL);
+    "#,
+    ),
 ];
 
 /// The schema in a backend's type names (written in SQLite's).

@@ -375,6 +375,26 @@ pub async fn remove_consumer(
     if remaining > 0 {
         return;
     }
+    let Some(state) = vhost
+        .read()
+        .queues
+        .get(&consumer.queue)
+        .filter(|q| q.record.topic == consumer.feed.topic)
+        .cloned()
+    else {
+        return;
+    };
+    // An expiring queue's time runs from when its last consumer left.
+    crate::registry::expiry::touch(gateway, &state).await;
+    if !state.record.auto_delete {
+        return;
+    }
+    // An auto-delete queue goes with its last consumer on every gateway:
+    // one consuming elsewhere keeps it (that gateway deletes it later).
+    if gateway.consumers_elsewhere(&state.record.topic).await.count > 0 {
+        tracing::debug!(queue = %state.record.name, "Last consumer here went; consumers on other gateways keep the auto-delete queue.");
+        return;
+    }
     let _changes = vhost.changes.lock().await;
     let record = vhost
         .read()
@@ -396,6 +416,7 @@ pub async fn handle_basic_get(
     m: basic::Get,
 ) -> Result<(), ProtocolError> {
     let state = queue_for(s, m.queue.as_str(), 70)?;
+    crate::registry::expiry::touch(s.gateway, &state).await;
     let feed = s.gateway.feeds.get_or_start(s.vhost, &state.record);
     let wait = Duration::from_millis(s.gateway.config.send_timeout_ms);
     // A get answers get-ok or get-empty, never a connection error: what

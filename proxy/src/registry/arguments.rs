@@ -24,11 +24,7 @@ const EQUIVALENCE: &[&str] = &[
 ];
 
 /// Arguments that are stored but whose behaviour is not implemented yet.
-const UNAPPLIED: &[&str] = &[
-    "x-expires",
-    "x-max-length-bytes",
-    "x-single-active-consumer",
-];
+const UNAPPLIED: &[&str] = &["x-max-length-bytes", "x-single-active-consumer"];
 
 /// What happens when a queue with x-max-length is full.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -52,6 +48,8 @@ pub struct QueueArguments {
     /// The table as declared.
     pub table: FieldTable,
     pub message_ttl: Option<i64>,
+    /// x-expires: deleted when unused this long (registry::expiry).
+    pub expires: Option<i64>,
     pub max_length: Option<u64>,
     pub max_priority: Option<u8>,
     pub overflow: Overflow,
@@ -124,6 +122,7 @@ impl QueueArguments {
         QueueArguments {
             table: table.clone(),
             message_ttl: number("x-message-ttl", i64::from(u32::MAX)),
+            expires: number("x-expires", i64::MAX).filter(|ms| *ms > 0),
             max_length: number("x-max-length", i64::MAX).map(|n| n as u64),
             max_priority: number("x-max-priority", 255)
                 .map(|n| n as u8)

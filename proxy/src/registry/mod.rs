@@ -9,6 +9,7 @@ pub mod arguments;
 pub mod bindings;
 mod error;
 pub mod exchanges;
+pub mod expiry;
 pub mod image;
 pub mod queues;
 pub mod vhosts;

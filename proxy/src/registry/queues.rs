@@ -88,6 +88,7 @@ pub async fn declare(
     if let Some(state) = existing {
         check_owner(&state, connection)?;
         check_equivalent(&state, &spec)?;
+        super::expiry::touch(gateway, &state).await;
         return Ok(Declared {
             state,
             created: false,
@@ -120,6 +121,7 @@ pub async fn declare(
     if state.arguments.reaps() {
         gateway.feeds.get_or_start(vhost, &state.record);
     }
+    super::expiry::touch(gateway, &state).await;
     crate::metrics::QUEUES_CREATED.increment(1);
     tracing::info!(vhost = %vhost.name, queue = %spec.name, topic = %state.record.topic, "Queue declared.");
     Ok(Declared { state, created })

@@ -792,3 +792,188 @@ async fn dead_letter_cycles_of_expiry_are_cut() {
         "no more copies"
     );
 }
+
+/// x-expires: an unused queue goes after its time; a consumer keeps it,
+/// and its time runs again from when the consumer leaves; a declare
+/// renews it.
+#[tokio::test]
+async fn an_unused_queue_with_x_expires_is_deleted_after_its_time() {
+    async fn exists(conn: &lapin::Connection, name: &str) -> bool {
+        let ch = conn.create_channel().await.unwrap();
+        let passive = QueueDeclareOptions {
+            passive: true,
+            ..Default::default()
+        };
+        ch.queue_declare(name.into(), passive, FieldTable::default())
+            .await
+            .is_ok()
+    }
+    let gw = TestGateway::start().await;
+    let (conn, ch) = confirming(&gw).await;
+    let expiring = |name: &str| {
+        let (ch, name) = (ch.clone(), name.to_owned());
+        async move {
+            let mut args = FieldTable::default();
+            args.insert("x-expires".into(), AMQPValue::LongInt(1000));
+            ch.queue_declare(name.as_str().into(), QueueDeclareOptions::default(), args)
+                .await
+                .unwrap();
+        }
+    };
+    let (idle, consumed) = (unique("expires-idle"), unique("expires-consumed"));
+    expiring(&idle).await;
+    expiring(&consumed).await;
+    let consumer = ch
+        .basic_consume(
+            consumed.as_str().into(),
+            "".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    expiring(&idle).await; // renewed
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert!(exists(&conn, &idle).await, "renewed 600 ms ago");
+    tokio::time::sleep(Duration::from_millis(2400)).await;
+    assert!(!exists(&conn, &idle).await, "unused for over 2 s: deleted");
+    assert!(exists(&conn, &consumed).await, "a consumer keeps it");
+    ch.basic_cancel(consumer.tag().as_str().into(), Default::default())
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(3000)).await;
+    assert!(
+        !exists(&conn, &consumed).await,
+        "deleted once its consumer left"
+    );
+}
+
+/// x-expires across gateways: a consumer on B keeps a queue A watches;
+/// once B's consumer leaves, the queue goes.
+#[tokio::test]
+async fn a_consumer_on_another_gateway_keeps_an_expiring_queue() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite:{}", dir.path().join("meta.db").display());
+    let a = TestGateway::start_with(|c| c.meta_url = url.clone()).await;
+    let b = TestGateway::start_with(|c| c.meta_url = url.clone()).await;
+    let (conn_a, ch_a) = confirming(&a).await;
+    let (_conn_b, ch_b) = confirming(&b).await;
+    let q = unique("expires-shared");
+    let mut args = FieldTable::default();
+    args.insert("x-expires".into(), AMQPValue::LongInt(1000));
+    ch_a.queue_declare(q.as_str().into(), QueueDeclareOptions::default(), args)
+        .await
+        .unwrap();
+    let passive = QueueDeclareOptions {
+        passive: true,
+        ..Default::default()
+    };
+    // B learns of it through the meta store (a passive declare catches up).
+    ch_b.queue_declare(q.as_str().into(), passive, FieldTable::default())
+        .await
+        .unwrap();
+    let consumer = ch_b
+        .basic_consume(
+            q.as_str().into(),
+            "".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let on_a = conn_a.create_channel().await.unwrap();
+    on_a.queue_declare(q.as_str().into(), passive, FieldTable::default())
+        .await
+        .expect("B's consumer keeps it");
+    ch_b.basic_cancel(consumer.tag().as_str().into(), Default::default())
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    let gone = on_a
+        .queue_declare(q.as_str().into(), passive, FieldTable::default())
+        .await
+        .unwrap_err();
+    assert_eq!(
+        reply_code(&gone),
+        Some(404),
+        "deleted after B's consumer left"
+    );
+}
+
+/// An auto-delete queue consumed through two gateways goes with its last
+/// consumer on either, not with the last one on the first to cancel.
+#[tokio::test]
+async fn an_auto_delete_queue_goes_with_its_last_consumer_on_every_gateway() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite:{}", dir.path().join("meta.db").display());
+    let a = TestGateway::start_with(|c| c.meta_url = url.clone()).await;
+    let b = TestGateway::start_with(|c| c.meta_url = url.clone()).await;
+    let (conn_a, ch_a) = confirming(&a).await;
+    let (_conn_b, ch_b) = confirming(&b).await;
+    let q = unique("auto-delete-shared");
+    let auto_delete = QueueDeclareOptions {
+        auto_delete: true,
+        ..Default::default()
+    };
+    ch_a.queue_declare(q.as_str().into(), auto_delete, FieldTable::default())
+        .await
+        .unwrap();
+    ch_b.queue_declare(q.as_str().into(), auto_delete, FieldTable::default())
+        .await
+        .unwrap();
+    let on_a = ch_a
+        .basic_consume(
+            q.as_str().into(),
+            "".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    let on_b = ch_b
+        .basic_consume(
+            q.as_str().into(),
+            "".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    // Each gateway announces its consumers within about a second.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    ch_a.basic_cancel(on_a.tag().as_str().into(), Default::default())
+        .await
+        .unwrap();
+    let passive = QueueDeclareOptions {
+        passive: true,
+        ..Default::default()
+    };
+    let check = conn_a.create_channel().await.unwrap();
+    check
+        .queue_declare(q.as_str().into(), passive, FieldTable::default())
+        .await
+        .expect("B's consumer keeps it");
+    ch_b.basic_cancel(on_b.tag().as_str().into(), Default::default())
+        .await
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let ch = conn_a.create_channel().await.unwrap();
+        match ch
+            .queue_declare(q.as_str().into(), passive, FieldTable::default())
+            .await
+        {
+            Err(e) => {
+                assert_eq!(reply_code(&e), Some(404));
+                break;
+            }
+            Ok(_) => assert!(
+                std::time::Instant::now() < deadline,
+                "still there after B's last consumer left"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
