@@ -19,6 +19,24 @@ use crate::harness::{unique, TestGateway};
 use crate::publish::{message_count_expecting, publish_all};
 use crate::reply_code;
 
+/// Two gateways on one meta store (its directory lives as long as they do).
+async fn two_gateways() -> (tempfile::TempDir, TestGateway, TestGateway) {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite:{}", dir.path().join("meta.db").display());
+    let a = TestGateway::start_with(|c| c.meta_url = url.clone()).await;
+    let b = TestGateway::start_with(|c| c.meta_url = url.clone()).await;
+    (dir, a, b)
+}
+
+/// A passive queue.declare's options.
+const PASSIVE: QueueDeclareOptions = QueueDeclareOptions {
+    passive: true,
+    durable: false,
+    exclusive: false,
+    auto_delete: false,
+    nowait: false,
+};
+
 async fn confirming(gw: &TestGateway) -> (lapin::Connection, Channel) {
     let conn = gw.connect().await;
     let ch = conn.create_channel().await.unwrap();
@@ -341,10 +359,7 @@ async fn line_breaks_are_taken_out_of_names_and_an_exclusive_mismatch_is_405() {
         false,
     )
     .await;
-    let passive = QueueDeclareOptions {
-        passive: true,
-        ..Default::default()
-    };
+    let passive = PASSIVE;
     ch.queue_declare(q.as_str().into(), passive, FieldTable::default())
         .await
         .expect("the queue's name without its line breaks");
@@ -605,10 +620,7 @@ async fn direct_reply_to_round_trip() {
         .expect("the request");
     let address = request.properties.reply_to().clone().unwrap().to_string();
     assert!(address.starts_with("amq.rabbitmq.reply-to."), "{address}");
-    let passive = QueueDeclareOptions {
-        passive: true,
-        ..Default::default()
-    };
+    let passive = PASSIVE;
     responder
         .queue_declare(address.as_str().into(), passive, FieldTable::default())
         .await
@@ -800,10 +812,7 @@ async fn dead_letter_cycles_of_expiry_are_cut() {
 async fn an_unused_queue_with_x_expires_is_deleted_after_its_time() {
     async fn exists(conn: &lapin::Connection, name: &str) -> bool {
         let ch = conn.create_channel().await.unwrap();
-        let passive = QueueDeclareOptions {
-            passive: true,
-            ..Default::default()
-        };
+        let passive = PASSIVE;
         ch.queue_declare(name.into(), passive, FieldTable::default())
             .await
             .is_ok()
@@ -853,10 +862,7 @@ async fn an_unused_queue_with_x_expires_is_deleted_after_its_time() {
 /// once B's consumer leaves, the queue goes.
 #[tokio::test]
 async fn a_consumer_on_another_gateway_keeps_an_expiring_queue() {
-    let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite:{}", dir.path().join("meta.db").display());
-    let a = TestGateway::start_with(|c| c.meta_url = url.clone()).await;
-    let b = TestGateway::start_with(|c| c.meta_url = url.clone()).await;
+    let (_dir, a, b) = two_gateways().await;
     let (conn_a, ch_a) = confirming(&a).await;
     let (_conn_b, ch_b) = confirming(&b).await;
     let q = unique("expires-shared");
@@ -865,10 +871,7 @@ async fn a_consumer_on_another_gateway_keeps_an_expiring_queue() {
     ch_a.queue_declare(q.as_str().into(), QueueDeclareOptions::default(), args)
         .await
         .unwrap();
-    let passive = QueueDeclareOptions {
-        passive: true,
-        ..Default::default()
-    };
+    let passive = PASSIVE;
     // B learns of it through the meta store (a passive declare catches up).
     ch_b.queue_declare(q.as_str().into(), passive, FieldTable::default())
         .await
@@ -906,10 +909,7 @@ async fn a_consumer_on_another_gateway_keeps_an_expiring_queue() {
 /// consumer on either, not with the last one on the first to cancel.
 #[tokio::test]
 async fn an_auto_delete_queue_goes_with_its_last_consumer_on_every_gateway() {
-    let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite:{}", dir.path().join("meta.db").display());
-    let a = TestGateway::start_with(|c| c.meta_url = url.clone()).await;
-    let b = TestGateway::start_with(|c| c.meta_url = url.clone()).await;
+    let (_dir, a, b) = two_gateways().await;
     let (conn_a, ch_a) = confirming(&a).await;
     let (_conn_b, ch_b) = confirming(&b).await;
     let q = unique("auto-delete-shared");
@@ -946,10 +946,7 @@ async fn an_auto_delete_queue_goes_with_its_last_consumer_on_every_gateway() {
     ch_a.basic_cancel(on_a.tag().as_str().into(), Default::default())
         .await
         .unwrap();
-    let passive = QueueDeclareOptions {
-        passive: true,
-        ..Default::default()
-    };
+    let passive = PASSIVE;
     let check = conn_a.create_channel().await.unwrap();
     check
         .queue_declare(q.as_str().into(), passive, FieldTable::default())
