@@ -392,15 +392,34 @@ pub async fn remove_consumer(
     // An auto-delete queue goes with its last consumer on every gateway:
     // one consuming elsewhere keeps it (that gateway deletes it later).
     if gateway.consumers_elsewhere(&state.record.topic).await.count > 0 {
-        tracing::debug!(queue = %state.record.name, "Last consumer here went; consumers on other gateways keep the auto-delete queue.");
+        // Their announcement may be older than their own last cancel (both
+        // then keep the queue): look again once announcements are renewed.
+        tracing::debug!(queue = %state.record.name, "Last consumer here went; consumers on other gateways keep the auto-delete queue for now.");
+        let (gateway, vhost) = (gateway.clone(), vhost.clone());
+        tokio::spawn(async move {
+            tokio::time::sleep(ANNOUNCEMENTS_RENEWED).await;
+            let counted = crate::registry::queues::counts(&gateway, &state).await;
+            if counted.is_ok_and(|c| c.consumers == 0) {
+                delete_auto_delete(&gateway, &vhost, &state.record).await;
+            }
+        });
         return;
     }
+    delete_auto_delete(gateway, vhost, &state.record).await;
+}
+
+/// How long until every gateway's consumer announcement is renewed.
+const ANNOUNCEMENTS_RENEWED: Duration = Duration::from_millis(2500);
+
+/// Deletes an auto-delete queue left without consumers, if it is still
+/// that incarnation.
+async fn delete_auto_delete(gateway: &Arc<Gateway>, vhost: &Arc<Vhost>, gone: &meta::Queue) {
     let _changes = vhost.changes.lock().await;
     let record = vhost
         .read()
         .queues
-        .get(&consumer.queue)
-        .filter(|q| q.record.auto_delete && q.record.topic == consumer.feed.topic)
+        .get(&gone.name)
+        .filter(|q| q.record.auto_delete && q.record.topic == gone.topic)
         .map(|q| q.record.clone());
     if let Some(record) = record {
         tracing::info!(vhost = %vhost.name, queue = %record.name, "Last consumer of an auto-delete queue went; deleting it.");
