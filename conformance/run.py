@@ -128,8 +128,6 @@ SUITES = {
         "fast": False,
         "not_applicable": excluded("java/excluded.txt"),
         "known": [
-            (r"QueueLease\.(queueExpires|expiresWithConsumers)",
-             "x-expires (queue TTL) is validated but not applied yet (docs/mapping.md)"),
             (r"QueueSizeLimit\.|DeadLetterExchange\.republish",
              "x-max-length with drop-head (the default overflow) is not applied yet "
              "(docs/mapping.md)"),

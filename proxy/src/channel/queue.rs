@@ -25,6 +25,8 @@ pub async fn handle_queue_declare(
     }
     if m.passive {
         let state = existing_queue(s, &name, 10)?;
+        // A passive declare is a use too (x-expires), as in RabbitMQ.
+        crate::registry::expiry::touch(s.gateway, &state).await;
         return declare_ok(ch, s, m.nowait, &state, false).await;
     }
     if name.is_empty() {

@@ -1,5 +1,5 @@
 //! x-expires: a queue unused for its x-expires milliseconds is deleted, as
-//! RabbitMQ deletes it. Used means declared, read by basic.get, or
+//! RabbitMQ deletes it. Used means declared (passively too), read by basic.get, or
 //! consumed: a queue with a consumer on any gateway never expires, and its
 //! time runs from when its last consumer left.
 //!

@@ -845,6 +845,9 @@ async fn an_unused_queue_with_x_expires_is_deleted_after_its_time() {
     expiring(&idle).await; // renewed
     tokio::time::sleep(Duration::from_millis(600)).await;
     assert!(exists(&conn, &idle).await, "renewed 600 ms ago");
+    // (that passive declare renewed it too)
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert!(exists(&conn, &idle).await, "a passive declare renews it");
     tokio::time::sleep(Duration::from_millis(2400)).await;
     assert!(!exists(&conn, &idle).await, "unused for over 2 s: deleted");
     assert!(exists(&conn, &consumed).await, "a consumer keeps it");
