@@ -128,8 +128,9 @@ SUITES = {
         "fast": False,
         "not_applicable": excluded("java/excluded.txt"),
         "known": [
-            (r"QueueSizeLimit\.|DeadLetterExchange\.republish",
-             "x-max-length with drop-head (the default overflow) is not applied yet "
+            (r"QueueSizeLimit\.queueSizeDlx",
+             "drop-head dead-letters as the gateway reads the full queue, a moment after "
+             "the publishes: a get on the dead-letter queue right after them may come first "
              "(docs/mapping.md)"),
             (r"ConsumerPriorities\.consumerPriorities",
              "messages published just before a basic.cancel on the same channel: RabbitMQ "

@@ -155,7 +155,17 @@ impl QueueArguments {
     /// at the head and dead-letter them.
     pub fn reaps(&self) -> bool {
         let args = self.table.inner();
-        args.contains_key("x-message-ttl") || args.contains_key("x-dead-letter-exchange")
+        args.contains_key("x-message-ttl")
+            || args.contains_key("x-dead-letter-exchange")
+            || self.drops_head_above().is_some()
+    }
+
+    /// x-max-length with drop-head (the default overflow): the oldest ready
+    /// messages are dropped (or dead-lettered) above this many.
+    pub fn drops_head_above(&self) -> Option<u64> {
+        (self.overflow == Overflow::DropHead)
+            .then_some(self.max_length)
+            .flatten()
     }
 
     /// RocketMQ message queues a new queue needs: one per priority level.
@@ -164,18 +174,13 @@ impl QueueArguments {
     }
 
     /// Arguments stored but not applied (logged at declare, reported by
-    /// import): x-max-length applies with x-overflow reject-publish or
-    /// reject-publish-dlx, not with drop-head (the default).
+    /// import).
     pub fn unapplied(&self) -> Vec<String> {
-        let rejects = self.reject_publish().is_some();
         self.table
             .inner()
             .keys()
             .map(|key| key.as_str())
-            .filter(|key| {
-                UNAPPLIED.contains(key)
-                    || (!rejects && matches!(*key, "x-max-length" | "x-overflow"))
-            })
+            .filter(|key| UNAPPLIED.contains(key))
             .map(str::to_owned)
             .collect()
     }

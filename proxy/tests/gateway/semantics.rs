@@ -977,3 +977,60 @@ async fn an_auto_delete_queue_goes_with_its_last_consumer_on_every_gateway() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+/// x-max-length with drop-head (the default): the newest messages stay,
+/// the oldest are dead-lettered with reason maxlen.
+#[tokio::test]
+async fn a_full_queue_drops_its_oldest_messages_to_its_dead_letter_exchange() {
+    let gw = TestGateway::start().await;
+    let (_conn, ch) = confirming(&gw).await;
+    let (q, dlq) = (unique("max-len"), unique("max-len-dl"));
+    queue(&ch, &dlq).await;
+    let mut args = FieldTable::default();
+    args.insert("x-max-length".into(), AMQPValue::LongInt(2));
+    args.insert(
+        "x-dead-letter-exchange".into(),
+        AMQPValue::LongString("".into()),
+    );
+    args.insert(
+        "x-dead-letter-routing-key".into(),
+        AMQPValue::LongString(dlq.as_str().into()),
+    );
+    ch.queue_declare(q.as_str().into(), QueueDeclareOptions::default(), args)
+        .await
+        .unwrap();
+    let bodies: Vec<String> = (0..5).map(|i| i.to_string()).collect();
+    publish_all(
+        &ch,
+        bodies
+            .iter()
+            .map(|b| ("", q.as_str(), b.as_bytes(), BasicProperties::default())),
+    )
+    .await;
+    let mut kept = Vec::new();
+    while let Some(got) = ch
+        .basic_get(q.as_str().into(), BasicGetOptions { no_ack: true })
+        .await
+        .unwrap()
+    {
+        kept.push(String::from_utf8(got.delivery.data.clone()).unwrap());
+    }
+    assert_eq!(kept, ["3", "4"], "the newest two stay");
+    assert_eq!(message_count_expecting(&ch, &dlq, Some(3)).await, 3);
+    let dead = ch
+        .basic_get(dlq.as_str().into(), BasicGetOptions { no_ack: true })
+        .await
+        .unwrap()
+        .expect("a dead letter");
+    let headers = dead.properties.headers().clone().unwrap_or_default();
+    let Some(AMQPValue::FieldArray(deaths)) = headers.inner().get("x-death") else {
+        panic!("no x-death: {headers:?}");
+    };
+    let Some(AMQPValue::FieldTable(death)) = deaths.as_slice().first() else {
+        panic!("empty x-death");
+    };
+    assert_eq!(
+        death.inner().get("reason"),
+        Some(&AMQPValue::LongString("maxlen".into()))
+    );
+}

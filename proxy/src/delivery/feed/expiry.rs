@@ -20,6 +20,9 @@ pub struct Expiry {
     /// reach the head (and dead-letter them): queues with x-message-ttl or
     /// a dead-letter exchange.
     pub reaps: bool,
+    /// x-max-length with drop-head: ready messages above this many leave
+    /// from the head.
+    pub drop_head_above: Option<u64>,
 }
 
 impl Expiry {
@@ -27,6 +30,7 @@ impl Expiry {
         Expiry {
             queue_ttl: state.arguments.message_ttl,
             reaps: state.arguments.reaps(),
+            drop_head_above: state.arguments.drops_head_above(),
         }
     }
 
@@ -104,12 +108,58 @@ impl Task {
         }
         self.expire_at =
             next.map(|at| Instant::now() + Duration::from_millis((at - now).max(0) as u64));
+        self.drop_head();
+    }
+
+    /// x-max-length with drop-head: while more messages are ready (read or
+    /// not, in the message queues read here) than the limit, the oldest
+    /// one read leaves, dead-lettered with reason maxlen or dropped.
+    fn drop_head(&mut self) {
+        let Some(max) = self.expiry.drop_head_above else {
+            return;
+        };
+        let written = self.upstream.written_end(&self.topic);
+        loop {
+            let ready: u64 = self
+                .parts
+                .iter()
+                .filter(|p| p.leased)
+                .map(|p| {
+                    let end = written.iter().find(|(q, _)| *q == p.id).map(|(_, e)| *e);
+                    p.unread(end.unwrap_or(p.max))
+                })
+                .sum();
+            if ready <= max {
+                return;
+            }
+            let oldest = self
+                .parts
+                .iter()
+                .enumerate()
+                .filter(|(_, p)| p.leased)
+                .filter_map(|(i, p)| p.head().map(|(m, _)| (i, m.born_ms, m.offset)))
+                .min_by_key(|(_, born, offset)| (*born, *offset));
+            // The oldest are not read yet: the next reads bring them.
+            let Some((index, _, _)) = oldest else { return };
+            let id = self.parts[index].id;
+            let Some((message, _)) = self.parts[index].take() else {
+                return;
+            };
+            self.die(id, message, dead_letter::Reason::MaxLen);
+        }
     }
 
     /// An expired message: dead-lettered (it stays outstanding until the
     /// copy is stored) or dropped.
     pub(super) fn expire(&mut self, id: i32, message: InboundMessage) {
         crate::metrics::EXPIRED.increment(1);
+        self.die(id, message, dead_letter::Reason::Expired);
+    }
+
+    /// A message leaving without delivery (expired, or dropped from the
+    /// head of a full queue): dead-lettered with `reason` (it stays
+    /// outstanding until the copy is stored) or dropped.
+    fn die(&mut self, id: i32, message: InboundMessage, reason: dead_letter::Reason) {
         if let Some(target) = dead_letter::target(&self.vhost, &self.feed.queue) {
             if let Some(part) = self.parts.iter_mut().find(|p| p.id == id) {
                 part.handed_out(message.offset);
@@ -122,15 +172,8 @@ impl Task {
             self.pending.push(Box::pin(async move {
                 let result = match gateway.upgrade() {
                     Some(gateway) => {
-                        dead_letter::republish(
-                            &gateway,
-                            &vhost,
-                            &queue,
-                            &message,
-                            &target,
-                            dead_letter::Reason::Expired,
-                        )
-                        .await
+                        dead_letter::republish(&gateway, &vhost, &queue, &message, &target, reason)
+                            .await
                     }
                     None => Err(gateway_gone()),
                 };
