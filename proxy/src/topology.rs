@@ -107,6 +107,9 @@ impl VhostTopology {
             }),
             stats: q.stats.clone(),
         };
+        if let ([key], true) = (routing_keys, exchange.is_empty()) {
+            return self.queues.get(*key).map(target).into_iter().collect();
+        }
         if exchange.is_empty() {
             let mut named: Vec<&str> = routing_keys.to_vec();
             named.sort_unstable();

@@ -8,7 +8,9 @@ use std::sync::Arc;
 use amq_protocol::protocol::BasicProperties;
 use amq_protocol::types::{AMQPValue, FieldArray, FieldTable, LongString};
 
-use crate::mapping::properties::{rocketmq_to_properties, without_expiration, PROPERTIES};
+use crate::mapping::properties::{
+    rocketmq_to_properties, without_expiration, without_headers, PROPERTIES,
+};
 use crate::publish::Message;
 use crate::topology::Vhost;
 use crate::upstream::{InboundMessage, UpstreamError};
@@ -242,16 +244,7 @@ fn cycle_topics(vhost: &Vhost, properties: &BasicProperties) -> Vec<String> {
 
 /// The properties without the CC and BCC headers.
 fn without_sender_selected(properties: BasicProperties) -> BasicProperties {
-    let Some(headers) = properties.headers().as_ref() else {
-        return properties;
-    };
-    let mut kept = FieldTable::default();
-    for (key, value) in headers.inner() {
-        if key.as_str() != "CC" && key.as_str() != "BCC" {
-            kept.insert(key.clone(), value.clone());
-        }
-    }
-    properties.with_headers(kept)
+    without_headers(&properties, &["CC", "BCC"])
 }
 
 #[cfg(test)]

@@ -34,6 +34,20 @@ pub fn parse_expiration(text: &str) -> Result<u64, String> {
 
 /// The properties without `expiration` (a dead-lettered copy must not expire
 /// again, as RabbitMQ strips it; x-death keeps the original).
+/// The properties with the named headers taken out (CC/BCC stripping).
+pub fn without_headers(p: &AMQPProperties, names: &[&str]) -> AMQPProperties {
+    let Some(headers) = p.headers().as_ref() else {
+        return p.clone();
+    };
+    let mut kept = amq_protocol::types::FieldTable::default();
+    for (key, value) in headers.inner() {
+        if !names.contains(&key.as_str()) {
+            kept.insert(key.clone(), value.clone());
+        }
+    }
+    p.clone().with_headers(kept)
+}
+
 pub fn without_expiration(p: &AMQPProperties) -> AMQPProperties {
     let mut out = AMQPProperties::default();
     macro_rules! copy {

@@ -17,8 +17,8 @@ use bytes::Bytes;
 use futures_util::future::join_all;
 
 use crate::mapping::properties::{
-    escape_value, parse_expiration, properties_to_rocketmq, EXCHANGE, MESSAGE_TTL, PROPERTIES,
-    ROUTING_KEY,
+    escape_value, parse_expiration, properties_to_rocketmq, without_headers, EXCHANGE, MESSAGE_TTL,
+    PROPERTIES, ROUTING_KEY,
 };
 use crate::metrics::queue_stats::count;
 use crate::topology::{priority_level, Target, Vhost};
@@ -69,11 +69,18 @@ pub fn publish_except(
     let headers = message.properties.headers().as_ref();
     let extra_keys = sender_selected(headers)?;
     let mut targets = {
-        let mut keys = vec![message.routing_key];
-        keys.extend(extra_keys.iter().map(String::as_str));
-        let mut targets = vhost
-            .read()
-            .destination_topics(message.exchange, &keys, headers);
+        // One key (the common case) is routed without building a list.
+        let mut targets = if extra_keys.is_empty() {
+            vhost
+                .read()
+                .destination_topics(message.exchange, &[message.routing_key], headers)
+        } else {
+            let mut keys = vec![message.routing_key];
+            keys.extend(extra_keys.iter().map(String::as_str));
+            vhost
+                .read()
+                .destination_topics(message.exchange, &keys, headers)
+        };
         if !skip.is_empty() {
             targets.retain(|t| !skip.contains(&t.topic));
         }
@@ -85,12 +92,8 @@ pub fn publish_except(
     // BCC routes but is not delivered (RabbitMQ strips it).
     let without_bcc;
     let message = match headers.filter(|h| h.inner().contains_key(BCC)) {
-        Some(h) => {
-            let mut kept = FieldTable::default();
-            for (key, value) in h.inner().iter().filter(|(k, _)| k.as_str() != BCC) {
-                kept.insert(key.clone(), value.clone());
-            }
-            without_bcc = message.properties.clone().with_headers(kept);
+        Some(_) => {
+            without_bcc = without_headers(message.properties, &[BCC]);
             Message {
                 properties: &without_bcc,
                 ..message
