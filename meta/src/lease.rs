@@ -149,12 +149,17 @@ impl Store {
         Ok(())
     }
 
-    /// The gateways whose heartbeat has not lapsed.
+    /// The gateways whose heartbeat has not lapsed. Gateways, read leases
+    /// and reader announcements lapsed for a minute are forgotten (a
+    /// queue's are deleted with it, but a feed still stopping may take or
+    /// announce one after that).
     pub async fn live_gateways(&self, now_ms: i64) -> Result<Vec<String>> {
-        sqlx::query("DELETE FROM gateways WHERE expires_ms < $1")
-            .bind(now_ms - 60_000)
-            .execute(&self.pool)
-            .await?;
+        for table in ["gateways", "queue_leases", "queue_readers"] {
+            sqlx::query(&format!("DELETE FROM {table} WHERE expires_ms < $1"))
+                .bind(now_ms - 60_000)
+                .execute(&self.pool)
+                .await?;
+        }
         Ok(
             sqlx::query_scalar("SELECT id FROM gateways WHERE expires_ms >= $1 ORDER BY id")
                 .bind(now_ms)
@@ -174,19 +179,26 @@ impl Store {
             .await?,
         )
     }
+}
 
-    /// Forgets every lease and reader of a deleted queue's topic.
-    pub async fn forget_topic(&self, topic: &str) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
-        for table in ["queue_leases", "queue_readers", "queue_use"] {
-            sqlx::query(&format!("DELETE FROM {table} WHERE topic = $1"))
-                .bind(topic)
-                .execute(&mut *tx)
-                .await?;
-        }
-        tx.commit().await?;
-        Ok(())
+/// Forgets the leases, readers and use of a queue's topic, within the
+/// transaction that deletes the queue (before it does: the first statement
+/// writes, so the transaction holds SQLite's write lock from its start).
+pub(crate) async fn forget_queue_topic_in(
+    tx: &mut sqlx::AnyConnection,
+    vhost: &str,
+    queue: &str,
+) -> Result<()> {
+    for table in ["queue_leases", "queue_readers", "queue_use"] {
+        sqlx::query(&format!(
+            "DELETE FROM {table} WHERE topic IN (SELECT topic FROM queues WHERE vhost = $1 AND name = $2)"
+        ))
+        .bind(vhost)
+        .bind(queue)
+        .execute(&mut *tx)
+        .await?;
     }
+    Ok(())
 }
 
 /// How many of `queues` message queues reader number `index` of `readers`

@@ -240,8 +240,28 @@ async fn leases(store: Store) {
     );
     store.withdraw_reader(t, "b").await.unwrap();
     assert!(store.readers(t, now).await.unwrap() == ["a"]);
-    store.forget_topic(t).await.unwrap();
+    // Deleting the queue whose topic it is forgets them.
+    let queue = Queue {
+        vhost: "/".into(),
+        name: "leased".into(),
+        durable: true,
+        auto_delete: false,
+        exclusive_owner: None,
+        arguments: vec![],
+        topic: t.into(),
+        group: "g_leased".into(),
+    };
+    store.insert_queue(&queue).await.unwrap();
+    store.delete_queue("/", "leased").await.unwrap();
     assert!(store.readers(t, now).await.unwrap().is_empty());
+    assert!(store.lease_holders(t).await.unwrap().is_empty());
+    // A lease taken after its queue went lapses and is forgotten a minute later.
+    let stray = "topic-of-a-deleted-queue";
+    assert!(store.try_lease(stray, 0, "a", now, ttl).await.unwrap());
+    store.live_gateways(now + ttl + 59_000).await.unwrap();
+    assert_eq!(store.lease_holders(stray).await.unwrap().len(), 1);
+    store.live_gateways(now + ttl + 61_000).await.unwrap();
+    assert!(store.lease_holders(stray).await.unwrap().is_empty());
     assert!(
         store.try_lease(t, 1, "c", now, ttl).await.unwrap(),
         "leases forgotten"

@@ -81,6 +81,8 @@ pub struct Gateway {
     pub feeds: delivery::Feeds,
     /// Lengths of queues that refuse publishes when full.
     pub admissions: publish::admission::Admissions,
+    /// Deleted queues' RocketMQ storage being deleted in the background.
+    pub reclaims: registry::reclaim::Reclaims,
     /// Queues with x-expires this gateway watches.
     pub expiring: registry::expiry::Watched,
     /// Direct reply-to consumers on this gateway.
@@ -201,6 +203,7 @@ impl Gateway {
             admissions: Default::default(),
             replies: Default::default(),
             expiring: Default::default(),
+            reclaims: Default::default(),
             instance_id,
             meta_healthy: std::sync::atomic::AtomicBool::new(true),
             followed: tokio::sync::Mutex::new(snapshot.revision),

@@ -83,7 +83,8 @@ const FEEDS_GRACE: Duration = Duration::from_secs(5);
 /// its publishes in flight (their confirms go out), is closed with 320
 /// CONNECTION_FORCED, requeues what it had unacked and deletes its
 /// exclusive queues; then every feed commits what is settled and gives its
-/// read leases back, so another gateway reads on at once. Each step has a
+/// read leases back, so another gateway reads on at once; then deleted
+/// queues' topics still being deleted in RocketMQ are waited for. Each step has a
 /// bounded wait; what does not finish in time is logged.
 async fn shut_down(gateway: &Gateway, connections: &Semaphore) {
     let max = gateway.config.max_connections.min(u32::MAX as usize) as u32;
@@ -106,6 +107,12 @@ async fn shut_down(gateway: &Gateway, connections: &Semaphore) {
         .is_err()
     {
         tracing::warn!("Feeds did not all commit within the shutdown grace period; their readers start from the last commit.");
+    }
+    if tokio::time::timeout(FEEDS_GRACE, gateway.reclaims.drain())
+        .await
+        .is_err()
+    {
+        tracing::warn!("Deleted queues' RocketMQ topics still being deleted at shutdown; those left stay in RocketMQ.");
     }
 }
 

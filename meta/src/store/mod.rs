@@ -240,8 +240,14 @@ impl Store {
             .after_connect(move |conn, _| {
                 Box::pin(async move {
                     if backend == Backend::Sqlite {
-                        conn.execute("PRAGMA journal_mode = WAL; PRAGMA busy_timeout = 5000;")
-                            .await?;
+                        // NORMAL: a commit is written to the WAL but not
+                        // synced; a process crash loses nothing, a power loss
+                        // the last commits (as RocketMQ's ASYNC_FLUSH does
+                        // messages). docs/operations.md says so.
+                        conn.execute(
+                            "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 5000;",
+                        )
+                        .await?;
                     }
                     Ok(())
                 })
@@ -595,8 +601,10 @@ impl Store {
     }
 
     /// Deletes a queue and every binding to it.
+    /// Deletes a queue, its bindings, and its topic's leases, readers and use.
     pub async fn delete_queue(&self, vhost: &str, name: &str) -> Result<()> {
         let mut tx = self.pool.begin().await?;
+        crate::lease::forget_queue_topic_in(&mut tx, vhost, name).await?;
         sqlx::query("DELETE FROM queues WHERE vhost = $1 AND name = $2")
             .bind(vhost)
             .bind(name)

@@ -150,6 +150,10 @@ pub static QUEUES_DELETED: Counter = Counter::new(
     "amqp_gateway_queues_deleted_total",
     "Queues deleted through this gateway.",
 );
+pub static RECLAIMS_FAILED: Counter = Counter::new(
+    "amqp_gateway_queue_storage_not_deleted_total",
+    "Deleted queues whose RocketMQ topic and group could not be deleted (logged with their names).",
+);
 pub static PUBLISHED: Counter = Counter::new(
     "amqp_gateway_published_total",
     "Messages published by clients (each of a tx.commit counts).",
@@ -253,6 +257,7 @@ pub static COUNTERS: &[&Counter] = &[
     &QUEUES_DECLARED,
     &QUEUES_CREATED,
     &QUEUES_DELETED,
+    &RECLAIMS_FAILED,
     &PUBLISHED,
     &PUBLISHED_CONFIRM,
     &ROUTED,

@@ -12,6 +12,7 @@ pub mod exchanges;
 pub mod expiry;
 pub mod image;
 pub mod queues;
+pub mod reclaim;
 pub mod vhosts;
 
 pub use error::RegistryError;

@@ -183,8 +183,9 @@ fn check_equivalent(state: &QueueState, spec: &QueueSpec) -> Result<(), Registry
     }
 }
 
-/// Removes a queue from the store, the image and RocketMQ, then any
-/// auto-delete exchange left without bindings. The caller holds the vhost's
+/// Removes a queue from the store and the image, hands its storage back to
+/// RocketMQ (in the background: reclaim.rs), then deletes any auto-delete
+/// exchange left without bindings. The caller holds the vhost's
 /// `changes` lock (or, at start, is the only one changing anything).
 pub async fn delete(
     gateway: &Gateway,
@@ -200,14 +201,15 @@ pub async fn delete(
         .map(|(_, sources)| sources)
         .unwrap_or_default();
     image::queue_gone(gateway, &record.topic);
-    if let Err(error) = gateway.store.forget_topic(&record.topic).await {
-        tracing::warn!(queue = %record.name, %error, "Read leases of a deleted queue were not removed; they lapse on their own.");
-    }
     gateway
-        .upstream
-        .delete_queue(&record.topic, &record.group)
-        .await
-        .map_err(RegistryError::upstream("queue.delete"))?;
+        .reclaims
+        .reclaim(
+            &gateway.upstream,
+            &record.name,
+            &record.topic,
+            &record.group,
+        )
+        .await;
     crate::metrics::QUEUES_DELETED.increment(1);
     tracing::info!(vhost = %vhost.name, queue = %record.name, "Queue deleted.");
     super::exchanges::delete_unused_auto_delete(gateway, vhost, &sources).await

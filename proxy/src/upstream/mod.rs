@@ -8,6 +8,7 @@
 
 pub mod batch;
 pub mod null;
+mod queues;
 pub mod reader;
 pub mod rocketmq;
 mod routes;

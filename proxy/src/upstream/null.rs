@@ -82,6 +82,11 @@ impl NullUpstream {
         }
     }
 
+    /// The topics that exist (declared, or written to), for tests.
+    pub fn topic_names(&self) -> Vec<String> {
+        self.topics.iter().map(|t| t.key().clone()).collect()
+    }
+
     /// The topic if it exists, else an empty one that is not kept: a count or
     /// commit after a delete does not bring the topic back.
     fn existing(&self, name: &str) -> Arc<Topic> {

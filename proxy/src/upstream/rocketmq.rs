@@ -9,7 +9,6 @@
 //! stateless "read N from offset X"; `peek` needs exactly that.
 #![allow(deprecated)]
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,7 +17,7 @@ use cheetah_string::CheetahString;
 use dashmap::DashMap;
 use rocketmq_client_rust::{
     ClientRuntime, ClientRuntimeConfig, ConsumerAdmin, DefaultMQAdminExt, DefaultMQProducer,
-    DefaultMQPullConsumer, OffsetAdmin, RouteAdmin, SendStatus, TopicAdmin,
+    DefaultMQPullConsumer, OffsetAdmin, SendStatus,
 };
 use rocketmq_model::common::message::message_ext::MessageExt;
 use rocketmq_model::common::message::message_queue::MessageQueue;
@@ -26,9 +25,10 @@ use rocketmq_model::common::message::message_single::Message;
 use rocketmq_model::common::message::MessageTrait;
 use rocketmq_protocol::protocol::admin::consume_stats::ConsumeStats;
 use rocketmq_runtime::{RuntimeConfig, RuntimeOwner};
-use tokio::sync::{oneshot, Mutex, Semaphore};
+use tokio::sync::{oneshot, Semaphore};
 
 use super::batch::{Lane, Limits};
+use super::queues::QueueStorage;
 use super::reader::Reader;
 use super::routes::Routes;
 use super::{
@@ -54,8 +54,8 @@ pub struct RocketMq {
     /// Reads by explicit offset without subscribing to anything (reader.rs).
     reader: Reader,
     admin: Arc<DefaultMQAdminExt>,
-    /// Serialises topology changes so two declares do not race on the broker.
-    admin_lock: Mutex<()>,
+    /// Makes and unmakes queue topics and groups.
+    queues: QueueStorage,
     /// Sends in flight to RocketMQ from this gateway, all connections together.
     send_permits: Arc<Semaphore>,
     /// One send lane per queue topic (see `batch`).
@@ -309,7 +309,7 @@ impl RocketMq {
             producer,
             reader,
             admin: admin.clone(),
-            admin_lock: Mutex::new(()),
+            queues: QueueStorage::new(admin.clone()),
             send_permits,
             lanes: DashMap::new(),
             written: Arc::default(),
@@ -319,29 +319,6 @@ impl RocketMq {
             },
             _runtime: runtime,
         })
-    }
-
-    /// The master broker addresses of every broker of the cluster.
-    async fn broker_addresses(&self) -> Result<Vec<CheetahString>, UpstreamError> {
-        let info = self
-            .admin
-            .examine_broker_cluster_info()
-            .await
-            .map_err(|e| unavailable("cluster info", e))?;
-        let mut addresses = Vec::new();
-        if let Some(brokers) = info.broker_addr_table.as_ref() {
-            for data in brokers.values() {
-                if let Some(addr) = data.broker_addrs().get(&0) {
-                    addresses.push(addr.clone());
-                }
-            }
-        }
-        if addresses.is_empty() {
-            return Err(UpstreamError::Unavailable(
-                "no master broker registered with the name server".into(),
-            ));
-        }
-        Ok(addresses)
     }
 
     /// One broker's consume stats of `group` on `topic`. Asked of each broker
@@ -454,29 +431,9 @@ impl Upstream for RocketMq {
         group: &'a str,
         message_queues: Option<i32>,
     ) -> UpstreamFuture<'a, ()> {
-        Box::pin(async move {
-            let _guard = self.admin_lock.lock().await;
-            self.routes.cache.remove(topic);
-            let mut producer = self.producer.clone();
-            producer
-                .create_topic(
-                    "TBW102",
-                    topic,
-                    message_queues.unwrap_or(self.settings.queues_per_topic),
-                    HashMap::new(),
-                )
-                .await
-                .map_err(|e| unavailable("create topic", e))?;
-            for addr in self.broker_addresses().await? {
-                let mut config = rocketmq_protocol::protocol::subscription::subscription_group_config::SubscriptionGroupConfig::default();
-                config.set_group_name(group.into());
-                self.admin
-                    .create_and_update_subscription_group_config(addr, config)
-                    .await
-                    .map_err(|e| unavailable("create group", e))?;
-            }
-            Ok(())
-        })
+        self.routes.cache.remove(topic);
+        let queues = message_queues.unwrap_or(self.settings.queues_per_topic);
+        Box::pin(self.queues.create(topic, group, queues.max(1) as u32))
     }
 
     fn forget_topic(&self, topic: &str) {
@@ -487,20 +444,7 @@ impl Upstream for RocketMq {
 
     fn delete_queue<'a>(&'a self, topic: &'a str, group: &'a str) -> UpstreamFuture<'a, ()> {
         self.forget_topic(topic);
-        Box::pin(async move {
-            let _guard = self.admin_lock.lock().await;
-            for addr in self.broker_addresses().await? {
-                self.admin
-                    .delete_subscription_group(addr.clone(), group.into(), Some(true))
-                    .await
-                    .map_err(|e| unavailable("delete group", e))?;
-                self.admin
-                    .delete_topic_in_broker(vec![addr].into_iter().collect(), topic.into())
-                    .await
-                    .map_err(|e| unavailable("delete topic", e))?;
-            }
-            Ok(())
-        })
+        Box::pin(self.queues.delete(topic, group))
     }
 
     fn backlog<'a>(&'a self, topic: &'a str, group: &'a str) -> UpstreamFuture<'a, u64> {

@@ -11,6 +11,7 @@
 //! which do not fire while the clock is held.
 
 mod expiry;
+mod reclaim;
 mod shutdown;
 
 use std::future::Future;
@@ -37,6 +38,8 @@ pub struct FastGateway {
 /// load balancer share PostgreSQL and RocketMQ.
 pub struct Site {
     pub upstream: Arc<dyn Upstream>,
+    /// The same upstream, as itself (what it holds).
+    pub null: Arc<NullUpstream>,
     meta_url: String,
     clock: Clock,
     _dir: tempfile::TempDir,
@@ -46,8 +49,10 @@ impl Site {
     pub fn new() -> Site {
         let dir = tempfile::tempdir().expect("tempdir");
         let clock = Clock::tokio();
+        let null = Arc::new(NullUpstream::with_clock(clock));
         Site {
-            upstream: Arc::new(NullUpstream::with_clock(clock)),
+            upstream: null.clone(),
+            null,
             meta_url: format!("sqlite:{}", dir.path().join("meta.db").display()),
             clock,
             _dir: dir,
