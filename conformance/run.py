@@ -67,10 +67,7 @@ SUITES = {
         "forward_5672": True,
         "fast": False,
         "not_applicable": [],
-        "known": [
-            (r"TestUpdateSecret", "connection.update-secret: no token authentication, "
-                                  "540 NOT_IMPLEMENTED (docs/mapping.md)"),
-        ],
+        "known": [],
     },
     "pika async adapters (tests/acceptance/async_adapter_tests.py)": {
         # The same scenarios on each of pika's I/O loops (select, asyncio...).
@@ -79,10 +76,7 @@ SUITES = {
         "forward_5672": True,
         "fast": False,
         "not_applicable": [],
-        "known": [
-            (r"UpdateSecret", "connection.update-secret: no token authentication, "
-                              "540 NOT_IMPLEMENTED (docs/mapping.md)"),
-        ],
+        "known": [],
     },
     "aio-pika (tests that need a broker)": {
         "source_env": "AIO_PIKA_SOURCE",

@@ -65,6 +65,25 @@ pub struct Config {
     /// metric names, `/metrics/per-object`, and `/health`), RabbitMQ's port
     /// 15692 by default; empty to turn it off.
     pub prometheus_listen: String,
+    /// Address of the AMQP-over-TLS listener (amqps), used when
+    /// `tls_certificate` is set; empty to keep TLS for the management API only.
+    pub tls_listen: String,
+    /// PEM file with the server's certificate chain (leaf first); empty: no TLS.
+    pub tls_certificate: String,
+    /// PEM file with the certificate's private key (PKCS#8, PKCS#1 or SEC1).
+    pub tls_key: String,
+    /// PEM file of CA certificates: clients are asked for a certificate,
+    /// verified against these, and may log in with EXTERNAL. Empty: none asked.
+    pub tls_ca: String,
+    /// With `tls_ca`: a client that shows no certificate is refused
+    /// (RabbitMQ's ssl_options.fail_if_no_peer_cert).
+    pub tls_fail_if_no_peer_cert: bool,
+    /// The user an EXTERNAL login is: the certificate's "common_name" or its
+    /// whole "distinguished_name" (RabbitMQ's ssl_cert_login_from).
+    pub tls_login_from: String,
+    /// Serve the management API (and the web page) over HTTPS with the same
+    /// certificate.
+    pub management_tls: bool,
 }
 
 impl Default for Config {
@@ -90,6 +109,13 @@ impl Default for Config {
             management_listen: "127.0.0.1:15672".to_owned(),
             management_advertise: String::new(),
             prometheus_listen: "127.0.0.1:15692".to_owned(),
+            tls_listen: "0.0.0.0:5671".to_owned(),
+            tls_certificate: String::new(),
+            tls_key: String::new(),
+            tls_ca: String::new(),
+            tls_fail_if_no_peer_cert: false,
+            tls_login_from: "common_name".to_owned(),
+            management_tls: false,
         }
     }
 }
@@ -183,6 +209,29 @@ impl Config {
             "AMQP_GATEWAY_PROMETHEUS_LISTEN",
             &mut self.prometheus_listen,
         )?;
+        set(&get, "AMQP_GATEWAY_TLS_LISTEN", &mut self.tls_listen)?;
+        set(
+            &get,
+            "AMQP_GATEWAY_TLS_CERTIFICATE",
+            &mut self.tls_certificate,
+        )?;
+        set(&get, "AMQP_GATEWAY_TLS_KEY", &mut self.tls_key)?;
+        set(&get, "AMQP_GATEWAY_TLS_CA", &mut self.tls_ca)?;
+        set(
+            &get,
+            "AMQP_GATEWAY_TLS_FAIL_IF_NO_PEER_CERT",
+            &mut self.tls_fail_if_no_peer_cert,
+        )?;
+        set(
+            &get,
+            "AMQP_GATEWAY_TLS_LOGIN_FROM",
+            &mut self.tls_login_from,
+        )?;
+        set(
+            &get,
+            "AMQP_GATEWAY_MANAGEMENT_TLS",
+            &mut self.management_tls,
+        )?;
         Ok(())
     }
 
@@ -208,6 +257,21 @@ impl Config {
         }
         if self.queues_per_topic < 1 {
             return invalid("queues_per_topic must be at least 1");
+        }
+        if self.tls_certificate.is_empty() != self.tls_key.is_empty() {
+            return invalid("tls_certificate and tls_key go together");
+        }
+        if self.tls_certificate.is_empty() && (!self.tls_ca.is_empty() || self.management_tls) {
+            return invalid("tls_ca and management_tls need tls_certificate and tls_key");
+        }
+        if self.tls_fail_if_no_peer_cert && self.tls_ca.is_empty() {
+            return invalid("tls_fail_if_no_peer_cert needs tls_ca (the CA client certificates are verified against)");
+        }
+        if !matches!(
+            self.tls_login_from.as_str(),
+            "common_name" | "distinguished_name"
+        ) {
+            return invalid("tls_login_from must be \"common_name\" or \"distinguished_name\"");
         }
         Ok(())
     }

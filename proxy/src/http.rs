@@ -18,7 +18,11 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
 use crate::server::AcceptBackoff;
+use crate::tls::Tls;
 use crate::Gateway;
+
+/// How long an HTTPS client gets to finish its TLS handshake.
+const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 pub type Body = Full<Bytes>;
 
@@ -41,6 +45,17 @@ pub async fn start(
     address: &str,
     handler: Handler,
 ) -> Option<SocketAddr> {
+    start_with_tls(gateway, what, address, handler, None).await
+}
+
+/// The same, over HTTPS with `tls` (its settings in force at each accept).
+pub async fn start_with_tls(
+    gateway: &Arc<Gateway>,
+    what: &'static str,
+    address: &str,
+    handler: Handler,
+    tls: Option<Arc<Tls>>,
+) -> Option<SocketAddr> {
     let address = address.trim();
     if address.is_empty() {
         return None;
@@ -53,8 +68,9 @@ pub async fn start(
         }
     };
     let bound = listener.local_addr().ok()?;
-    tokio::spawn(serve(Arc::downgrade(gateway), listener, what, handler));
-    tracing::info!(address = %bound, listener = what, "HTTP listening.");
+    let https = tls.is_some();
+    tokio::spawn(serve(Arc::downgrade(gateway), listener, what, handler, tls));
+    tracing::info!(address = %bound, listener = what, https, "HTTP listening.");
     Some(bound)
 }
 
@@ -63,6 +79,7 @@ async fn serve(
     listener: TcpListener,
     what: &'static str,
     handler: Handler,
+    tls: Option<Arc<Tls>>,
 ) {
     let mut backoff = AcceptBackoff::default();
     loop {
@@ -78,6 +95,7 @@ async fn serve(
             return;
         }
         let (gateway, handler) = (gateway.clone(), handler.clone());
+        let acceptor = tls.as_ref().map(|tls| tls.acceptor());
         tokio::spawn(async move {
             let service = service_fn(move |request| {
                 let (gateway, handler) = (gateway.upgrade(), handler.clone());
@@ -88,10 +106,30 @@ async fn serve(
                     })
                 }
             });
-            if let Err(error) = http1::Builder::new()
-                .serve_connection(TokioIo::new(socket), service)
-                .await
-            {
+            let served = match acceptor {
+                None => {
+                    http1::Builder::new()
+                        .serve_connection(TokioIo::new(socket), service)
+                        .await
+                }
+                Some(acceptor) => {
+                    let handshake =
+                        tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(socket));
+                    match handshake.await {
+                        Ok(Ok(stream)) => {
+                            http1::Builder::new()
+                                .serve_connection(TokioIo::new(stream), service)
+                                .await
+                        }
+                        Ok(Err(error)) => {
+                            tracing::debug!(%error, listener = what, "HTTPS handshake failed.");
+                            return;
+                        }
+                        Err(_) => return,
+                    }
+                }
+            };
+            if let Err(error) = served {
                 tracing::debug!(%error, listener = what, "HTTP connection ended with an error.");
             }
         });

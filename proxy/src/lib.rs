@@ -49,6 +49,7 @@ pub mod metrics;
 pub mod publish;
 pub mod registry;
 pub mod server;
+pub mod tls;
 pub mod topology;
 pub mod upstream;
 
@@ -109,6 +110,10 @@ pub struct Gateway {
     pub management_address: std::sync::OnceLock<String>,
     /// The address AMQP clients reach (the bound `listen`).
     pub amqp_address: std::sync::OnceLock<std::net::SocketAddr>,
+    /// The address AMQP-over-TLS clients reach (the bound `tls_listen`).
+    pub amqps_address: std::sync::OnceLock<std::net::SocketAddr>,
+    /// The TLS settings in force, with a certificate configured (tls.rs).
+    pub tls: Option<Arc<tls::Tls>>,
     /// Message rates for the management API (sampled every 5 s).
     pub rates: metrics::rates::Rates,
 }
@@ -138,6 +143,8 @@ pub enum StartError {
     Meta(#[from] meta::MetaError),
     #[error("RocketMQ: {0}")]
     Upstream(#[from] upstream::UpstreamError),
+    #[error("TLS: {0}")]
+    Tls(#[from] tls::TlsError),
 }
 
 /// The message store named in `config`: RocketMQ, or "null" for benchmarks.
@@ -176,6 +183,11 @@ impl Gateway {
         surroundings: Surroundings,
     ) -> Result<Arc<Gateway>, StartError> {
         let clock = surroundings.clock;
+        // Certificates first: a wrong path fails the start at once.
+        let tls = match tls::Files::from_config(&config) {
+            Some(files) => Some(tls::Tls::load(files)?),
+            None => None,
+        };
         let store = meta::Store::open(&config.meta_url).await?;
         store
             .bootstrap_defaults(&mapping::names::vhost_namespace("/"))
@@ -214,7 +226,12 @@ impl Gateway {
             management_address: std::sync::OnceLock::new(),
             rates: Default::default(),
             amqp_address: std::sync::OnceLock::new(),
+            amqps_address: std::sync::OnceLock::new(),
+            tls,
         });
+        if let Some(tls) = &gateway.tls {
+            tokio::spawn(tls::Tls::watch(Arc::downgrade(tls)));
+        }
         gateway.heartbeat().await?;
         gateway.delete_orphaned_exclusive_queues().await?;
         gateway.start_expiring_feeds();

@@ -4,7 +4,6 @@
 use std::path::PathBuf;
 
 use clap::Parser;
-use tokio::net::TcpListener;
 
 /// AMQP 0-9-1 gateway storing messages in RocketMQ.
 #[derive(Debug, Parser)]
@@ -94,12 +93,11 @@ async fn serve(config: proxy::Config) -> Result<(), Box<dyn std::error::Error>> 
     proxy::health::start(&gateway).await?;
     proxy::management::start(&gateway).await;
     proxy::metrics::endpoint::start(&gateway).await;
-    let listener = TcpListener::bind(listen).await?;
-    tracing::info!(address = %listener.local_addr()?, "Listening for AMQP clients.");
+    let listeners = proxy::server::bind(&gateway, listen).await?;
     // Never dropped: the process exits right after serve (main), and
     // dropping RocketMQ's clients would only write shutdown reports.
     std::mem::forget(gateway.clone());
-    proxy::server::serve(gateway, listener, shutdown_signal()).await;
+    proxy::server::serve_all(gateway, listeners, shutdown_signal()).await;
     tracing::info!("Shut down.");
     Ok(())
 }

@@ -15,22 +15,51 @@ use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
+use tokio_rustls::TlsAcceptor;
 use tracing::Instrument;
 
+use crate::connection::transport::Transport;
 use crate::connection::Connection;
 use crate::logging::{Throttle, LOG_INTERVAL};
+use crate::tls::Tls;
 use crate::Gateway;
 
 /// Clients being told that the gateway is full, at most.
 const MAX_REFUSING: usize = 64;
 
-/// Serves connections until `shutdown` resolves, then shuts down (see
-/// `shut_down`).
+/// The sockets clients connect to.
+pub struct Listeners {
+    pub amqp: TcpListener,
+    /// AMQP over TLS, with the TLS settings in force.
+    pub amqps: Option<(TcpListener, Arc<Tls>)>,
+}
+
+/// Serves plain AMQP connections until `shutdown` resolves, then shuts
+/// down (see `shut_down`).
 pub async fn serve(
     gateway: Arc<Gateway>,
     listener: TcpListener,
     shutdown: impl Future<Output = ()>,
 ) {
+    let listeners = Listeners {
+        amqp: listener,
+        amqps: None,
+    };
+    serve_all(gateway, listeners, shutdown).await;
+}
+
+/// Serves connections on every listener until `shutdown` resolves, then
+/// shuts down. Plain and TLS connections count against one
+/// `max_connections`.
+pub async fn serve_all(
+    gateway: Arc<Gateway>,
+    listeners: Listeners,
+    shutdown: impl Future<Output = ()>,
+) {
+    let Listeners {
+        amqp: listener,
+        amqps,
+    } = listeners;
     if let Ok(bound) = listener.local_addr() {
         let _ = gateway.amqp_address.set(bound);
     }
@@ -40,11 +69,18 @@ pub async fn serve(
     let mut backoff = AcceptBackoff::default();
     tokio::pin!(shutdown);
     loop {
-        let (socket, peer) = tokio::select! {
+        let (socket, peer, tls) = tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok(a) => a,
+                Ok((socket, peer)) => (socket, peer, None),
                 Err(error) => {
                     backoff.failed("AMQP", &error).await;
+                    continue;
+                }
+            },
+            accepted = accept_tls(amqps.as_ref()) => match accepted {
+                Ok((socket, peer, acceptor)) => (socket, peer, Some(acceptor)),
+                Err(error) => {
+                    backoff.failed("AMQPS", &error).await;
                     continue;
                 }
             },
@@ -54,7 +90,7 @@ pub async fn serve(
         let id = ids.fetch_add(1, Ordering::Relaxed) + 1;
         match limit.clone().try_acquire_owned() {
             Ok(permit) => {
-                spawn_connection(&gateway, socket, peer, id, permit, false);
+                spawn_connection(&gateway, socket, peer, tls, id, permit, false);
             }
             Err(_) => {
                 static FULL: Throttle = Throttle::new(LOG_INTERVAL);
@@ -64,7 +100,7 @@ pub async fn serve(
                 crate::metrics::CONNECTIONS_REFUSED.increment(1);
                 // Past the refusal cap the socket just closes.
                 if let Ok(permit) = refusing.clone().try_acquire_owned() {
-                    spawn_connection(&gateway, socket, peer, id, permit, true);
+                    spawn_connection(&gateway, socket, peer, tls, id, permit, true);
                 }
             }
         }
@@ -116,10 +152,43 @@ async fn shut_down(gateway: &Gateway, connections: &Semaphore) {
     }
 }
 
+/// The next TLS client with the acceptor of the settings in force; never
+/// without a TLS listener.
+async fn accept_tls(
+    amqps: Option<&(TcpListener, Arc<Tls>)>,
+) -> std::io::Result<(TcpStream, SocketAddr, TlsAcceptor)> {
+    let Some((listener, tls)) = amqps else {
+        return std::future::pending().await;
+    };
+    let (socket, peer) = listener.accept().await?;
+    Ok((socket, peer, tls.acceptor()))
+}
+
+/// How long a client gets to finish its TLS handshake.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The TLS session over `socket`, or None (logged) if the handshake fails.
+async fn handshake(socket: TcpStream, acceptor: TlsAcceptor) -> Option<Transport> {
+    match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(socket)).await {
+        Ok(Ok(stream)) => Some(Transport::tls(stream)),
+        Ok(Err(error)) => {
+            crate::metrics::TLS_HANDSHAKES_FAILED.increment(1);
+            tracing::info!(%error, "TLS handshake failed.");
+            None
+        }
+        Err(_) => {
+            crate::metrics::TLS_HANDSHAKES_FAILED.increment(1);
+            tracing::info!("TLS handshake not finished within 10 s; closed.");
+            None
+        }
+    }
+}
+
 fn spawn_connection(
     gateway: &Arc<Gateway>,
     socket: TcpStream,
     peer: SocketAddr,
+    tls: Option<TlsAcceptor>,
     id: u64,
     permit: tokio::sync::OwnedSemaphorePermit,
     over_limit: bool,
@@ -131,7 +200,14 @@ fn spawn_connection(
     }
     tokio::spawn(
         async move {
-            let connection = Connection::new(gateway, socket, peer, id);
+            let transport = match tls {
+                None => Transport::plain(socket),
+                Some(acceptor) => match handshake(socket, acceptor).await {
+                    Some(transport) => transport,
+                    None => return drop(permit),
+                },
+            };
+            let connection = Connection::new(gateway, transport, peer, id);
             if over_limit {
                 connection.over_limit().run().await;
             } else {
@@ -176,14 +252,36 @@ impl AcceptBackoff {
     }
 }
 
-/// Binds `addr` and serves in the background; returns the bound address.
+/// Binds `amqp` and, with TLS configured and `tls_listen` set, the amqps
+/// listener (its bound address in `Gateway::amqps_address`).
+pub async fn bind(gateway: &Gateway, amqp: SocketAddr) -> std::io::Result<Listeners> {
+    let listener = TcpListener::bind(amqp).await?;
+    tracing::info!(address = %listener.local_addr()?, "Listening for AMQP clients.");
+    let amqps = match &gateway.tls {
+        Some(tls) if !gateway.config.tls_listen.is_empty() => {
+            let tls_listener = TcpListener::bind(gateway.config.tls_listen.as_str()).await?;
+            let bound = tls_listener.local_addr()?;
+            let _ = gateway.amqps_address.set(bound);
+            tracing::info!(address = %bound, "Listening for AMQP clients over TLS.");
+            Some((tls_listener, tls.clone()))
+        }
+        _ => None,
+    };
+    Ok(Listeners {
+        amqp: listener,
+        amqps,
+    })
+}
+
+/// Binds `addr` (and the amqps listener: `bind`) and serves in the
+/// background; returns the bound AMQP address.
 pub async fn spawn(
     gateway: Arc<Gateway>,
     addr: SocketAddr,
 ) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
-    let listener = TcpListener::bind(addr).await?;
-    let local = listener.local_addr()?;
-    let handle = tokio::spawn(serve(gateway, listener, std::future::pending()));
+    let listeners = bind(&gateway, addr).await?;
+    let local = listeners.amqp.local_addr()?;
+    let handle = tokio::spawn(serve_all(gateway, listeners, std::future::pending()));
     Ok((local, handle))
 }
 

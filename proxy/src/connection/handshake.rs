@@ -9,6 +9,7 @@ use amq_protocol::types::{AMQPValue, FieldTable, LongString};
 
 use crate::config::Config;
 use crate::error::{ConnectionException, HardCode};
+use crate::tls::PeerIdentity;
 use crate::topology::{Permission, Vhost};
 use crate::Gateway;
 
@@ -28,8 +29,10 @@ pub struct Tuning {
     pub heartbeat: u16,
 }
 
-/// connection.start: our identity, capabilities and SASL mechanisms.
-pub fn start() -> AMQPClass {
+/// connection.start: our identity, capabilities and SASL mechanisms
+/// (EXTERNAL too for a client that showed a verified TLS certificate, as
+/// RabbitMQ's rabbitmq_auth_mechanism_ssl offers it).
+pub fn start(offer_external: bool) -> AMQPClass {
     let mut capabilities = FieldTable::default();
     // Only what works end to end today; each capability is added as it lands.
     for cap in [
@@ -66,31 +69,51 @@ pub fn start() -> AMQPClass {
         version_major: 0,
         version_minor: 9,
         server_properties: props,
-        mechanisms: "PLAIN AMQPLAIN".into(),
+        mechanisms: if offer_external {
+            "PLAIN AMQPLAIN EXTERNAL".into()
+        } else {
+            "PLAIN AMQPLAIN".into()
+        },
         locales: "en_US".into(),
     }))
 }
 
-/// Checks the credentials in start-ok; returns the user name.
+/// Checks the credentials in start-ok; returns the user name. With
+/// EXTERNAL the user is the one the client's verified certificate names
+/// (`tls_login_from`), and must exist; no password is asked.
 pub fn authenticate(
     gateway: &Gateway,
     peer: SocketAddr,
+    certificate: Option<&PeerIdentity>,
     m: &connection::StartOk,
 ) -> Result<(String, ClientCapabilities), ConnectionException> {
-    let (user, password) = match m.mechanism.as_str() {
-        "PLAIN" => plain(&m.response),
-        "AMQPLAIN" => amqplain(&m.response),
-        other => {
-            return Err(refused(format!(
-                "unsupported authentication mechanism '{other}'; PLAIN and AMQPLAIN are offered"
+    let credentials =
+        match (m.mechanism.as_str(), certificate) {
+            ("PLAIN", _) => plain(&m.response).map(|(user, password)| (user, Some(password))),
+            ("AMQPLAIN", _) => amqplain(&m.response).map(|(user, password)| (user, Some(password))),
+            ("EXTERNAL", Some(identity)) => {
+                let name = external_user(&gateway.config, identity).ok_or_else(|| {
+                    refused(format!(
+                        "EXTERNAL login refused: the client certificate ({}) has no {}",
+                        identity.distinguished_name, gateway.config.tls_login_from
+                    ))
+                })?;
+                Some((name, None))
+            }
+            (other, _) => {
+                return Err(refused(format!(
+                "unsupported authentication mechanism '{other}'; PLAIN and AMQPLAIN are offered{}",
+                if certificate.is_some() { ", and EXTERNAL" } else { "" }
             )));
-        }
-    }
-    .ok_or_else(|| refused(format!("malformed {} response", m.mechanism)))?;
+            }
+        };
+    let (user, password) =
+        credentials.ok_or_else(|| refused(format!("malformed {} response", m.mechanism)))?;
     let known = gateway.topology.user(&user);
-    let Some(record) =
-        known.filter(|u| meta::password::verify_password(&u.password_hash, &password))
-    else {
+    let Some(record) = known.filter(|u| match &password {
+        Some(password) => meta::password::verify_password(&u.password_hash, password),
+        None => true,
+    }) else {
         return Err(refused(format!(
             "Login was refused using authentication mechanism {}. For details see the gateway log.",
             m.mechanism
@@ -102,6 +125,14 @@ pub fn authenticate(
         )));
     }
     Ok((user, capabilities(&m.client_properties)))
+}
+
+/// The user a client certificate names, as `tls_login_from` says.
+fn external_user(config: &Config, identity: &PeerIdentity) -> Option<String> {
+    match config.tls_login_from.as_str() {
+        "distinguished_name" => Some(identity.distinguished_name.clone()),
+        _ => identity.common_name.clone(),
+    }
 }
 
 /// A dual-stack `[::]` listener sees IPv4 clients as `::ffff:a.b.c.d`:

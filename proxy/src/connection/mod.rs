@@ -17,6 +17,7 @@ pub mod handshake;
 mod output;
 mod publishes;
 pub mod roster;
+pub mod transport;
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
@@ -28,8 +29,6 @@ use amq_protocol::protocol::{channel as channel_method, connection, AMQPClass};
 use bytes::BytesMut;
 use futures_util::{FutureExt, StreamExt};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
 use tokio::time::{sleep_until, Instant};
 
@@ -73,8 +72,10 @@ pub struct Connection {
     peer: SocketAddr,
     /// Unique across gateways: owns exclusive queues.
     name: String,
-    reader: OwnedReadHalf,
-    writer: OwnedWriteHalf,
+    reader: transport::Reader,
+    writer: transport::Writer,
+    /// The client's verified TLS certificate, if it showed one (EXTERNAL).
+    peer_identity: Option<crate::tls::PeerIdentity>,
     read_buf: BytesMut,
     out: FrameEncoder,
     decoder: FrameDecoder,
@@ -123,9 +124,19 @@ pub struct Connection {
 }
 
 impl Connection {
-    pub fn new(gateway: Arc<Gateway>, socket: TcpStream, peer: SocketAddr, id: u64) -> Connection {
-        let _ = socket.set_nodelay(true);
-        let (reader, writer) = socket.into_split();
+    pub fn new(
+        gateway: Arc<Gateway>,
+        transport: transport::Transport,
+        peer: SocketAddr,
+        id: u64,
+    ) -> Connection {
+        let transport::Transport {
+            reader,
+            writer,
+            local,
+            peer_identity,
+        } = transport;
+        let tls = matches!(writer, transport::Writer::Tls { .. });
         let config = &gateway.config;
         let tuning = Tuning {
             channel_max: config.channel_max,
@@ -134,10 +145,11 @@ impl Connection {
         };
         let now = Instant::now();
         let (sink, deliveries) = mpsc::unbounded_channel();
-        let local = writer.local_addr().unwrap_or(peer);
-        let (listed, asked) = gateway
-            .connections
-            .list(id, peer, local, gateway.clock.now_ms());
+        let local = local.unwrap_or(peer);
+        let (listed, asked) =
+            gateway
+                .connections
+                .list(id, peer, local, tls, gateway.clock.now_ms());
         Connection {
             listed,
             asked,
@@ -156,6 +168,7 @@ impl Connection {
             peer,
             reader,
             writer,
+            peer_identity,
             read_buf: BytesMut::with_capacity(64 * 1024),
             out: FrameEncoder::default(),
             state: State::AwaitStartOk,
@@ -198,7 +211,8 @@ impl Connection {
         if !self.read_protocol_header().await? {
             return Ok(());
         }
-        self.out.method(0, handshake::start());
+        self.out
+            .method(0, handshake::start(self.peer_identity.is_some()));
         while self.state != State::Closed {
             self.stop_if_told();
             self.write_what_fits()?;
@@ -240,12 +254,15 @@ impl Connection {
         let blocked_at = self
             .full_since
             .map(|t| t + Duration::from_millis(self.gateway.config.blocked_after_ms));
-        let writing = !self.out.is_empty();
+        let writing = !self.out.is_empty() || self.writer.unflushed();
         let taking_deliveries = self.out.len() < OUT_LIMIT;
         tokio::select! {
             // The socket had no room at the end of the last turn.
-            written = self.writer.write(self.out.pending()), if writing => {
-                self.wrote(written?)?;
+            written = self.writer.write_or_flush(self.out.pending()), if writing => {
+                let written = written?;
+                if !self.out.is_empty() {
+                    self.wrote(written)?;
+                }
             }
             Some(done) = self.pipeline.next(), if !self.pipeline.is_empty() => {
                 self.publish_done(done);
@@ -368,7 +385,7 @@ impl Connection {
         };
         match (self.state, method) {
             (State::AwaitStartOk, connection::AMQPMethod::StartOk(m)) => {
-                let authenticated = handshake::authenticate(&self.gateway, self.peer, &m)
+                let authenticated = handshake::authenticate(&self.gateway, self.peer, self.peer_identity.as_ref(), &m)
                     .inspect_err(|e| {
                         tracing::warn!(reason = %e.text, mechanism = %m.mechanism, "Login refused.");
                     });
@@ -463,12 +480,19 @@ impl Connection {
             }
             // Clients may tell us they are blocked; nothing to do.
             connection::AMQPMethod::Blocked(_) | connection::AMQPMethod::Unblocked(_) => Ok(()),
-            connection::AMQPMethod::UpdateSecret(_) => Err(ConnectionException::new(
-                HardCode::NotImplemented,
-                "connection.update-secret is not supported (no token authentication)",
-            )
-            .on_method(10, 70)
-            .into()),
+            // RabbitMQ's internal user store takes any new secret for the
+            // user already logged in (only token backends check it): the
+            // user and their permissions stay as they are.
+            connection::AMQPMethod::UpdateSecret(u) => {
+                tracing::info!(user = %self.user, reason = %u.reason, "connection.update-secret: the secret is not checked (internal users), the user stays.");
+                self.out.method(
+                    0,
+                    AMQPClass::Connection(connection::AMQPMethod::UpdateSecretOk(
+                        connection::UpdateSecretOk {},
+                    )),
+                );
+                Ok(())
+            }
             other => Err(ConnectionException::new(
                 HardCode::CommandInvalid,
                 format!(

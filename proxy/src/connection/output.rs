@@ -57,6 +57,7 @@ impl Connection {
                     _ => break,
                 }
             }
+            let _ = self.writer.flush().await;
         })
         .await;
         self.out.clear();

@@ -69,6 +69,8 @@ pub struct Entry {
     pub name: String,
     pub peer: SocketAddr,
     pub local: SocketAddr,
+    /// Over TLS (amqps).
+    pub tls: bool,
     /// Milliseconds since the epoch.
     pub connected_at_ms: i64,
     pub opened: OnceLock<Opened>,
@@ -111,6 +113,7 @@ impl Roster {
         id: u64,
         peer: SocketAddr,
         local: SocketAddr,
+        tls: bool,
         connected_at_ms: i64,
     ) -> (Listed, mpsc::UnboundedReceiver<Ask>) {
         let (asks, asked) = mpsc::unbounded_channel();
@@ -119,6 +122,7 @@ impl Roster {
             name: format!("{peer} -> {local}"),
             peer,
             local,
+            tls,
             connected_at_ms,
             opened: OnceLock::new(),
             channels: AtomicU32::new(0),
@@ -252,8 +256,8 @@ mod tests {
     fn totals_follow_what_connections_report_and_a_dropped_one_leaves() {
         let roster = Arc::new(Roster::default());
         let peer: SocketAddr = "127.0.0.1:1".parse().unwrap();
-        let (a, _) = roster.list(1, peer, peer, 0);
-        let (b, _) = roster.list(2, peer, peer, 0);
+        let (a, _) = roster.list(1, peer, peer, false, 0);
+        let (b, _) = roster.list(2, peer, peer, false, 0);
         a.count(2, 1);
         b.count(3, 0);
         let t = roster.totals();

@@ -49,7 +49,7 @@ fn connection_json(c: &Call<'_>, e: &Entry) -> Value {
         "port": e.local.port(),
         "peer_host": e.peer.ip().to_string(),
         "peer_port": e.peer.port(),
-        "ssl": false,
+        "ssl": e.tls,
         "connected_at": e.connected_at_ms,
         "channels": e.channels.load(std::sync::atomic::Ordering::Relaxed),
         "channel_max": o.map(|o| o.channel_max),

@@ -59,7 +59,11 @@ pub async fn start(gateway: &Arc<Gateway>) -> Option<std::net::SocketAddr> {
             }
         })
     });
-    let bound = crate::http::start(gateway, "management", &address, handler).await?;
+    let tls = gateway
+        .tls
+        .clone()
+        .filter(|_| gateway.config.management_tls);
+    let bound = crate::http::start_with_tls(gateway, "management", &address, handler, tls).await?;
     let advertised = match gateway.config.management_advertise.trim() {
         "" => bound.to_string(),
         other => other.to_owned(),

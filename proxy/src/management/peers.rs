@@ -121,28 +121,55 @@ async fn ask(
     let request = request
         .body(Empty::<Bytes>::new())
         .map_err(|_| PeerError::Timeout)?;
+    let tls = c
+        .gateway
+        .tls
+        .as_ref()
+        .filter(|_| c.gateway.config.management_tls);
     let exchange = async {
         let stream = tokio::net::TcpStream::connect(address)
             .await
             .map_err(PeerError::Connect)?;
-        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(PeerError::Http)?;
-        tokio::spawn(connection);
-        let response = sender
-            .send_request(request)
-            .await
-            .map_err(PeerError::Http)?;
-        let status = response.status().as_u16();
-        let body = response
-            .into_body()
-            .collect()
-            .await
-            .map_err(PeerError::Http)?
-            .to_bytes();
-        Ok((status, body))
+        match tls {
+            None => send(stream, request).await,
+            Some(tls) => {
+                let host = address.rsplit_once(':').map_or(address, |(host, _)| host);
+                let host = host.trim_start_matches('[').trim_end_matches(']');
+                let name = rustls::pki_types::ServerName::try_from(host.to_owned())
+                    .map_err(|e| PeerError::Connect(std::io::Error::other(e)))?;
+                let stream = tls
+                    .peer_connector()
+                    .connect(name, stream)
+                    .await
+                    .map_err(PeerError::Connect)?;
+                send(stream, request).await
+            }
+        }
     };
     tokio::time::timeout(PEER_TIMEOUT, exchange)
         .await
         .map_err(|_| PeerError::Timeout)?
+}
+
+/// Sends `request` over `stream` (HTTP/1.1); the status and body.
+async fn send<S>(stream: S, request: Request<Empty<Bytes>>) -> Result<(u16, Bytes), PeerError>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(PeerError::Http)?;
+    tokio::spawn(connection);
+    let response = sender
+        .send_request(request)
+        .await
+        .map_err(PeerError::Http)?;
+    let status = response.status().as_u16();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .map_err(PeerError::Http)?
+        .to_bytes();
+    Ok((status, body))
 }

@@ -150,6 +150,10 @@ pub static QUEUES_DELETED: Counter = Counter::new(
     "amqp_gateway_queues_deleted_total",
     "Queues deleted through this gateway.",
 );
+pub static TLS_HANDSHAKES_FAILED: Counter = Counter::new(
+    "amqp_gateway_tls_handshakes_failed_total",
+    "TLS handshakes of AMQP clients that failed or did not finish in 10 s.",
+);
 pub static RECLAIMS_FAILED: Counter = Counter::new(
     "amqp_gateway_queue_storage_not_deleted_total",
     "Deleted queues whose RocketMQ topic and group could not be deleted (logged with their names).",
@@ -258,6 +262,7 @@ pub static COUNTERS: &[&Counter] = &[
     &QUEUES_CREATED,
     &QUEUES_DELETED,
     &RECLAIMS_FAILED,
+    &TLS_HANDSHAKES_FAILED,
     &PUBLISHED,
     &PUBLISHED_CONFIRM,
     &ROUTED,

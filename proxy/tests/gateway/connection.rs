@@ -326,3 +326,29 @@ async fn a_prefetch_size_is_refused_with_540() {
     raw.send_bytes(&frame).await;
     assert_eq!(raw.connection_close_code().await, 540);
 }
+
+/// pika's TestUpdateSecret: RabbitMQ's internal users take any new secret
+/// (only token backends check it); the connection goes on as before.
+#[tokio::test]
+async fn update_secret_is_answered_and_the_connection_goes_on() {
+    let gw = TestGateway::start().await;
+    let mut raw = Raw::open(gw.addr, 0).await;
+    raw.send(AMQPFrame::Method(
+        0,
+        AMQPClass::Connection(connection::AMQPMethod::UpdateSecret(
+            connection::UpdateSecret {
+                new_secret: "new_secret".into(),
+                reason: "token refresh".into(),
+            },
+        )),
+    ))
+    .await;
+    match raw.recv().await {
+        Some(AMQPFrame::Method(
+            0,
+            AMQPClass::Connection(connection::AMQPMethod::UpdateSecretOk(_)),
+        )) => {}
+        other => panic!("expected update-secret-ok, got {other:?}"),
+    }
+    raw.open_channel(1).await;
+}

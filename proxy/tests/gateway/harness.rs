@@ -128,6 +128,32 @@ impl TestGateway {
         }
     }
 
+    /// Adds a user (not loopback-only) with one permission pattern for
+    /// configure, write and read on "/", and applies it to the topology.
+    pub async fn add_user(&self, name: &str, password: &str, pattern: &str) {
+        let store = &self.gateway.store;
+        store
+            .put_user(&meta::User {
+                name: name.into(),
+                password_hash: meta::password::hash_password(password),
+                tags: String::new(),
+                loopback_only: false,
+            })
+            .await
+            .unwrap();
+        store
+            .put_permission(&meta::Permission {
+                user: name.into(),
+                vhost: "/".into(),
+                configure: pattern.into(),
+                write: pattern.into(),
+                read: pattern.into(),
+            })
+            .await
+            .unwrap();
+        proxy::follow::catch_up_now(&self.gateway).await;
+    }
+
     pub fn uri(&self) -> String {
         format!("amqp://guest:guest@{}/%2f", self.addr)
     }

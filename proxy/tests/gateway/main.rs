@@ -16,6 +16,7 @@ mod publish;
 mod raw;
 mod semantics;
 mod shutdown;
+mod tls;
 mod topology;
 
 /// The AMQP reply code carried by a lapin error, if it is a protocol error.

@@ -148,27 +148,7 @@ async fn an_empty_permission_pattern_grants_nothing() {
     use lapin::types::FieldTable;
     let gw = TestGateway::start().await;
     let intruder = crate::harness::unique("empty-perms");
-    gw.gateway
-        .store
-        .put_user(&meta::User {
-            name: intruder.clone(),
-            password_hash: meta::password::hash_password("pw"),
-            tags: String::new(),
-            loopback_only: false,
-        })
-        .await
-        .unwrap();
-    gw.gateway
-        .store
-        .put_permission(&meta::Permission {
-            user: intruder.clone(),
-            vhost: "/".into(),
-            configure: String::new(),
-            write: String::new(),
-            read: String::new(),
-        })
-        .await
-        .unwrap();
+    gw.add_user(&intruder, "pw", "").await;
     let victim = crate::harness::unique("victim");
     let owner = gw.connect().await;
     let owner_ch = owner.create_channel().await.unwrap();
