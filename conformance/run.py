@@ -55,9 +55,19 @@ SUITES = {
         "package": "amqp==5.3.1",
         "tests": ["t/integration/test_rmq.py"],
         "fast": True,
+        # Its TLS tests read t/certs, which the sdist leaves out: ours go
+        # there under its names (proxy/tests/certs; "broken" = a key that
+        # is not the certificate's).
+        "certs": {"t/certs/ca_certificate.pem": "ca.pem",
+                  "t/certs/client_certificate.pem": "client.pem",
+                  "t/certs/client_key.pem": "client.key",
+                  "t/certs/client_certificate_broken.pem": "client.pem",
+                  "t/certs/client_key_broken.pem": "stranger.key"},
+        # Two connect to tls-v1-2.badssl.com: not run (no internet here).
+        "deselect": "not test_tls_default_certs and not test_tls_no_default_certs_fails",
         "not_applicable": [
-            (r"tls", "needs a TLS listener on 5671 with the suite's own certificates; "
-                     "neither target is configured with one"),
+            (r"tls", "needs a TLS listener on every target (--gateway-tls-port, "
+                     "--rabbitmq-tls-port)", "without_tls"),
         ],
         "known": [],
     },
@@ -111,7 +121,12 @@ SUITES = {
         "tests": ["t/integration/test_py_amqp.py"],
         "fast": False,
         "not_applicable": [],
-        "known": [],
+        "known": [
+            (r"test_PyAMQPPriority::test_publish_requeue_consume",
+             "timing-dependent on both targets: it consumes for one drain_events(timeout=1) "
+             "after a requeue; run alone on 2026-12-07 it failed 3 of 3 on RabbitMQ 3.10 "
+             "too (5 reruns each), and passed there in some full runs"),
+        ],
     },
     "java functional (rabbitmq-java-client 5.0.0)": {
         # RabbitMQ's broker tests from its Java client's repository, on Debian's
@@ -289,7 +304,7 @@ def run_java_suite(source, port, out_dir, target):
             in re.findall(r"^(PASS|FAIL|SKIP) (\S+) ?(.*)$", run.stdout, re.M)}
 
 
-def run_suite(python, suite, source, target, port, fast, out_dir):
+def run_suite(python, suite, source, target, port, tls_port, fast, out_dir):
     """Runs one suite against one target; returns {test: (outcome, message)}."""
     spec = SUITES[suite]
     if "cargo" in spec:
@@ -298,12 +313,21 @@ def run_suite(python, suite, source, target, port, fast, out_dir):
         return run_java_suite(source, port, out_dir, target)
     report = out_dir / f"{re.sub(r'[^a-z0-9]+', '-', suite.lower())}-{target}.xml"
     env = dict(os.environ, RABBITMQ_HOST="127.0.0.1", RABBITMQ_5672_TCP=str(port))
+    certs = Path(__file__).resolve().parent.parent / "proxy/tests/certs"
+    for name, ours in spec.get("certs", {}).items():
+        (Path(source) / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(certs / ours, Path(source) / name)
+    if tls_port:
+        # The certificate names localhost, not 127.0.0.1.
+        env.update(RABBITMQ_HOST="localhost", RABBITMQ_5671_TCP=str(tls_port))
     args = [python, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:randomly",
             f"--junitxml={report}", *spec["tests"]]
     if "plugin" in spec:
         env["PYTHONPATH"] = str(Path(__file__).parent / "plugins")
         args += ["-p", spec["plugin"]]
-    if fast:
+    if spec.get("deselect"):
+        args += ["-k", spec["deselect"] + ("" if tls_port or not fast else " and not tls")]
+    elif fast and not tls_port:
         args += ["-k", "not tls"]
     if SUITES[suite].get("forward_5672"):
         with Forward(port):
@@ -334,6 +358,12 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--gateway-port", type=int, default=int(os.environ.get("GATEWAY_PORT", 5672)))
     ap.add_argument("--rabbitmq-port", type=int, default=int(os.environ.get("RABBITMQ_PORT", 5673)))
+    ap.add_argument("--gateway-tls-port", type=int,
+                    default=int(os.environ.get("GATEWAY_TLS_PORT", 0)),
+                    help="the gateway's amqps port (deploy/up.sh AMQPS_PORT)")
+    ap.add_argument("--rabbitmq-tls-port", type=int,
+                    default=int(os.environ.get("RABBITMQ_TLS_PORT", 0)),
+                    help="RabbitMQ's amqps port (deploy/rabbitmq/start.sh RABBIT_TLS_PORT)")
     ap.add_argument("--targets", default="rabbitmq,gateway")
     ap.add_argument("--fast", action="store_true", help="only the suites marked fast (CI)")
     ap.add_argument("--only", default="", help="only the suites whose name contains this")
@@ -350,6 +380,8 @@ def main():
     out_dir.mkdir(parents=True, exist_ok=True)
     targets = [t.strip() for t in args.targets.split(",")]
     ports = {"gateway": args.gateway_port, "rabbitmq": args.rabbitmq_port}
+    tls_ports = {"gateway": args.gateway_tls_port, "rabbitmq": args.rabbitmq_tls_port}
+    with_tls = all(tls_ports[t] for t in targets)
 
     rows, regressions, details = [], 0, []
     not_run = []
@@ -370,10 +402,13 @@ def main():
         else:
             source = fetch(python, spec["package"])
         runner = suite_python(python, spec, source)
-        results = {t: run_suite(runner, suite, source, t, ports[t], args.fast, out_dir)
+        results = {t: run_suite(runner, suite, source, t, ports[t],
+                                tls_ports[t] if with_tls else 0, args.fast, out_dir)
                    for t in targets}
         tests = sorted(set().union(*[r.keys() for r in results.values()]))
-        na = {t: first_match(spec["not_applicable"], t) for t in tests}
+        rules = [rule[:2] for rule in spec["not_applicable"]
+                 if not (with_tls and rule[2:] == ("without_tls",))]
+        na = {t: first_match(rules, t) for t in tests}
         counted = [t for t in tests if not na[t]]
         passed = {tg: sum(results[tg].get(t, ("missing",))[0] == "passed" for t in counted)
                   for tg in targets}

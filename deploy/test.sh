@@ -8,7 +8,7 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/amqp-gw/target}"
 cd "$root"
 
 rabbit_env=(RABBITMQ_DATA="$CARGO_TARGET_DIR/reference-rabbitmq" RABBIT_PORT=25674 RABBIT_NODE=gwtest@localhost RABBIT_MANAGEMENT_PORT=25675)
-smoke_env=(AMQP_GW_DATA="$CARGO_TARGET_DIR/smoke-stack" AMQP_PORT=25672 MANAGEMENT_PORT=25673 PROMETHEUS_PORT=25692 NAMESRV_PORT=19886 BROKER_PORT=20941)
+smoke_env=(AMQP_GW_DATA="$CARGO_TARGET_DIR/smoke-stack" AMQP_PORT=25672 AMQPS_PORT=25671 MANAGEMENT_PORT=25673 PROMETHEUS_PORT=25692 NAMESRV_PORT=19886 BROKER_PORT=20941)
 cleanup() {
   for d in "$CARGO_TARGET_DIR"/debug/test-rocketmq-*; do
     [ -d "$d" ] && ROCKETMQ_DATA="$d" "$root/deploy/rocketmq/stop.sh" >/dev/null 2>&1 || true
@@ -49,8 +49,8 @@ AMQP_URL="amqp://guest:guest@127.0.0.1:25672/%2F" "$python" "$root/conformance/s
 echo "== pika worker-queue example (publisher + two workers, prefetch 1, manual acks)"
 AMQP_URL="amqp://guest:guest@127.0.0.1:25672/%2F" "$python" "$root/conformance/examples/worker_queue.py"
 
-echo "== conformance, fast subset: py-amqp's own broker tests against the gateway"
-"$python" "$root/conformance/run.py" --fast --targets gateway --gateway-port 25672
+echo "== conformance, fast subset: py-amqp's own broker tests against the gateway, plain and over TLS"
+"$python" "$root/conformance/run.py" --fast --targets gateway --gateway-port 25672 --gateway-tls-port 25671
 
 echo "== the management API side by side with RabbitMQ 3.10's (same traffic, same requests)"
 env "${rabbit_env[@]}" "$root/deploy/rabbitmq/start.sh"

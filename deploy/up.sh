@@ -15,6 +15,11 @@
 #   PROMETHEUS_PORT  Prometheus /metrics and /health (default 15692)
 #   NAMESRV_PORT, BROKER_PORT, FLUSH: see deploy/rocketmq/start.sh
 #   SMOKE_MESSAGES messages the smoke job publishes (default 10000; 0 skips it)
+#   AMQPS_PORT     also serve AMQP over TLS on this port, with the test
+#                  certificates of proxy/tests/certs (a CA, a certificate for
+#                  localhost; client certificates of that CA verified). For
+#                  trying TLS and for the conformance runs; use your own
+#                  certificates in production (docs/operations.md).
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/amqp-gw/target}"
@@ -38,6 +43,13 @@ echo "== starting the gateway"
 if answers "$amqp_port"; then
   echo "something already answers on 127.0.0.1:$amqp_port; using it"
 else
+  tls=()
+  if [ -n "${AMQPS_PORT:-}" ]; then
+    certs="$root/proxy/tests/certs"
+    tls=(AMQP_GATEWAY_TLS_LISTEN="127.0.0.1:$AMQPS_PORT" AMQP_GATEWAY_TLS_CERTIFICATE="$certs/server.pem"
+         AMQP_GATEWAY_TLS_KEY="$certs/server.key" AMQP_GATEWAY_TLS_CA="$certs/ca.pem")
+  fi
+  env "${tls[@]}" \
   AMQP_GATEWAY_LISTEN="127.0.0.1:$amqp_port" \
   AMQP_GATEWAY_MANAGEMENT_LISTEN="127.0.0.1:$management_port" \
   AMQP_GATEWAY_PROMETHEUS_LISTEN="127.0.0.1:$prometheus_port" \

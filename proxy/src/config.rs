@@ -78,6 +78,13 @@ pub struct Config {
     /// With `tls_ca`: a client that shows no certificate is refused
     /// (RabbitMQ's ssl_options.fail_if_no_peer_cert).
     pub tls_fail_if_no_peer_cert: bool,
+    /// SASL mechanisms offered, in order, space-separated: PLAIN, AMQPLAIN
+    /// and EXTERNAL (RabbitMQ's auth_mechanisms). EXTERNAL (a login as the
+    /// client certificate's user, RabbitMQ's rabbitmq_auth_mechanism_ssl)
+    /// needs `tls_ca` and is offered only to clients that showed a verified
+    /// certificate; off by default, as in RabbitMQ, since clients such as
+    /// py-amqp pick it whenever it is offered.
+    pub auth_mechanisms: String,
     /// The user an EXTERNAL login is: the certificate's "common_name" or its
     /// whole "distinguished_name" (RabbitMQ's ssl_cert_login_from).
     pub tls_login_from: String,
@@ -115,6 +122,7 @@ impl Default for Config {
             tls_ca: String::new(),
             tls_fail_if_no_peer_cert: false,
             tls_login_from: "common_name".to_owned(),
+            auth_mechanisms: "PLAIN AMQPLAIN".to_owned(),
             management_tls: false,
         }
     }
@@ -229,6 +237,11 @@ impl Config {
         )?;
         set(
             &get,
+            "AMQP_GATEWAY_AUTH_MECHANISMS",
+            &mut self.auth_mechanisms,
+        )?;
+        set(
+            &get,
             "AMQP_GATEWAY_MANAGEMENT_TLS",
             &mut self.management_tls,
         )?;
@@ -266,6 +279,17 @@ impl Config {
         }
         if self.tls_fail_if_no_peer_cert && self.tls_ca.is_empty() {
             return invalid("tls_fail_if_no_peer_cert needs tls_ca (the CA client certificates are verified against)");
+        }
+        let mechanisms: Vec<&str> = self.auth_mechanisms.split_whitespace().collect();
+        if mechanisms.is_empty()
+            || mechanisms
+                .iter()
+                .any(|m| !matches!(*m, "PLAIN" | "AMQPLAIN" | "EXTERNAL"))
+        {
+            return invalid("auth_mechanisms: one or more of PLAIN, AMQPLAIN, EXTERNAL");
+        }
+        if mechanisms.contains(&"EXTERNAL") && self.tls_ca.is_empty() {
+            return invalid("auth_mechanisms EXTERNAL needs tls_ca (the CA client certificates are verified against)");
         }
         if !matches!(
             self.tls_login_from.as_str(),

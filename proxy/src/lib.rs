@@ -82,6 +82,8 @@ pub struct Gateway {
     pub feeds: delivery::Feeds,
     /// Lengths of queues that refuse publishes when full.
     pub admissions: publish::admission::Admissions,
+    /// Refused logins per client address (connection/login_failures.rs).
+    pub login_failures: connection::login_failures::LoginFailures,
     /// Deleted queues' RocketMQ storage being deleted in the background.
     pub reclaims: registry::reclaim::Reclaims,
     /// Queues with x-expires this gateway watches.
@@ -216,6 +218,7 @@ impl Gateway {
             replies: Default::default(),
             expiring: Default::default(),
             reclaims: Default::default(),
+            login_failures: Default::default(),
             instance_id,
             meta_healthy: std::sync::atomic::AtomicBool::new(true),
             followed: tokio::sync::Mutex::new(snapshot.revision),

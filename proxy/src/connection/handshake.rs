@@ -29,10 +29,18 @@ pub struct Tuning {
     pub heartbeat: u16,
 }
 
-/// connection.start: our identity, capabilities and SASL mechanisms
-/// (EXTERNAL too for a client that showed a verified TLS certificate, as
-/// RabbitMQ's rabbitmq_auth_mechanism_ssl offers it).
-pub fn start(offer_external: bool) -> AMQPClass {
+/// The configured SASL mechanisms this client may use: EXTERNAL only if it
+/// showed a verified TLS certificate (as rabbitmq_auth_mechanism_ssl offers it).
+pub fn mechanisms(config: &Config, certified: bool) -> Vec<&str> {
+    config
+        .auth_mechanisms
+        .split_whitespace()
+        .filter(|m| *m != "EXTERNAL" || certified)
+        .collect()
+}
+
+/// connection.start: our identity, capabilities and SASL mechanisms.
+pub fn start(mechanisms: &[&str]) -> AMQPClass {
     let mut capabilities = FieldTable::default();
     // Only what works end to end today; each capability is added as it lands.
     for cap in [
@@ -69,11 +77,7 @@ pub fn start(offer_external: bool) -> AMQPClass {
         version_major: 0,
         version_minor: 9,
         server_properties: props,
-        mechanisms: if offer_external {
-            "PLAIN AMQPLAIN EXTERNAL".into()
-        } else {
-            "PLAIN AMQPLAIN".into()
-        },
+        mechanisms: mechanisms.join(" ").into(),
         locales: "en_US".into(),
     }))
 }
@@ -87,26 +91,28 @@ pub fn authenticate(
     certificate: Option<&PeerIdentity>,
     m: &connection::StartOk,
 ) -> Result<(String, ClientCapabilities), ConnectionException> {
-    let credentials =
-        match (m.mechanism.as_str(), certificate) {
-            ("PLAIN", _) => plain(&m.response).map(|(user, password)| (user, Some(password))),
-            ("AMQPLAIN", _) => amqplain(&m.response).map(|(user, password)| (user, Some(password))),
-            ("EXTERNAL", Some(identity)) => {
-                let name = external_user(&gateway.config, identity).ok_or_else(|| {
-                    refused(format!(
-                        "EXTERNAL login refused: the client certificate ({}) has no {}",
-                        identity.distinguished_name, gateway.config.tls_login_from
-                    ))
-                })?;
-                Some((name, None))
-            }
-            (other, _) => {
-                return Err(refused(format!(
-                "unsupported authentication mechanism '{other}'; PLAIN and AMQPLAIN are offered{}",
-                if certificate.is_some() { ", and EXTERNAL" } else { "" }
-            )));
-            }
-        };
+    let offered = mechanisms(&gateway.config, certificate.is_some());
+    if !offered.contains(&m.mechanism.as_str()) {
+        return Err(refused(format!(
+            "unsupported authentication mechanism '{}'; offered: {}",
+            m.mechanism,
+            offered.join(" ")
+        )));
+    }
+    let credentials = match (m.mechanism.as_str(), certificate) {
+        ("PLAIN", _) => plain(&m.response).map(|(user, password)| (user, Some(password))),
+        ("AMQPLAIN", _) => amqplain(&m.response).map(|(user, password)| (user, Some(password))),
+        ("EXTERNAL", Some(identity)) => {
+            let name = external_user(&gateway.config, identity).ok_or_else(|| {
+                refused(format!(
+                    "EXTERNAL login refused: the client certificate ({}) has no {}",
+                    identity.distinguished_name, gateway.config.tls_login_from
+                ))
+            })?;
+            Some((name, None))
+        }
+        _ => None,
+    };
     let (user, password) =
         credentials.ok_or_else(|| refused(format!("malformed {} response", m.mechanism)))?;
     let known = gateway.topology.user(&user);
@@ -125,6 +131,16 @@ pub fn authenticate(
         )));
     }
     Ok((user, capabilities(&m.client_properties)))
+}
+
+/// The user a start-ok names (for the log of a refused login; never the
+/// password).
+pub fn claimed_user(m: &connection::StartOk) -> Option<String> {
+    match m.mechanism.as_str() {
+        "PLAIN" => plain(&m.response).map(|(user, _)| user),
+        "AMQPLAIN" => amqplain(&m.response).map(|(user, _)| user),
+        _ => None,
+    }
 }
 
 /// The user a client certificate names, as `tls_login_from` says.

@@ -14,6 +14,7 @@
 
 mod close;
 pub mod handshake;
+pub mod login_failures;
 mod output;
 mod publishes;
 pub mod roster;
@@ -74,6 +75,8 @@ pub struct Connection {
     name: String,
     reader: transport::Reader,
     writer: transport::Writer,
+    /// A refused login is answered after this (login_failures.rs).
+    login_delay: Option<Duration>,
     /// The client's verified TLS certificate, if it showed one (EXTERNAL).
     peer_identity: Option<crate::tls::PeerIdentity>,
     read_buf: BytesMut,
@@ -169,6 +172,7 @@ impl Connection {
             reader,
             writer,
             peer_identity,
+            login_delay: None,
             read_buf: BytesMut::with_capacity(64 * 1024),
             out: FrameEncoder::default(),
             state: State::AwaitStartOk,
@@ -211,8 +215,13 @@ impl Connection {
         if !self.read_protocol_header().await? {
             return Ok(());
         }
-        self.out
-            .method(0, handshake::start(self.peer_identity.is_some()));
+        self.out.method(
+            0,
+            handshake::start(&handshake::mechanisms(
+                &self.gateway.config,
+                self.peer_identity.is_some(),
+            )),
+        );
         while self.state != State::Closed {
             self.stop_if_told();
             self.write_what_fits()?;
@@ -321,7 +330,11 @@ impl Connection {
             State::Closing => return self.while_closing(frame),
             State::Closed => return Ok(()),
             State::AwaitStartOk | State::AwaitTuneOk | State::AwaitOpen => {
-                return self.handshake(frame)
+                let result = self.handshake(frame);
+                if let Some(delay) = self.login_delay.take() {
+                    tokio::time::sleep(delay).await;
+                }
+                return result;
             }
             State::Open => {}
         }
@@ -387,7 +400,12 @@ impl Connection {
             (State::AwaitStartOk, connection::AMQPMethod::StartOk(m)) => {
                 let authenticated = handshake::authenticate(&self.gateway, self.peer, self.peer_identity.as_ref(), &m)
                     .inspect_err(|e| {
-                        tracing::warn!(reason = %e.text, mechanism = %m.mechanism, "Login refused.");
+                        let delay = self.gateway.login_failures.failed(self.peer.ip(), std::time::Instant::now());
+                        let user = handshake::claimed_user(&m).unwrap_or_default();
+                        tracing::warn!(%user, reason = %e.text, mechanism = %m.mechanism, answered_after_ms = delay.as_millis() as u64, "Login refused.");
+                        if !delay.is_zero() {
+                            self.login_delay = Some(delay);
+                        }
                     });
                 let (user, client) = match authenticated {
                     Ok(found) => found,

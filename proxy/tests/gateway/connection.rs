@@ -63,6 +63,23 @@ async fn a_wrong_password_is_refused_with_403() {
     let mut raw = login_as(&gw, "\0guest\0wrong", FieldTable::default()).await;
     let next = raw.recv().await;
     assert!(next.is_none(), "the socket closed, got {next:?}");
+    // Those were three refusals from this address: the next ones are
+    // answered later and later (200 ms, then 400 ms...), a good login still
+    // at once.
+    for at_least in [200, 400] {
+        let started = std::time::Instant::now();
+        let mut raw = login(&gw, "\0guest\0wrong").await;
+        assert_eq!(raw.connection_close_code().await, 403);
+        let took = started.elapsed();
+        assert!(
+            took >= std::time::Duration::from_millis(at_least),
+            "refusal answered after {took:?}, not slowed to {at_least} ms"
+        );
+    }
+    // (A refusal now would wait 800 ms.)
+    let started = std::time::Instant::now();
+    Raw::open(gw.addr, 0).await;
+    assert!(started.elapsed() < std::time::Duration::from_millis(800));
 }
 
 #[tokio::test]

@@ -27,6 +27,9 @@ fn read(name: &str) -> String {
 /// server certificate (and, with `ca`, asking clients for theirs).
 async fn tls_gateway(ca: bool, require: bool) -> TestGateway {
     TestGateway::start_with(|c| {
+        if ca {
+            c.auth_mechanisms = "PLAIN AMQPLAIN EXTERNAL".into();
+        }
         c.tls_listen = "127.0.0.1:0".into();
         c.tls_certificate = cert("server.pem").display().to_string();
         c.tls_key = cert("server.key").display().to_string();
