@@ -294,4 +294,23 @@ async fn the_management_api_over_https_lists_every_gateways_connections() {
         Some(1),
         "the other gateway's connection: {listed}"
     );
+    // Debian's rabbitmqadmin over HTTPS, checking the certificate.
+    let ca = cert("ca.pem").display().to_string();
+    let listed = crate::management::rabbitmqadmin(
+        api,
+        &[
+            "--ssl",
+            "--ssl-ca-cert-file",
+            &ca,
+            "list",
+            "connections",
+            "user",
+        ],
+    )
+    .await;
+    assert_eq!(
+        listed.lines().collect::<Vec<_>>(),
+        ["user", "guest"],
+        "{listed}"
+    );
 }
