@@ -29,6 +29,12 @@ const BATCH: i64 = 500;
 /// of gateways that are not.
 const HEARTBEAT_EVERY: Duration = Duration::from_secs(1);
 const ORPHANS_EVERY: Duration = Duration::from_secs(5);
+/// How often the change log is cut back to its newest `CHANGES_KEPT`
+/// entries (any gateway may; a follower further behind reads everything
+/// again). A busy RPC application declares and deletes a queue per call:
+/// unpruned, the log grows by millions of rows a day.
+const PRUNE_EVERY: Duration = Duration::from_secs(60);
+const CHANGES_KEPT: i64 = 100_000;
 
 /// Applies what the store's log holds beyond this gateway's revision, now
 /// rather than at the follower's next look: before answering 404 for a name
@@ -46,6 +52,7 @@ pub async fn follow(gateway: std::sync::Weak<Gateway>) {
     let mut wakeups = None;
     let mut heartbeat_at = Instant::now() + HEARTBEAT_EVERY;
     let mut orphans_at = Instant::now() + ORPHANS_EVERY;
+    let mut prune_at = Instant::now() + PRUNE_EVERY;
     loop {
         let Some(gw) = gateway.upgrade() else { return };
         if wakeups.is_none() {
@@ -63,6 +70,12 @@ pub async fn follow(gateway: std::sync::Weak<Gateway>) {
         if result.is_ok() && Instant::now() >= orphans_at {
             orphans_at = Instant::now() + ORPHANS_EVERY;
             result = gw.delete_orphaned_exclusive_queues().await;
+        }
+        if result.is_ok() && Instant::now() >= prune_at {
+            prune_at = Instant::now() + PRUNE_EVERY;
+            if let Err(error) = gw.store.prune_changes(CHANGES_KEPT).await {
+                tracing::warn!(%error, "The meta store's change log was not pruned; it grows until the next try.");
+            }
         }
         match result {
             Ok(()) => {
@@ -87,7 +100,22 @@ pub async fn follow(gateway: std::sync::Weak<Gateway>) {
 
 async fn catch_up(gw: &Arc<Gateway>, revision: &mut i64) -> Result<(), MetaError> {
     loop {
-        let changes = gw.store.changes_after(*revision, BATCH).await?;
+        let mut changes = gw.store.changes_after(*revision, BATCH).await?;
+        // The log is contiguous; one that starts further on was pruned past
+        // this gateway's revision: read everything again, then go on from
+        // the revision that reading started at (what came meanwhile is
+        // applied twice, which is harmless).
+        if changes.first().is_some_and(|c| c.revision > *revision + 1) {
+            let from = gw.store.revision().await?;
+            tracing::warn!(
+                followed = *revision,
+                oldest_kept = changes[0].revision,
+                "The meta store's change log was pruned past this gateway's revision; reading the whole topology again."
+            );
+            reconcile(gw).await?;
+            *revision = from;
+            changes = gw.store.changes_after(*revision, BATCH).await?;
+        }
         let n = changes.len();
         for change in changes {
             apply(gw, &change).await?;
@@ -97,6 +125,109 @@ async fn catch_up(gw: &Arc<Gateway>, revision: &mut i64) -> Result<(), MetaError
             return Ok(());
         }
     }
+}
+
+/// Sets every record the store or the image knows to what the store holds
+/// now, as if each had changed: vhosts first, bindings last.
+async fn reconcile(gw: &Arc<Gateway>) -> Result<(), MetaError> {
+    let snapshot = gw.store.snapshot().await?;
+    let topology = &gw.topology;
+    let mut names: Vec<(ChangeKind, String, String)> = Vec::new();
+    let image_vhosts = topology.vhosts();
+    names.extend(
+        snapshot
+            .vhosts
+            .iter()
+            .map(|v| (ChangeKind::Vhost, String::new(), v.name.clone())),
+    );
+    names.extend(
+        image_vhosts
+            .iter()
+            .map(|v| (ChangeKind::Vhost, String::new(), v.name.clone())),
+    );
+    names.extend(
+        snapshot
+            .users
+            .iter()
+            .map(|u| (ChangeKind::User, String::new(), u.name.clone())),
+    );
+    names.extend(
+        topology
+            .user_names()
+            .into_iter()
+            .map(|u| (ChangeKind::User, String::new(), u)),
+    );
+    names.extend(
+        snapshot
+            .permissions
+            .iter()
+            .map(|p| (ChangeKind::Permission, p.vhost.clone(), p.user.clone())),
+    );
+    names.extend(
+        topology
+            .permission_keys()
+            .into_iter()
+            .map(|(user, vhost)| (ChangeKind::Permission, vhost, user)),
+    );
+    names.extend(
+        snapshot
+            .exchanges
+            .iter()
+            .map(|e| (ChangeKind::Exchange, e.vhost.clone(), e.name.clone())),
+    );
+    names.extend(
+        snapshot
+            .queues
+            .iter()
+            .map(|q| (ChangeKind::Queue, q.vhost.clone(), q.name.clone())),
+    );
+    names.extend(
+        snapshot
+            .bindings
+            .iter()
+            .map(|b| (ChangeKind::Bindings, b.vhost.clone(), b.source.clone())),
+    );
+    for vhost in &image_vhosts {
+        let image = vhost.read();
+        names.extend(
+            image
+                .exchanges
+                .keys()
+                .map(|e| (ChangeKind::Exchange, vhost.name.clone(), e.clone())),
+        );
+        names.extend(
+            image
+                .exchanges
+                .keys()
+                .map(|e| (ChangeKind::Bindings, vhost.name.clone(), e.clone())),
+        );
+        names.extend(
+            image
+                .queues
+                .keys()
+                .map(|q| (ChangeKind::Queue, vhost.name.clone(), q.clone())),
+        );
+    }
+    let order = |kind: &ChangeKind| match kind {
+        ChangeKind::Vhost => 0,
+        ChangeKind::User => 1,
+        ChangeKind::Permission => 2,
+        ChangeKind::Exchange => 3,
+        ChangeKind::Queue => 4,
+        ChangeKind::Bindings => 5,
+    };
+    names.sort_by(|a, b| (order(&a.0), &a.1, &a.2).cmp(&(order(&b.0), &b.1, &b.2)));
+    names.dedup_by(|a, b| order(&a.0) == order(&b.0) && a.1 == b.1 && a.2 == b.2);
+    for (kind, vhost, name) in names {
+        let change = Change {
+            revision: snapshot.revision,
+            kind,
+            vhost,
+            name,
+        };
+        apply(gw, &change).await?;
+    }
+    Ok(())
 }
 
 /// Sets the in-memory image of one record to what the store holds now.

@@ -354,6 +354,18 @@ impl Topology {
             .remove(&(user.to_owned(), vhost.to_owned()));
     }
 
+    /// Every user's name (the follower's reconciliation).
+    pub fn user_names(&self) -> Vec<String> {
+        let users = self.users.read().unwrap_or_else(|p| p.into_inner());
+        users.keys().cloned().collect()
+    }
+
+    /// Every (user, vhost) with a permission (the follower's reconciliation).
+    pub fn permission_keys(&self) -> Vec<(String, String)> {
+        let permissions = self.permissions.read().unwrap_or_else(|p| p.into_inner());
+        permissions.keys().cloned().collect()
+    }
+
     pub fn user(&self, name: &str) -> Option<meta::User> {
         self.users
             .read()

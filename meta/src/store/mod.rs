@@ -661,6 +661,19 @@ impl Store {
         .map(|n| n > 0)
     }
 
+    /// Forgets all but the newest `keep` changes of the log. A follower that
+    /// was further behind finds the log starting past its revision and
+    /// reads the whole state again (proxy/src/follow.rs).
+    pub async fn prune_changes(&self, keep: i64) -> Result<u64> {
+        let done = sqlx::query(
+            "DELETE FROM meta_changes WHERE revision <= (SELECT MAX(revision) FROM meta_changes) - $1",
+        )
+        .bind(keep)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
     /// The changes made after `revision`, oldest first (at most `limit`).
     pub async fn changes_after(&self, revision: i64, limit: i64) -> Result<Vec<Change>> {
         let rows = sqlx::query(

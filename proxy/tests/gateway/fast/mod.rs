@@ -11,6 +11,7 @@
 //! which do not fire while the clock is held.
 
 mod expiry;
+mod pruned;
 mod reclaim;
 mod shutdown;
 
