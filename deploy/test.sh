@@ -41,6 +41,9 @@ echo "== building"
 echo "== cargo test"
 cargo test --locked
 
+echo "== fuzzing, 20 s per target (fuzz/run.sh; the hour-long runs are in docs/reliability.md)"
+"$root/fuzz/run.sh" 20
+
 echo "== smoke job on its own stack"
 env "${smoke_env[@]}" SMOKE_MESSAGES=0 "$root/deploy/up.sh"
 python=$("$root/deploy/python-env.sh")
