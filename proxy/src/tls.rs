@@ -94,32 +94,42 @@ impl Tls {
         }))
     }
 
+    // A panic elsewhere while holding the lock leaves the settings whole
+    // (each write replaces a value): a poisoned lock is still usable.
+    fn loaded(&self) -> std::sync::RwLockReadGuard<'_, Loaded> {
+        self.current.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn loaded_mut(&self) -> std::sync::RwLockWriteGuard<'_, Loaded> {
+        self.current.write().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// An acceptor with the settings in force now.
     pub fn acceptor(&self) -> TlsAcceptor {
-        TlsAcceptor::from(self.current.read().expect("tls settings").server.clone())
+        TlsAcceptor::from(self.loaded().server.clone())
     }
 
     /// A connector to other gateways' management APIs over HTTPS.
     pub fn peer_connector(&self) -> TlsConnector {
-        TlsConnector::from(self.current.read().expect("tls settings").peers.clone())
+        TlsConnector::from(self.loaded().peers.clone())
     }
 
     /// Reads the files again if they changed since the last read; says
     /// whether the settings were replaced.
     pub fn reload_if_changed(&self) -> bool {
         let stamps = self.files.stamps();
-        if self.current.read().expect("tls settings").stamps == stamps {
+        if self.loaded().stamps == stamps {
             return false;
         }
         match load(&self.files) {
             Ok(loaded) => {
-                *self.current.write().expect("tls settings") = loaded;
+                *self.loaded_mut() = loaded;
                 tracing::info!(certificate = %self.files.certificate.display(), "TLS certificate files changed; new connections use them.");
                 true
             }
             Err(error) => {
                 // Not again until they change once more.
-                self.current.write().expect("tls settings").stamps = stamps;
+                self.loaded_mut().stamps = stamps;
                 tracing::error!(%error, "TLS certificate files changed but do not load; the previous certificate stays in use.");
                 false
             }

@@ -91,15 +91,21 @@ impl QueueStorage {
         result
     }
 
+    /// The kept addresses (a poisoned lock is still usable: each write
+    /// replaces the value).
+    fn brokers(&self) -> std::sync::MutexGuard<'_, Option<(Instant, Vec<CheetahString>)>> {
+        self.brokers.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     fn forget_brokers_after(&self, result: &Result<(), UpstreamError>) {
         if result.is_err() {
-            *self.brokers.lock().expect("broker addresses") = None;
+            *self.brokers() = None;
         }
     }
 
     /// The master broker addresses of every broker of the cluster.
     async fn broker_addresses(&self) -> Result<Vec<CheetahString>, UpstreamError> {
-        if let Some((at, addresses)) = self.brokers.lock().expect("broker addresses").as_ref() {
+        if let Some((at, addresses)) = self.brokers().as_ref() {
             if at.elapsed() < BROKERS_KEPT {
                 return Ok(addresses.clone());
             }
@@ -122,7 +128,7 @@ impl QueueStorage {
                 "no master broker registered with the name server".into(),
             ));
         }
-        *self.brokers.lock().expect("broker addresses") = Some((Instant::now(), addresses.clone()));
+        *self.brokers() = Some((Instant::now(), addresses.clone()));
         Ok(addresses)
     }
 }

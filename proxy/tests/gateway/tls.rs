@@ -152,21 +152,31 @@ async fn a_certificate_of_another_ca_or_none_when_required_is_refused() {
     round_trip(&conn).await;
 }
 
-/// The certificate a TLS client is shown on `port`.
-async fn presented(port: u16) -> Vec<u8> {
+/// A TLS client that trusts tests/certs' CA and shows no certificate.
+fn trusting_connector() -> tokio_rustls::TlsConnector {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let mut roots = rustls::RootCertStore::empty();
-    let ca = rustls::pki_types::CertificateDer::from(x509_der(&read("ca.pem")));
-    roots.add(ca).unwrap();
+    roots
+        .add(rustls::pki_types::CertificateDer::from(x509_der(&read(
+            "ca.pem",
+        ))))
+        .unwrap();
     let config = rustls::ClientConfig::builder()
         .with_root_certificates(roots)
         .with_no_client_auth();
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    tokio_rustls::TlsConnector::from(Arc::new(config))
+}
+
+/// The certificate a TLS client is shown on `port`.
+async fn presented(port: u16) -> Vec<u8> {
     let socket = tokio::net::TcpStream::connect(("127.0.0.1", port))
         .await
         .unwrap();
     let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
-    let stream = connector.connect(name, socket).await.expect("handshake");
+    let stream = trusting_connector()
+        .connect(name, socket)
+        .await
+        .expect("handshake");
     stream.get_ref().1.peer_certificates().unwrap()[0].to_vec()
 }
 
@@ -212,17 +222,7 @@ async fn a_renewed_certificate_is_served_to_new_connections_while_open_ones_go_o
 /// GET `path` of a management API over HTTPS as guest; status and body.
 async fn https_get(api: std::net::SocketAddr, path: &str) -> (u16, String) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-    let mut roots = rustls::RootCertStore::empty();
-    roots
-        .add(rustls::pki_types::CertificateDer::from(x509_der(&read(
-            "ca.pem",
-        ))))
-        .unwrap();
-    let config = rustls::ClientConfig::builder()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let connector = trusting_connector();
     let socket = tokio::net::TcpStream::connect(api).await.unwrap();
     let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
     let mut stream = connector
