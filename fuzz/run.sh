@@ -10,7 +10,7 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 seconds="${1:-20}"
 shift || true
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(frames field_tables content)
+[ ${#targets[@]} -gt 0 ] || targets=(frames field_tables content connection)
 command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked --version 0.13.2
 export CARGO_TARGET_DIR="${FUZZ_TARGET_DIR:-$HOME/.cache/amqp-gw/fuzz-target}"
 scratch="${FUZZ_SCRATCH:-$CARGO_TARGET_DIR/corpus}"

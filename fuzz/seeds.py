@@ -46,6 +46,27 @@ seeds = {
     "field_tables": {f"table-{i}": table(ARGS[i:]) for i in range(len(ARGS))},
 }
 seeds["content"] = dict(seeds["frames"])
+
+# After the handshake (the connection target sends it itself): a channel's
+# life through the classes a client uses, each ending differently.
+channel_open = method(1, 20, 10, shortstr(b""))
+def consume(queue, tag, bits): return method(1, 60, 20, struct.pack(">H", 0) + shortstr(queue) + shortstr(tag) + bytes([bits]) + framed_table([]))
+to_queue = method(1, 60, 40, struct.pack(">H", 0) + shortstr(b"") + shortstr(b"q") + b"\x00")
+seeds["connection"] = {
+    "publish-consume-ack": channel_open + declare + to_queue + header + bodies + consume(b"q", b"c1", 0)
+        + method(1, 60, 80, struct.pack(">QB", 1, 0)) + method(1, 20, 40, struct.pack(">HHH", 200, 0, 0) + shortstr(b"")),
+    "confirm-publish": channel_open + method(1, 85, 10, b"\x00") + publish + header + bodies,
+    "tx": channel_open + method(1, 90, 10, b"") + to_queue + header + bodies + method(1, 90, 20, b""),
+    "get-nack": channel_open + declare + to_queue + header + bodies
+        + method(1, 60, 70, struct.pack(">H", 0) + shortstr(b"q") + b"\x00") + method(1, 60, 120, struct.pack(">QB", 1, 2)),
+    "topology": channel_open + method(1, 40, 10, struct.pack(">H", 0) + shortstr(b"x") + shortstr(b"topic") + b"\x00" + framed_table([]))
+        + declare + method(1, 50, 20, struct.pack(">H", 0) + shortstr(b"q") + shortstr(b"x") + shortstr(b"a.#") + b"\x00" + framed_table([]))
+        + method(1, 50, 40, struct.pack(">H", 0) + shortstr(b"q") + b"\x00"),
+    "qos-recover-close": channel_open + method(1, 60, 10, struct.pack(">IHB", 0, 10, 0)) + method(1, 60, 110, b"\x01")
+        + method(0, 10, 50, struct.pack(">H", 200) + shortstr(b"bye") + struct.pack(">HH", 0, 0)),
+    "exclusive-consume-cancel": channel_open + method(1, 50, 10, struct.pack(">H", 0) + shortstr(b"") + b"\x0c" + framed_table([]))
+        + consume(b"", b"c2", 2) + method(1, 60, 30, shortstr(b"c2") + b"\x00"),
+}
 root = Path(__file__).parent / "corpus"
 for target, files in seeds.items():
     (root / target).mkdir(parents=True, exist_ok=True)
