@@ -18,6 +18,12 @@ export AMQP_GW_DATA="${CHAOS_DATA:-$CARGO_TARGET_DIR/chaos-stack}" AMQP_PORT=266
 "$root/deploy/down.sh" >/dev/null 2>&1 || true
 rm -rf "$AMQP_GW_DATA"
 trap '"$root/deploy/down.sh" >/dev/null 2>&1 || true' EXIT
+# Parts are restarted from a copy of today's binaries: a build made while
+# this runs does not change what is measured.
+mkdir -p "$AMQP_GW_DATA/bin"
+built=$("$root/deploy/rocketmq/build.sh")
+cp "$built"/amqp-gateway "$built"/rocketmq-namesrv-rust "$built"/rocketmq-broker-rust "$AMQP_GW_DATA/bin/"
+export ROCKETMQ_BIN="$AMQP_GW_DATA/bin"
 SMOKE_MESSAGES=0 "$root/deploy/up.sh" >/dev/null
 python=$("$root/deploy/python-env.sh")
 json=()

@@ -44,6 +44,9 @@ cargo test --locked
 echo "== fuzzing, 20 s per target (fuzz/run.sh; the hour-long runs are in docs/reliability.md)"
 "$root/fuzz/run.sh" 20
 
+echo "== chaos, short mode: each part killed once under load (benches/chaos.sh; the long run is in docs/reliability.md)"
+"$root/benches/chaos.sh" 1 --downtime 3
+
 echo "== smoke job on its own stack"
 env "${smoke_env[@]}" SMOKE_MESSAGES=0 "$root/deploy/up.sh"
 python=$("$root/deploy/python-env.sh")

@@ -34,7 +34,10 @@ mkdir -p "$data/logs"
 answers() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
 echo "== building (first run on a fresh machine: about 15 minutes on 2 cores)"
-bin=$("$root/deploy/rocketmq/build.sh")
+# ROCKETMQ_BIN: binaries built before (benches/chaos.sh restarts parts with
+# the binaries it started with, whatever is being built meanwhile).
+bin="${ROCKETMQ_BIN:-}"
+[ -n "$bin" ] || bin=$("$root/deploy/rocketmq/build.sh")
 
 echo "== starting RocketMQ"
 ROCKETMQ_BIN="$bin" "$root/deploy/rocketmq/start.sh"

@@ -149,6 +149,38 @@ impl Store {
         Ok(())
     }
 
+    /// Gateway `id` (heartbeating already) takes `seat`: where it listens,
+    /// which no other live process can hold. Earlier gateways of the same
+    /// seat are therefore dead: their read leases and reader announcements
+    /// are dropped and they count as gone at once, instead of after their
+    /// leases' and heartbeat's time to live. Returns them.
+    pub async fn take_seat(&self, seat: &str, id: &str) -> Result<Vec<String>> {
+        let before: Vec<String> =
+            sqlx::query_scalar("SELECT id FROM gateways WHERE seat = $1 AND id <> $2")
+                .bind(seat)
+                .bind(id)
+                .fetch_all(&self.pool)
+                .await?;
+        for gone in &before {
+            for table in ["queue_leases", "queue_readers"] {
+                sqlx::query(&format!("DELETE FROM {table} WHERE owner = $1"))
+                    .bind(gone)
+                    .execute(&self.pool)
+                    .await?;
+            }
+            sqlx::query("UPDATE gateways SET expires_ms = 0, seat = '' WHERE id = $1")
+                .bind(gone)
+                .execute(&self.pool)
+                .await?;
+        }
+        sqlx::query("UPDATE gateways SET seat = $1 WHERE id = $2")
+            .bind(seat)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(before)
+    }
+
     /// The gateways whose heartbeat has not lapsed. Gateways, read leases
     /// and reader announcements lapsed for a minute are forgotten (a
     /// queue's are deleted with it, but a feed still stopping may take or

@@ -269,6 +269,50 @@ async fn leases(store: Store) {
 }
 
 #[tokio::test]
+async fn a_gateway_taking_a_dead_ones_seat_frees_its_leases_at_once() {
+    for (_dir, store) in stores().await {
+        let (t, now, ttl) = ("seated", 1_000_000, 5_000);
+        for id in ["old", "other"] {
+            store.heartbeat(id, now, 10_000, "").await.unwrap();
+        }
+        assert!(store
+            .take_seat("host|0.0.0.0:5672", "old")
+            .await
+            .unwrap()
+            .is_empty());
+        store.take_seat("host|0.0.0.0:5673", "other").await.unwrap();
+        assert!(store.try_lease(t, 0, "old", now, ttl).await.unwrap());
+        assert!(store.try_lease(t, 1, "other", now, ttl).await.unwrap());
+        store
+            .announce_reader(t, "old", now, ttl, 1, false)
+            .await
+            .unwrap();
+        // "old" was killed; "new" binds the same address on the same host.
+        store.heartbeat("new", now + 1, 10_000, "").await.unwrap();
+        assert_eq!(
+            store.take_seat("host|0.0.0.0:5672", "new").await.unwrap(),
+            ["old"]
+        );
+        assert!(
+            store.try_lease(t, 0, "new", now + 2, ttl).await.unwrap(),
+            "the dead gateway's lease is free before its TTL"
+        );
+        assert!(
+            !store.try_lease(t, 1, "new", now + 2, ttl).await.unwrap(),
+            "another seat's is not"
+        );
+        assert_eq!(
+            store.readers(t, now + 2).await.unwrap(),
+            Vec::<String>::new()
+        );
+        assert_eq!(
+            store.live_gateways(now + 2).await.unwrap(),
+            ["new", "other"]
+        );
+    }
+}
+
+#[tokio::test]
 async fn the_sqlite_file_is_readable_by_its_owner_only() {
     use std::os::unix::fs::PermissionsExt;
     let dir = tempfile::tempdir().unwrap();

@@ -110,6 +110,9 @@ pub struct Gateway {
     /// Where other gateways reach this one's management API (host:port),
     /// said with every heartbeat; unset without the API.
     pub management_address: std::sync::OnceLock<String>,
+    /// Where this gateway listens, as no other live process can (host name
+    /// and bound AMQP address): set when the listener is bound.
+    pub seat: std::sync::OnceLock<String>,
     /// The address AMQP clients reach (the bound `listen`).
     pub amqp_address: std::sync::OnceLock<std::net::SocketAddr>,
     /// The address AMQP-over-TLS clients reach (the bound `tls_listen`).
@@ -118,6 +121,14 @@ pub struct Gateway {
     pub tls: Option<Arc<tls::Tls>>,
     /// Message rates for the management API (sampled every 5 s).
     pub rates: metrics::rates::Rates,
+}
+
+/// This machine's name (Linux: the kernel's; else $HOSTNAME), "" unknown.
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .or_else(|_| std::env::var("HOSTNAME"))
+        .unwrap_or_default()
 }
 
 /// What a gateway runs on besides its configuration. Production takes the
@@ -229,6 +240,7 @@ impl Gateway {
             management_address: std::sync::OnceLock::new(),
             rates: Default::default(),
             amqp_address: std::sync::OnceLock::new(),
+            seat: std::sync::OnceLock::new(),
             amqps_address: std::sync::OnceLock::new(),
             tls,
         });
@@ -279,6 +291,28 @@ impl Gateway {
                 self.management_address.get().map_or("", String::as_str),
             )
             .await
+    }
+
+    /// Takes this gateway's seat (host name and the bound AMQP address): a
+    /// gateway that held it before is dead (this process holds the port),
+    /// so its read leases are freed now and its exclusive queues deleted,
+    /// and a restarted gateway's consumers are served within a second
+    /// instead of after the dead one's 5 s leases lapse.
+    pub async fn take_seat(&self, bound: std::net::SocketAddr) {
+        let seat = format!("{}|{bound}", host_name());
+        let _ = self.seat.set(seat.clone());
+        match self.store.take_seat(&seat, &self.instance_id).await {
+            Ok(before) if before.is_empty() => {}
+            Ok(before) => {
+                tracing::info!(%seat, predecessors = ?before, "Took over from the gateway that listened here before: its read leases are free now.");
+                if let Err(error) = self.delete_orphaned_exclusive_queues().await {
+                    tracing::warn!(%error, "Deleting the predecessor's exclusive queues failed; retried later.");
+                }
+            }
+            Err(error) => {
+                tracing::warn!(%error, %seat, "Could not record where this gateway listens; a predecessor's read leases lapse on their own (5 s).");
+            }
+        }
     }
 
     /// Exclusive queues whose gateway is gone (crashed, killed, lost) are

@@ -256,7 +256,9 @@ impl AcceptBackoff {
 /// listener (its bound address in `Gateway::amqps_address`).
 pub async fn bind(gateway: &Gateway, amqp: SocketAddr) -> std::io::Result<Listeners> {
     let listener = TcpListener::bind(amqp).await?;
-    tracing::info!(address = %listener.local_addr()?, "Listening for AMQP clients.");
+    let bound = listener.local_addr()?;
+    tracing::info!(address = %bound, "Listening for AMQP clients.");
+    gateway.take_seat(bound).await;
     let amqps = match &gateway.tls {
         Some(tls) if !gateway.config.tls_listen.is_empty() => {
             let tls_listener = TcpListener::bind(gateway.config.tls_listen.as_str()).await?;

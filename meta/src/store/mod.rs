@@ -110,6 +110,12 @@ const MIGRATIONS: &[(i64, &str)] = &[
     CREATE TABLE queue_use (topic TEXT PRIMARY KEY, used_ms INTEGER NOT NULL);
     "#,
     ),
+    (
+        8,
+        r#"
+    ALTER TABLE gateways ADD COLUMN seat TEXT NOT NULL DEFAULT '';
+    "#,
+    ),
 ];
 
 /// The schema in a backend's type names (written in SQLite's).

@@ -190,6 +190,14 @@ pub static BLOCKED: Counter = Counter::new(
     "amqp_gateway_connection_blocked_total",
     "Times a connection was blocked (connection.blocked) by backpressure.",
 );
+pub static UPSTREAM_GATE_CLOSED: Gauge = Gauge::new(
+    "amqp_gateway_upstream_gate_closed",
+    "1 while no RocketMQ broker accepts connections and requests wait (upstream/gate.rs).",
+);
+pub static UPSTREAM_GATE_CLOSINGS: Counter = Counter::new(
+    "amqp_gateway_upstream_gate_closings_total",
+    "Times no RocketMQ broker accepted connections and requests were held.",
+);
 pub static UPSTREAM_ADMISSION_RETRIES: Counter = Counter::new(
     "amqp_gateway_upstream_admission_retries_total",
     "Sends the RocketMQ client refused to queue and that were tried again.",
@@ -272,6 +280,7 @@ pub static COUNTERS: &[&Counter] = &[
     &SEND_FAILED,
     &BLOCKED,
     &UPSTREAM_ADMISSION_RETRIES,
+    &UPSTREAM_GATE_CLOSINGS,
     &DELIVERED_CONSUME_MANUAL_ACK,
     &DELIVERED_CONSUME_AUTO_ACK,
     &DELIVERED_GET_MANUAL_ACK,
@@ -286,7 +295,7 @@ pub static COUNTERS: &[&Counter] = &[
     &GET_EMPTY_UNANSWERED,
 ];
 
-pub static GAUGES: &[&Gauge] = &[&CONNECTIONS_OPEN];
+pub static GAUGES: &[&Gauge] = &[&CONNECTIONS_OPEN, &UPSTREAM_GATE_CLOSED];
 
 pub static HISTOGRAMS: &[&Histogram] = &[&UPSTREAM_SEND_SECONDS, &UPSTREAM_PULL_SECONDS];
 

@@ -16,6 +16,7 @@ use rocketmq_model::topic::TopicConfig;
 use rocketmq_protocol::protocol::subscription::subscription_group_config::SubscriptionGroupConfig;
 use tokio::sync::Mutex;
 
+use super::gate::Gate;
 use super::rocketmq::unavailable;
 use super::UpstreamError;
 
@@ -28,12 +29,15 @@ pub struct QueueStorage {
     /// Serialises topology changes so two declares do not race on the broker.
     lock: Mutex<()>,
     brokers: std::sync::Mutex<Option<(Instant, Vec<CheetahString>)>>,
+    /// Learns the brokers' addresses from each lookup.
+    gate: Arc<Gate>,
 }
 
 impl QueueStorage {
-    pub fn new(admin: Arc<DefaultMQAdminExt>) -> QueueStorage {
+    pub fn new(admin: Arc<DefaultMQAdminExt>, gate: Arc<Gate>) -> QueueStorage {
         QueueStorage {
             admin,
+            gate,
             lock: Mutex::new(()),
             brokers: std::sync::Mutex::new(None),
         }
@@ -104,7 +108,7 @@ impl QueueStorage {
     }
 
     /// The master broker addresses of every broker of the cluster.
-    async fn broker_addresses(&self) -> Result<Vec<CheetahString>, UpstreamError> {
+    pub(super) async fn broker_addresses(&self) -> Result<Vec<CheetahString>, UpstreamError> {
         if let Some((at, addresses)) = self.brokers().as_ref() {
             if at.elapsed() < BROKERS_KEPT {
                 return Ok(addresses.clone());
@@ -128,6 +132,7 @@ impl QueueStorage {
                 "no master broker registered with the name server".into(),
             ));
         }
+        self.gate.know(addresses.iter().map(|a| a.as_str()));
         *self.brokers() = Some((Instant::now(), addresses.clone()));
         Ok(addresses)
     }

@@ -28,6 +28,7 @@ use rocketmq_runtime::{RuntimeConfig, RuntimeOwner};
 use tokio::sync::{oneshot, Semaphore};
 
 use super::batch::{Lane, Limits};
+use super::gate::Gate;
 use super::queues::QueueStorage;
 use super::reader::Reader;
 use super::routes::Routes;
@@ -63,6 +64,8 @@ pub struct RocketMq {
     /// Per (topic, message queue): the end of the log as the last SEND_OK said.
     written: Arc<DashMap<(String, i32), i64>>,
     routes: Routes,
+    /// Holds requests while no broker answers (gate.rs).
+    gate: Arc<Gate>,
     // Owns the client's background tasks; dropped last.
     _runtime: ClientRuntimeGuard,
 }
@@ -114,7 +117,8 @@ fn to_message(message: OutboundMessage) -> (Message, String) {
 }
 
 /// Stores one batch (a single message goes as a plain send), retrying the
-/// client's admission refusals within the send timeout.
+/// client's admission refusals within the send timeout; waits at the gate
+/// while no broker answers.
 async fn store(
     producer: DefaultMQProducer,
     permits: Arc<Semaphore>,
@@ -122,6 +126,7 @@ async fn store(
     queue: Option<MessageQueue>,
     timeout: Duration,
     written: Arc<DashMap<(String, i32), i64>>,
+    gate: Arc<Gate>,
 ) -> Result<(), UpstreamError> {
     // Bounded here, so that a burst waits in the gateway (where backpressure
     // sees it) instead of being refused by the client.
@@ -132,6 +137,7 @@ async fn store(
     let deadline = tokio::time::Instant::now() + timeout;
     let mut backoff = Duration::from_millis(1);
     loop {
+        gate.pass(deadline).await?;
         let result = match (batch.as_slice(), &queue) {
             ([one], None) => producer.send(one.clone()).await,
             ([one], Some(mq)) => producer.send_to_queue(one.clone(), mq.clone()).await,
@@ -171,7 +177,10 @@ async fn store(
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_millis(50));
             }
-            Err(e) => return Err(unavailable("send", e)),
+            Err(e) => {
+                gate.failed();
+                return Err(unavailable("send", e));
+            }
         }
     }
 }
@@ -304,21 +313,53 @@ impl RocketMq {
             ..
         } = Clients::start(&settings).await?;
         let send_permits = Arc::new(Semaphore::new(settings.max_in_flight));
-        Ok(RocketMq {
+        let gate = Arc::new(Gate::default());
+        let rocketmq = RocketMq {
             settings,
             producer,
             reader,
             admin: admin.clone(),
-            queues: QueueStorage::new(admin.clone()),
+            queues: QueueStorage::new(admin.clone(), gate.clone()),
             send_permits,
             lanes: DashMap::new(),
             written: Arc::default(),
             routes: Routes {
                 admin,
                 cache: Arc::default(),
+                gate: gate.clone(),
             },
+            gate,
             _runtime: runtime,
-        })
+        };
+        // The brokers the gate probes: known from the start, and from every
+        // route and cluster lookup after.
+        if let Err(e) = rocketmq.queues.broker_addresses().await {
+            tracing::warn!(error = %e, "RocketMQ's brokers could not be listed at start.");
+        }
+        Ok(rocketmq)
+    }
+
+    /// Runs a request once the gate lets it (within the send timeout),
+    /// telling the gate when it failed for want of RocketMQ; abandons it if
+    /// the gate closes meanwhile (gate.rs).
+    async fn gated<T>(
+        &self,
+        request: impl std::future::Future<Output = Result<T, UpstreamError>>,
+    ) -> Result<T, UpstreamError> {
+        self.gate
+            .pass(tokio::time::Instant::now() + self.settings.send_timeout)
+            .await?;
+        let closes = self.gate.closes();
+        let result = tokio::select! {
+            result = request => result,
+            _ = closes => Err(UpstreamError::Unavailable(
+                "abandoned: RocketMQ's brokers stopped accepting connections".into(),
+            )),
+        };
+        if matches!(result, Err(UpstreamError::Unavailable(_))) {
+            self.gate.failed();
+        }
+        result
     }
 
     /// One broker's consume stats of `group` on `topic`. Asked of each broker
@@ -398,20 +439,22 @@ impl Upstream for RocketMq {
                 self.written.clone(),
             );
             let routes = self.routes.clone();
+            let gate = self.gate.clone();
             tokio::spawn(lane.drain(BATCH_LIMITS, move |batch, queue_id| {
-                let (producer, permits, written, routes, topic) = (
+                let (producer, permits, written, routes, topic, gate) = (
                     producer.clone(),
                     permits.clone(),
                     written.clone(),
                     routes.clone(),
                     topic.clone(),
+                    gate.clone(),
                 );
                 async move {
                     let queue = match queue_id {
                         Some(id) => Some(routes.level(&topic, id).await?),
                         None => None,
                     };
-                    store(producer, permits, batch, queue, timeout, written).await
+                    store(producer, permits, batch, queue, timeout, written, gate).await
                 }
             }));
         }
@@ -433,7 +476,7 @@ impl Upstream for RocketMq {
     ) -> UpstreamFuture<'a, ()> {
         self.routes.cache.remove(topic);
         let queues = message_queues.unwrap_or(self.settings.queues_per_topic);
-        Box::pin(self.queues.create(topic, group, queues.max(1) as u32))
+        Box::pin(self.gated(self.queues.create(topic, group, queues.max(1) as u32)))
     }
 
     fn forget_topic(&self, topic: &str) {
@@ -444,11 +487,11 @@ impl Upstream for RocketMq {
 
     fn delete_queue<'a>(&'a self, topic: &'a str, group: &'a str) -> UpstreamFuture<'a, ()> {
         self.forget_topic(topic);
-        Box::pin(self.queues.delete(topic, group))
+        Box::pin(self.gated(self.queues.delete(topic, group)))
     }
 
     fn backlog<'a>(&'a self, topic: &'a str, group: &'a str) -> UpstreamFuture<'a, u64> {
-        Box::pin(async move {
+        Box::pin(self.gated(async move {
             let mut brokers: Vec<CheetahString> = self
                 .routes
                 .queues_of(topic)
@@ -476,11 +519,11 @@ impl Upstream for RocketMq {
                     .sum::<u64>();
             }
             Ok(total)
-        })
+        }))
     }
 
     fn purge<'a>(&'a self, topic: &'a str, group: &'a str) -> UpstreamFuture<'a, u64> {
-        Box::pin(async move {
+        Box::pin(self.gated(async move {
             let before = self.backlog(topic, group).await?;
             for (addr, mq) in self.routes.queues_of(topic).await? {
                 let max = self
@@ -498,7 +541,7 @@ impl Upstream for RocketMq {
                     .map_err(|e| unavailable("update offset", e))?;
             }
             Ok(before)
-        })
+        }))
     }
 
     fn peek<'a>(
@@ -507,7 +550,7 @@ impl Upstream for RocketMq {
         group: &'a str,
         max: u32,
     ) -> UpstreamFuture<'a, Vec<InboundMessage>> {
-        Box::pin(async move {
+        Box::pin(self.gated(async move {
             let mut out = Vec::new();
             for (addr, mq) in self.routes.queues_of(topic).await? {
                 if out.len() >= max as usize {
@@ -523,7 +566,7 @@ impl Upstream for RocketMq {
                 out.extend(pulled.messages.iter().map(inbound));
             }
             Ok(out)
-        })
+        }))
     }
 
     fn partitions<'a>(
@@ -531,7 +574,7 @@ impl Upstream for RocketMq {
         topic: &'a str,
         group: &'a str,
     ) -> UpstreamFuture<'a, Vec<Partition>> {
-        Box::pin(async move {
+        Box::pin(self.gated(async move {
             let route = self.routes.route(topic).await?;
             let mut brokers: Vec<&CheetahString> = route.iter().map(|(addr, _)| addr).collect();
             brokers.sort();
@@ -568,7 +611,7 @@ impl Upstream for RocketMq {
                 }
             }
             Ok(out)
-        })
+        }))
     }
 
     fn pull<'a>(
@@ -579,7 +622,7 @@ impl Upstream for RocketMq {
         max: u32,
         wait: Option<Duration>,
     ) -> UpstreamFuture<'a, Pulled> {
-        Box::pin(async move {
+        Box::pin(self.gated(async move {
             let (addr, mq) = self.routes.message_queue(topic, queue_id).await?;
             let wanted = max.clamp(1, i32::MAX as u32) as i32;
             let started = std::time::Instant::now();
@@ -594,7 +637,7 @@ impl Upstream for RocketMq {
                 max_offset: batch.max_offset,
                 offset_illegal: batch.offset_illegal,
             })
-        })
+        }))
     }
 
     fn commit<'a>(
@@ -604,13 +647,13 @@ impl Upstream for RocketMq {
         queue_id: i32,
         offset: i64,
     ) -> UpstreamFuture<'a, ()> {
-        Box::pin(async move {
+        Box::pin(self.gated(async move {
             let (addr, mq) = self.routes.message_queue(topic, queue_id).await?;
             self.admin
                 .update_consume_offset(addr, group.into(), mq, offset.max(0) as u64)
                 .await
                 .map_err(|e| unavailable("commit offset", e))
-        })
+        }))
     }
 
     fn written_end(&self, topic: &str) -> Vec<(i32, i64)> {

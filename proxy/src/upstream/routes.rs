@@ -21,6 +21,8 @@ type Route = Arc<Vec<(CheetahString, MessageQueue)>>;
 pub(super) struct Routes {
     pub(super) admin: Arc<DefaultMQAdminExt>,
     pub(super) cache: Arc<DashMap<String, Route>>,
+    /// Learns the brokers' addresses from each lookup.
+    pub(super) gate: Arc<super::gate::Gate>,
 }
 
 impl Routes {
@@ -71,6 +73,7 @@ impl Routes {
             else {
                 continue;
             };
+            self.gate.know([addr.as_str()]);
             for id in 0..qd.read_queue_nums {
                 out.push((
                     addr.clone(),

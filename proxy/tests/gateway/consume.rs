@@ -750,6 +750,18 @@ async fn a_gateway_killed_while_consuming_loses_nothing() {
 
     let second = GatewayProcess::start(port, &meta);
     let conn = second.connect().await;
+    // It listens where the killed one did: the killed one's read leases
+    // were dropped before it served anyone, not left to lapse
+    // (Gateway::take_seat).
+    let store = meta::Store::open(&format!("sqlite:{}", meta.display()))
+        .await
+        .unwrap();
+    let topic = store.queue("/", &q).await.unwrap().unwrap().topic;
+    let holders = store.lease_holders(&topic).await.unwrap();
+    assert!(
+        holders.is_empty(),
+        "the killed gateway's leases: {holders:?}"
+    );
     let cc = conn.create_channel().await.unwrap();
     cc.basic_qos(500, BasicQosOptions::default()).await.unwrap();
     let mut c = consume(&cc, &q, "after").await;
