@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Chaos under load (benches/chaos.py): starts its own stack on loopback
-# (RocketMQ name server and broker, the gateway; ports 26672, 19896, 20951),
+# (RocketMQ name server and broker, the gateway; ports 26772, 19906, 20966),
 # kills and stops its parts ROUNDS times each while a pika publisher with
 # confirms and a pika consumer with acks run, prints the figures, and stops
 # the stack. Exit status 1 when a confirmed message was never delivered or a
@@ -13,8 +13,8 @@ root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 rounds="${1:-1}"
 shift || true
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/amqp-gw/target}"
-export AMQP_GW_DATA="${CHAOS_DATA:-$CARGO_TARGET_DIR/chaos-stack}" AMQP_PORT=26672 \
-  MANAGEMENT_PORT=26673 PROMETHEUS_PORT=26692 NAMESRV_PORT=19896 BROKER_PORT=20951
+export AMQP_GW_DATA="${CHAOS_DATA:-$CARGO_TARGET_DIR/chaos-stack}" AMQP_PORT=26772 \
+  MANAGEMENT_PORT=26773 PROMETHEUS_PORT=26792 NAMESRV_PORT=19906 BROKER_PORT=20966
 "$root/deploy/down.sh" >/dev/null 2>&1 || true
 rm -rf "$AMQP_GW_DATA"
 trap '"$root/deploy/down.sh" >/dev/null 2>&1 || true' EXIT

@@ -127,26 +127,41 @@ impl Store {
             .collect())
     }
 
-    /// Says gateway `id` is alive until `now_ms + ttl_ms`, and where its
-    /// management API answers ("" if it has none).
+    /// Says gateway `id` is alive until `now_ms + ttl_ms`, where its
+    /// management API answers ("" if it has none), and what it uses of
+    /// the limits (connections and channels per vhost and user, as the
+    /// gateway writes them).
     pub async fn heartbeat(
         &self,
         id: &str,
         now_ms: i64,
         ttl_ms: i64,
         management: &str,
+        usage: &str,
     ) -> Result<()> {
         sqlx::query(
-            "INSERT INTO gateways (id, expires_ms, management) VALUES ($1, $2, $3) \
+            "INSERT INTO gateways (id, expires_ms, management, usage) VALUES ($1, $2, $3, $4) \
              ON CONFLICT (id) DO UPDATE SET expires_ms = excluded.expires_ms, \
-             management = excluded.management",
+             management = excluded.management, usage = excluded.usage",
         )
         .bind(id)
         .bind(now_ms + ttl_ms)
         .bind(management)
+        .bind(usage)
         .execute(&self.pool)
         .await?;
         Ok(())
+    }
+
+    /// What the other live gateways said they use (`heartbeat`).
+    pub async fn usage_elsewhere(&self, id: &str, now_ms: i64) -> Result<Vec<String>> {
+        Ok(sqlx::query_scalar(
+            "SELECT usage FROM gateways WHERE id <> $1 AND expires_ms >= $2 AND usage <> ''",
+        )
+        .bind(id)
+        .bind(now_ms)
+        .fetch_all(&self.pool)
+        .await?)
     }
 
     /// Gateway `id` (heartbeating already) takes `seat`: where it listens,

@@ -19,5 +19,8 @@ pub mod queue_use;
 pub mod store;
 pub mod watch;
 
-pub use model::{Binding, DestinationKind, Exchange, Permission, Queue, Snapshot, User, Vhost};
+pub use model::{
+    Binding, DestinationKind, Exchange, Limit, LimitScope, Limits, Permission, Queue, Snapshot,
+    User, Vhost,
+};
 pub use store::{Backend, Change, ChangeKind, MetaError, Store, NOTIFY_CHANNEL};

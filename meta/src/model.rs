@@ -101,6 +101,50 @@ pub struct Binding {
     pub arguments: Vec<u8>,
 }
 
+/// Whose limit: a vhost's or a user's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum LimitScope {
+    Vhost,
+    User,
+}
+
+impl LimitScope {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LimitScope::Vhost => "vhost",
+            LimitScope::User => "user",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<LimitScope> {
+        match text {
+            "vhost" => Some(LimitScope::Vhost),
+            "user" => Some(LimitScope::User),
+            _ => None,
+        }
+    }
+
+    /// The limits RabbitMQ knows for this scope.
+    pub fn names(self) -> &'static [&'static str] {
+        match self {
+            LimitScope::Vhost => &["max-connections", "max-queues"],
+            LimitScope::User => &["max-connections", "max-channels"],
+        }
+    }
+}
+
+/// One limit of one vhost or user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limit {
+    pub scope: LimitScope,
+    pub owner: String,
+    pub name: String,
+    pub value: i64,
+}
+
+/// A vhost's or user's limits by name.
+pub type Limits = std::collections::BTreeMap<String, i64>;
+
 /// Everything the store holds, read at once.
 #[derive(Debug, Clone, Default)]
 pub struct Snapshot {
@@ -111,4 +155,5 @@ pub struct Snapshot {
     pub exchanges: Vec<Exchange>,
     pub queues: Vec<Queue>,
     pub bindings: Vec<Binding>,
+    pub limits: Vec<Limit>,
 }

@@ -273,7 +273,7 @@ async fn a_gateway_taking_a_dead_ones_seat_frees_its_leases_at_once() {
     for (_dir, store) in stores().await {
         let (t, now, ttl) = ("seated", 1_000_000, 5_000);
         for id in ["old", "other"] {
-            store.heartbeat(id, now, 10_000, "").await.unwrap();
+            store.heartbeat(id, now, 10_000, "", "").await.unwrap();
         }
         assert!(store
             .take_seat("host|0.0.0.0:5672", "old")
@@ -288,7 +288,10 @@ async fn a_gateway_taking_a_dead_ones_seat_frees_its_leases_at_once() {
             .await
             .unwrap();
         // "old" was killed; "new" binds the same address on the same host.
-        store.heartbeat("new", now + 1, 10_000, "").await.unwrap();
+        store
+            .heartbeat("new", now + 1, 10_000, "", "")
+            .await
+            .unwrap();
         assert_eq!(
             store.take_seat("host|0.0.0.0:5672", "new").await.unwrap(),
             ["old"]
@@ -308,6 +311,60 @@ async fn a_gateway_taking_a_dead_ones_seat_frees_its_leases_at_once() {
         assert_eq!(
             store.live_gateways(now + 2).await.unwrap(),
             ["new", "other"]
+        );
+    }
+}
+
+#[tokio::test]
+async fn limits_are_set_cleared_followed_and_go_with_their_owner() {
+    use meta::{ChangeKind, LimitScope};
+    for (_dir, store) in stores().await {
+        store
+            .put_vhost(&meta::Vhost {
+                name: "tenant".into(),
+                namespace: "vh_tenant".into(),
+            })
+            .await
+            .unwrap();
+        let before = store.snapshot().await.unwrap().revision;
+        store
+            .set_limit(LimitScope::Vhost, "tenant", "max-queues", 5)
+            .await
+            .unwrap();
+        store
+            .set_limit(LimitScope::Vhost, "tenant", "max-connections", -1)
+            .await
+            .unwrap();
+        store
+            .set_limit(LimitScope::User, "guest", "max-channels", 0)
+            .await
+            .unwrap();
+        let limits = store.limits_of(LimitScope::Vhost, "tenant").await.unwrap();
+        assert_eq!(limits.get("max-queues"), Some(&5));
+        assert_eq!(limits.get("max-connections"), Some(&-1));
+        let changes = store.changes_after(before, 100).await.unwrap();
+        assert!(
+            changes.iter().all(|c| c.kind == ChangeKind::Limits),
+            "{changes:?}"
+        );
+        assert_eq!(
+            changes.last().unwrap().vhost,
+            "user",
+            "the scope rides in `vhost`"
+        );
+        assert_eq!(store.snapshot().await.unwrap().limits.len(), 3);
+        assert!(store
+            .clear_limit(LimitScope::User, "guest", "max-channels")
+            .await
+            .unwrap());
+        assert!(!store
+            .clear_limit(LimitScope::User, "guest", "max-channels")
+            .await
+            .unwrap());
+        store.delete_vhost("tenant").await.unwrap();
+        assert!(
+            store.all_limits().await.unwrap().is_empty(),
+            "gone with the vhost"
         );
     }
 }

@@ -35,6 +35,10 @@ pub struct Config {
     pub client_write_timeout_ms: u64,
     /// Largest message body accepted, in bytes (RabbitMQ's default is 128 MiB).
     pub max_message_size: u64,
+    /// Bytes of message bodies one connection may hold while they arrive
+    /// (summed over its channels); beyond it the connection is closed with
+    /// 506 RESOURCE_ERROR. At least `max_message_size` in effect.
+    pub max_connection_content_bytes: u64,
     /// Publishes a connection may have in flight to RocketMQ; the gateway
     /// stops reading the socket when they are all taken (backpressure).
     pub max_in_flight: usize,
@@ -106,6 +110,7 @@ impl Default for Config {
             heartbeat: 60,
             client_write_timeout_ms: 15_000,
             max_message_size: 128 * 1024 * 1024,
+            max_connection_content_bytes: 256 * 1024 * 1024,
             max_in_flight: 2048,
             upstream_max_in_flight: 256,
             blocked_after_ms: 500,
@@ -199,6 +204,11 @@ impl Config {
             &get,
             "AMQP_GATEWAY_MAX_MESSAGE_SIZE",
             &mut self.max_message_size,
+        )?;
+        set(
+            &get,
+            "AMQP_GATEWAY_MAX_CONNECTION_CONTENT_BYTES",
+            &mut self.max_connection_content_bytes,
         )?;
         set(&get, "AMQP_GATEWAY_MAX_IN_FLIGHT", &mut self.max_in_flight)?;
         set(&get, "AMQP_GATEWAY_HEALTH_LISTEN", &mut self.health_listen)?;

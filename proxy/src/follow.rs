@@ -208,6 +208,20 @@ async fn reconcile(gw: &Arc<Gateway>) -> Result<(), MetaError> {
                 .map(|q| (ChangeKind::Queue, vhost.name.clone(), q.clone())),
         );
     }
+    names.extend(snapshot.limits.iter().map(|l| {
+        (
+            ChangeKind::Limits,
+            l.scope.as_str().to_owned(),
+            l.owner.clone(),
+        )
+    }));
+    names.extend(
+        topology
+            .limits
+            .owners()
+            .into_iter()
+            .map(|(scope, owner)| (ChangeKind::Limits, scope.as_str().to_owned(), owner)),
+    );
     let order = |kind: &ChangeKind| match kind {
         ChangeKind::Vhost => 0,
         ChangeKind::User => 1,
@@ -215,6 +229,7 @@ async fn reconcile(gw: &Arc<Gateway>) -> Result<(), MetaError> {
         ChangeKind::Exchange => 3,
         ChangeKind::Queue => 4,
         ChangeKind::Bindings => 5,
+        ChangeKind::Limits => 6,
     };
     names.sort_by(|a, b| (order(&a.0), &a.1, &a.2).cmp(&(order(&b.0), &b.1, &b.2)));
     names.dedup_by(|a, b| order(&a.0) == order(&b.0) && a.1 == b.1 && a.2 == b.2);
@@ -241,6 +256,12 @@ async fn apply(gw: &Arc<Gateway>, c: &Change) -> Result<(), MetaError> {
             Some(_) => {}
             None => crate::registry::vhosts::gone(gw, &c.name),
         },
+        ChangeKind::Limits => {
+            if let Some(scope) = meta::LimitScope::parse(&c.vhost) {
+                let limits = gw.store.limits_of(scope, &c.name).await?;
+                topology.limits.set(scope, &c.name, limits);
+            }
+        }
         ChangeKind::User => match gw.store.user(&c.name).await? {
             Some(u) => topology.put_user(u),
             None => topology.remove_user(&c.name),

@@ -119,6 +119,9 @@ pub struct Gateway {
     pub amqps_address: std::sync::OnceLock<std::net::SocketAddr>,
     /// The TLS settings in force, with a certificate configured (tls.rs).
     pub tls: Option<Arc<tls::Tls>>,
+    /// Connections and channels per vhost and user on the other gateways,
+    /// as announced with their heartbeats (registry/limits.rs).
+    pub usage_elsewhere: std::sync::RwLock<registry::limits::Usage>,
     /// Message rates for the management API (sampled every 5 s).
     pub rates: metrics::rates::Rates,
 }
@@ -241,6 +244,7 @@ impl Gateway {
             rates: Default::default(),
             amqp_address: std::sync::OnceLock::new(),
             seat: std::sync::OnceLock::new(),
+            usage_elsewhere: Default::default(),
             amqps_address: std::sync::OnceLock::new(),
             tls,
         });
@@ -281,16 +285,35 @@ impl Gateway {
         }
     }
 
-    /// Says this gateway is alive (its connections own exclusive queues).
+    /// Says this gateway is alive (its connections own exclusive queues)
+    /// with the connections and channels it holds, and learns what the
+    /// others hold (limits count over every gateway).
     pub async fn heartbeat(&self) -> Result<(), meta::MetaError> {
+        let mine = registry::limits::Usage::of_roster(&self.connections, None);
+        let now = self.clock.now_ms();
         self.store
             .heartbeat(
                 &self.instance_id,
-                self.clock.now_ms(),
+                now,
                 GATEWAY_TTL_MS,
                 self.management_address.get().map_or("", String::as_str),
+                &serde_json::to_string(&mine).unwrap_or_default(),
             )
-            .await
+            .await?;
+        let mut elsewhere = registry::limits::Usage::default();
+        for announced in self.store.usage_elsewhere(&self.instance_id, now).await? {
+            match serde_json::from_str(&announced) {
+                Ok(usage) => elsewhere.add(&usage),
+                Err(error) => {
+                    tracing::debug!(%error, "Another gateway's usage unreadable; left out.")
+                }
+            }
+        }
+        *self
+            .usage_elsewhere
+            .write()
+            .unwrap_or_else(|p| p.into_inner()) = elsewhere;
+        Ok(())
     }
 
     /// Takes this gateway's seat (host name and the bound AMQP address): a

@@ -255,13 +255,18 @@ pub struct Topology {
     vhosts: RwLock<HashMap<String, Arc<Vhost>>>,
     users: RwLock<HashMap<String, meta::User>>,
     permissions: RwLock<HashMap<(String, String), Permission>>,
+    /// Vhosts' and users' limits (registry/limits.rs).
+    pub limits: crate::registry::limits::LimitsImage,
 }
 
 impl Topology {
     /// Builds the topology from a meta snapshot. Records that cannot be read
     /// (bad regex, bad arguments) are skipped with an error log, never fatal.
     pub fn from_snapshot(snapshot: &meta::Snapshot) -> Topology {
-        let topology = Topology::default();
+        let topology = Topology {
+            limits: crate::registry::limits::LimitsImage::from_snapshot(&snapshot.limits),
+            ..Topology::default()
+        };
         for v in &snapshot.vhosts {
             topology.add_vhost(&v.name, &v.namespace);
         }

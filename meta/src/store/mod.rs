@@ -9,6 +9,7 @@
 //! Over 500 lines: one write function per kind of record, each a short
 //! statement with its change record; reads are in `read`.
 
+mod limits;
 mod read;
 
 use std::time::Duration;
@@ -116,6 +117,14 @@ const MIGRATIONS: &[(i64, &str)] = &[
     ALTER TABLE gateways ADD COLUMN seat TEXT NOT NULL DEFAULT '';
     "#,
     ),
+    (
+        9,
+        r#"
+    CREATE TABLE limits (scope TEXT NOT NULL, owner TEXT NOT NULL, name TEXT NOT NULL,
+                         value INTEGER NOT NULL, PRIMARY KEY (scope, owner, name));
+    ALTER TABLE gateways ADD COLUMN usage TEXT NOT NULL DEFAULT '';
+    "#,
+    ),
 ];
 
 /// The schema in a backend's type names (written in SQLite's).
@@ -148,6 +157,9 @@ pub enum ChangeKind {
     Queue,
     /// The bindings whose source is exchange `name`.
     Bindings,
+    /// The limits of vhost or user `name`; `vhost` is the scope
+    /// ("vhost" or "user", limits.rs).
+    Limits,
 }
 
 impl ChangeKind {
@@ -159,6 +171,7 @@ impl ChangeKind {
             ChangeKind::Exchange => "exchange",
             ChangeKind::Queue => "queue",
             ChangeKind::Bindings => "bindings",
+            ChangeKind::Limits => "limits",
         }
     }
 
@@ -170,6 +183,7 @@ impl ChangeKind {
             "exchange" => ChangeKind::Exchange,
             "queue" => ChangeKind::Queue,
             "bindings" => ChangeKind::Bindings,
+            "limits" => ChangeKind::Limits,
             _ => return None,
         })
     }
@@ -426,6 +440,7 @@ impl Store {
     /// permissions; whether there was one. (Its queues' RocketMQ topics are
     /// the caller's: it deletes the queues first.)
     pub async fn delete_vhost(&self, name: &str) -> Result<bool> {
+        self.clear_limits(LimitScope::Vhost, name).await?;
         let users: Vec<(String,)> =
             sqlx::query_as("SELECT user_name FROM permissions WHERE vhost = $1")
                 .bind(name)
@@ -508,6 +523,7 @@ impl Store {
 
     /// Deletes a user and its permissions; whether there was one.
     pub async fn delete_user(&self, name: &str) -> Result<bool> {
+        self.clear_limits(LimitScope::User, name).await?;
         let vhosts: Vec<(String,)> =
             sqlx::query_as("SELECT vhost FROM permissions WHERE user_name = $1")
                 .bind(name)

@@ -123,8 +123,10 @@ impl Store {
         .iter()
         .map(binding_of)
         .collect::<Result<Vec<_>>>()?;
+        let limits = super::limits::all_limits_in(&mut tx).await?;
         tx.commit().await?;
         Ok(Snapshot {
+            limits,
             revision,
             vhosts,
             users,

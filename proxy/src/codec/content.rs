@@ -51,6 +51,14 @@ impl ContentAssembler {
         self.state = State::AwaitHeader(publish);
     }
 
+    /// Body bytes held for content still arriving.
+    pub fn pending(&self) -> usize {
+        match &self.state {
+            State::AwaitBody(body) => body.received,
+            _ => 0,
+        }
+    }
+
     /// Drops any half-received content (channel closed).
     pub fn reset(&mut self) {
         self.state = State::Idle;

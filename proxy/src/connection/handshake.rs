@@ -261,7 +261,8 @@ pub fn accept_tune_ok(
     })
 }
 
-/// connection.open: the vhost must exist and the user must have a permission on it.
+/// connection.open: the vhost must exist, the user must have a permission
+/// on it, and neither may be at its connection limit.
 pub fn open(
     gateway: &Gateway,
     user: &str,
@@ -274,6 +275,10 @@ pub fn open(
         .topology
         .vhost(name)
         .ok_or_else(|| not_allowed(format!("vhost {name} not found")))?;
+    // Limits before permissions, as RabbitMQ checks them.
+    if let Some(text) = crate::registry::limits::connection_refused(gateway, name, user) {
+        return Err(not_allowed(text));
+    }
     let permission = gateway.topology.permission(user, name).ok_or_else(|| {
         not_allowed(format!(
             "access to vhost '{name}' refused for user '{user}'"

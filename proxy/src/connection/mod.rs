@@ -10,8 +10,12 @@
 //!
 //! This file holds the loop and the frame dispatch; `handshake` the
 //! connection methods before open, `output` the write side and the clock,
-//! `publishes` confirms and backpressure, `close` every way a connection ends.
+//! `publishes` confirms and backpressure, `close` every way a connection ends,
+//! `bounds` what a connection may open and hold.
+//! (Over 500 lines: the loop and the frame dispatch share the connection's
+//! state; what stands alone is in those sibling modules.)
 
+mod bounds;
 mod close;
 pub mod handshake;
 pub mod login_failures;
@@ -364,6 +368,7 @@ impl Connection {
                 self.with_channel(id, |ch, s| channel::handle_header(ch, s, header))
             }
             Frame::Body(id, body) => {
+                self.check_content_held(body.len())?;
                 self.with_channel(id, |ch, s| channel::handle_body(ch, s, body))
             }
             Frame::BadHeader(id) => {
@@ -600,30 +605,6 @@ impl Connection {
                 channel::handle_method(ch, &mut session, method).await
             }
         }
-    }
-
-    fn open_channel(&mut self, id: u16) -> Result<(), ProtocolError> {
-        if id > self.tuning.channel_max {
-            return Err(ConnectionException::new(
-                HardCode::ChannelError,
-                format!(
-                    "channel {id} is above the negotiated channel_max {}",
-                    self.tuning.channel_max
-                ),
-            )
-            .on_method(20, 10)
-            .into());
-        }
-        self.next_epoch += 1;
-        self.channels.insert(id, Channel::new(id, self.next_epoch));
-        crate::metrics::CHANNELS_OPENED.increment(1);
-        self.out.method(
-            id,
-            AMQPClass::Channel(channel_method::AMQPMethod::OpenOk(
-                channel_method::OpenOk {},
-            )),
-        );
-        Ok(())
     }
 
     /// Content frames go to their channel; a channel that is not open is 504.

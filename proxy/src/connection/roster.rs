@@ -167,6 +167,11 @@ pub struct Listed {
 }
 
 impl Listed {
+    /// The connection's id in the roster.
+    pub fn id(&self) -> u64 {
+        self.entry.id
+    }
+
     pub fn opened(&self, opened: Opened) {
         let _ = self.entry.opened.set(opened);
     }

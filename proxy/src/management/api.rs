@@ -21,6 +21,7 @@ use crate::definitions::json_to_table;
 use crate::registry::RegistryError;
 use crate::topology::{Access, Vhost};
 use crate::Gateway;
+use meta::LimitScope;
 
 /// The largest request body read (definitions uploads included).
 const MAX_BODY: usize = 8 << 20;
@@ -339,6 +340,26 @@ async fn route(c: &Call<'_>) -> Reply {
             super::messages::get(c, vhost, name).await
         }
         (&Method::GET, ["health", "checks", check @ ..]) => super::health::check(c, check),
+        (&Method::GET, ["vhost-limits"]) => super::limits::list(c, LimitScope::Vhost, None),
+        (&Method::GET, ["vhost-limits", vhost]) => {
+            super::limits::list(c, LimitScope::Vhost, Some(vhost))
+        }
+        (&Method::PUT, ["vhost-limits", vhost, name]) => {
+            super::limits::put(c, LimitScope::Vhost, vhost, name).await
+        }
+        (&Method::DELETE, ["vhost-limits", vhost, name]) => {
+            super::limits::delete(c, LimitScope::Vhost, vhost, name).await
+        }
+        (&Method::GET, ["user-limits"]) => super::limits::list(c, LimitScope::User, None),
+        (&Method::GET, ["user-limits", user]) => {
+            super::limits::list(c, LimitScope::User, Some(user))
+        }
+        (&Method::PUT, ["user-limits", user, name]) => {
+            super::limits::put(c, LimitScope::User, user, name).await
+        }
+        (&Method::DELETE, ["user-limits", user, name]) => {
+            super::limits::delete(c, LimitScope::User, user, name).await
+        }
         // None can exist: the gateway takes queue arguments, not policies.
         (
             &Method::GET,

@@ -13,6 +13,7 @@ mod definitions;
 mod exchanges;
 mod health;
 mod json;
+mod limits;
 mod listing;
 mod messages;
 mod peers;

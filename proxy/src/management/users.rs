@@ -27,14 +27,19 @@ fn text<'a>(body: &'a Map<String, Value>, key: &str) -> Result<Option<&'a str>, 
     }
 }
 
-fn user_json(u: &meta::User) -> Value {
+fn user_json(c: &Call<'_>, u: &meta::User) -> Value {
     let tags = u.tag_list();
+    let limits = c
+        .gateway
+        .topology
+        .limits
+        .of(meta::LimitScope::User, &u.name);
     json!({
         "name": u.name,
         "password_hash": u.password_hash,
         "hashing_algorithm": "rabbit_password_hashing_sha256",
         "tags": tags,
-        "limits": {},
+        "limits": limits,
     })
 }
 
@@ -44,12 +49,14 @@ pub(super) async fn list_users(c: &Call<'_>, one: Option<&str>) -> Reply {
     }
     match one {
         Some(name) => match c.gateway.store.user(name).await {
-            Ok(Some(u)) => Reply::ok(user_json(&u)),
+            Ok(Some(u)) => Reply::ok(user_json(c, &u)),
             Ok(None) => Reply::not_found(),
             Err(e) => Reply::error(503, "unavailable", &e.to_string()),
         },
         None => match c.gateway.store.snapshot().await {
-            Ok(s) => Reply::ok(Value::Array(s.users.iter().map(user_json).collect())),
+            Ok(s) => Reply::ok(Value::Array(
+                s.users.iter().map(|u| user_json(c, u)).collect(),
+            )),
             Err(e) => Reply::error(503, "unavailable", &e.to_string()),
         },
     }

@@ -11,6 +11,7 @@ mod error;
 pub mod exchanges;
 pub mod expiry;
 pub mod image;
+pub mod limits;
 pub mod queues;
 pub mod reclaim;
 pub mod vhosts;

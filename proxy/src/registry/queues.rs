@@ -94,6 +94,7 @@ pub async fn declare(
             created: false,
         });
     }
+    super::limits::check_queue_limit(gateway, vhost, &spec.name)?;
     let meta_vhost = meta::Vhost {
         name: vhost.name.clone(),
         namespace: vhost.namespace.clone(),

@@ -7,6 +7,7 @@
 //! own ceiling in benches/ and is never a default.
 
 pub mod batch;
+mod clients;
 mod gate;
 pub mod null;
 mod queues;

@@ -8,6 +8,7 @@ mod consume;
 mod fast;
 mod features;
 mod harness;
+mod limits;
 mod management;
 mod meta;
 mod probe;

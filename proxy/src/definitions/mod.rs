@@ -6,6 +6,8 @@
 //! Import is idempotent: what exists is left as it is and reported as such;
 //! what cannot be mapped is reported with the reason, never dropped silently.
 
+mod limits;
+
 use std::collections::BTreeMap;
 
 use amq_protocol::types::{AMQPValue, FieldArray, FieldTable, LongString};
@@ -312,12 +314,6 @@ pub async fn import(
         }
         store.put_user(&user).await?;
         report.created.push(what);
-        if !u.limits.is_empty() {
-            report.skipped.push((
-                format!("limits of user '{}'", u.name),
-                "user limits are not applied".into(),
-            ));
-        }
     }
     for p in &defs.permissions {
         let what = format!("permission of '{}' on vhost '{}'", p.user, p.vhost);
@@ -498,6 +494,13 @@ pub async fn import(
         store.put_binding(&record).await?;
         report.created.push(what);
     }
+    limits::import(store, defs, &mut report).await?;
+    let parameters: Vec<Value> = defs
+        .parameters
+        .iter()
+        .filter(|p| !limits::is_vhost_limits(p))
+        .cloned()
+        .collect();
     for (section, items, why) in [
         (
             "policy",
@@ -506,7 +509,7 @@ pub async fn import(
         ),
         (
             "parameter",
-            &defs.parameters,
+            &parameters,
             "runtime parameters (shovels, federation) are not supported",
         ),
         (
@@ -620,6 +623,7 @@ pub async fn export(store: &meta::Store) -> Result<Definitions, DefinitionsError
             arguments: stored_json(&b.arguments),
         })
         .collect();
+    limits::export(&snap, &mut defs);
     Ok(defs)
 }
 
