@@ -7,7 +7,7 @@ root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/amqp-gw/target}"
 cd "$root"
 
-rabbit_env=(RABBITMQ_DATA="$CARGO_TARGET_DIR/reference-rabbitmq" RABBIT_PORT=25674 RABBIT_NODE=gwtest@localhost RABBIT_MANAGEMENT_PORT=25675)
+rabbit_env=(RABBITMQ_DATA="$CARGO_TARGET_DIR/reference-rabbitmq" RABBIT_PORT=25674 RABBIT_DIST_PORT=25676 RABBIT_NODE=gwtest@localhost RABBIT_MANAGEMENT_PORT=25675)
 smoke_env=(AMQP_GW_DATA="$CARGO_TARGET_DIR/smoke-stack" AMQP_PORT=25672 AMQPS_PORT=25671 MANAGEMENT_PORT=25673 PROMETHEUS_PORT=25692 NAMESRV_PORT=19886 BROKER_PORT=20941)
 cleanup() {
   for d in "$CARGO_TARGET_DIR"/debug/test-rocketmq-*; do

@@ -4,6 +4,9 @@
 #
 #   RABBITMQ_DATA  data directory (default <repo>/data/rabbitmq)
 #   RABBIT_PORT    AMQP port (default 5673, beside the gateway's 5672)
+#   RABBIT_DIST_PORT  Erlang distribution port (default RABBIT_PORT + 20000;
+#                  keep it below the ephemeral range, 32768 on Linux, or a
+#                  client socket that happens to hold it stops the start)
 #   RABBIT_NODE    Erlang node name (default gwref@localhost)
 #   RABBIT_MANAGEMENT_PORT  with it, the management and Prometheus plugins
 #                  are on: the API on this port, /metrics on RABBIT_PROMETHEUS_PORT
@@ -26,7 +29,7 @@ if answers "$port"; then
 fi
 mkdir -p "$data"/{mnesia,log}
 export HOME="$data" RABBITMQ_NODENAME="${RABBIT_NODE:-gwref@localhost}" RABBITMQ_NODE_IP_ADDRESS=127.0.0.1 \
-  RABBITMQ_NODE_PORT="$port" RABBITMQ_DIST_PORT=$((port + 20000)) ERL_EPMD_ADDRESS=127.0.0.1 \
+  RABBITMQ_NODE_PORT="$port" RABBITMQ_DIST_PORT="${RABBIT_DIST_PORT:-$((port + 20000))}" ERL_EPMD_ADDRESS=127.0.0.1 \
   RABBITMQ_MNESIA_BASE="$data/mnesia" RABBITMQ_LOG_BASE="$data/log" \
   RABBITMQ_ENABLED_PLUGINS_FILE="$data/enabled_plugins" RABBITMQ_PID_FILE="$data/rabbitmq.pid"
 : >"$data/rabbitmq.conf"
