@@ -2,13 +2,16 @@
 # The benchmark, one invocation: builds the gateway and the load generator
 # with optimisations, starts on loopback a RocketMQ (name server + broker),
 # the gateway on it, a second gateway on the null upstream, and RabbitMQ 3.10,
+# a second gateway on the same RocketMQ and meta store (scenario 6),
 # runs every scenario on every target one after the other, writes
 # benches/results/report.md and chart.svg, and stops what it started.
 #
 #   SECONDS_PER_RUN  how long each run publishes (default 10); in scenario 5, the time
 #                    budget of its idle trials and again of its busy trials
-#   ONLY             scenarios, e.g. "1,2" (1 publish, 2 end to end, 3 fan-out, 4 many connections,
-#                    5 first delivery to a new consumer)
+#   ONLY             scenarios, e.g. "1,2" (1 publish, 2 end to end, 3 fan-out to 4 and 16,
+#                    4 many connections, 5 first delivery to a new consumer, 6 one queue
+#                    served by two gateways)
+#   QUEUES_PER_TOPIC message queues per queue topic on the RocketMQ gateways (default 1)
 #   TARGETS          e.g. "gateway,rabbitmq" (default: all four)
 #   CONNECTIONS      connections in scenario 4 (default 1000)
 #   KEEP=1           leave the stacks running afterwards
@@ -21,7 +24,7 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/amqp-gw/target}"
 data="${BENCH_DATA:-$HOME/.cache/amqp-gw/bench-data}"
 out="${BENCH_OUT:-$root/benches/results}"
 export NAMESRV_PORT=19986 BROKER_PORT=20986 ROCKETMQ_DATA="$data/rocketmq"
-gateway_port=5682 null_port=5683 rabbit_port=5693
+gateway_port=5682 null_port=5683 second_port=5684 rabbit_port=5693
 export RABBIT_NODE=gwbench@localhost RABBITMQ_DATA="$data/rabbitmq" RABBIT_PORT=$rabbit_port
 answers() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
@@ -50,13 +53,14 @@ cleanup() {
 }
 trap cleanup EXIT
 
-echo "== starting RocketMQ, two gateways and RabbitMQ"
+echo "== starting RocketMQ, three gateways and RabbitMQ"
 ROCKETMQ_BIN="$bin" "$root/deploy/rocketmq/start.sh"
-start_gateway() { # name port upstream
+start_gateway() { # name port upstream [meta store name]
   AMQP_GATEWAY_LISTEN="127.0.0.1:$2" \
   AMQP_GATEWAY_MANAGEMENT_LISTEN="127.0.0.1:$(($2 + 20000))" \
   AMQP_GATEWAY_PROMETHEUS_LISTEN="127.0.0.1:$(($2 + 21000))" \
-  AMQP_GATEWAY_META_URL="sqlite:$data/meta-$1.db" \
+  AMQP_GATEWAY_META_URL="sqlite:$data/meta-${4:-$1}.db" \
+  AMQP_GATEWAY_QUEUES_PER_TOPIC="${QUEUES_PER_TOPIC:-1}" \
   AMQP_GATEWAY_NAME_SERVER="127.0.0.1:$NAMESRV_PORT" \
   AMQP_GATEWAY_UPSTREAM="$3" \
   AMQP_GATEWAY_HEALTH_LISTEN="127.0.0.1:$(($2 + 10000))" \
@@ -72,6 +76,7 @@ start_gateway() { # name port upstream
   exit 1
 }
 start_gateway rocketmq "$gateway_port" rocketmq
+start_gateway rocketmq-2 "$second_port" rocketmq rocketmq
 start_gateway null "$null_port" null
 "$root/deploy/rabbitmq/start.sh"
 rabbit_pid=$(cat "$data/rabbitmq/rabbitmq.pid")
@@ -90,6 +95,7 @@ if [ -n "${SCRAPE_EVERY:-}" ]; then
 fi
 "$release/bench" \
   --gateway "127.0.0.1:$gateway_port" --gateway-pids "$(cat "$data/gateway-rocketmq.pid")" \
+  --gateway2 "127.0.0.1:$second_port" --gateway2-pids "$(cat "$data/gateway-rocketmq-2.pid")" \
   --rocketmq-pids "$(cat "$ROCKETMQ_DATA/broker.pid"),$(cat "$ROCKETMQ_DATA/namesrv.pid")" \
   --null "127.0.0.1:$null_port" --null-pids "$(cat "$data/gateway-null.pid")" \
   --rabbitmq "127.0.0.1:$rabbit_port" --rabbitmq-pids "$rabbit_pid" \

@@ -92,6 +92,7 @@ pub async fn fan_out(
             q.clone(),
             plan.prefetch,
             expected.clone(),
+            Arc::default(),
             c.clone(),
         )));
     }
@@ -111,23 +112,86 @@ pub async fn fan_out(
     )
     .await?;
     expected.store(publisher.confirmed, Ordering::Release);
+    // From the first publish to the last confirm or delivery: a run whose
+    // consumers got nothing spans its publishing, so its rate reads 0.
+    let mut last = Instant::now();
     let mut outcome = Outcome {
         published: publisher.confirmed,
         nacked: publisher.nacked,
         confirm: publisher.latencies,
+        consumed: true,
         ..Outcome::default()
     };
-    let mut last = started;
     for consumer in consumers {
         let consumed = consumer.await.map_err(io::Error::other)??;
         outcome.delivered += consumed.delivered;
         outcome.e2e.extend(consumed.latencies);
-        last = last.max(consumed.last);
+        last = consumed.last.map_or(last, |at| last.max(at));
     }
     outcome.seconds = (last - started).as_secs_f64();
     for q in &names {
         setup.delete_queue(q).await?;
     }
+    setup.close().await?;
+    Ok(outcome)
+}
+
+/// 6. One queue served by two gateways on one broker and one meta store: a
+///    publisher (window `plan.window`) and a consumer on each gateway. What
+///    each gateway's consumer got is in `Outcome::split`.
+pub async fn two_gateways(
+    first: &str,
+    second: &str,
+    plan: &Plan,
+    c: Arc<Counters>,
+) -> io::Result<Outcome> {
+    let queue = "bench.shared";
+    let mut setup = Wire::connect(first).await?;
+    setup.delete_queue(queue).await?;
+    setup.declare_queue(queue).await?;
+    let expected = Arc::new(AtomicU64::new(u64::MAX));
+    let delivered = Arc::new(AtomicU64::new(0));
+    let mut consumers = Vec::new();
+    for addr in [first, second] {
+        consumers.push(tokio::spawn(consume(
+            Wire::connect(addr).await?,
+            queue.to_owned(),
+            plan.prefetch,
+            expected.clone(),
+            delivered.clone(),
+            c.clone(),
+        )));
+    }
+    let started = Instant::now();
+    let publishers = [first, second].map(|addr| {
+        let (c, until) = (c.clone(), started + plan.duration);
+        let (addr, window, size) = (addr.to_owned(), plan.window, plan.size);
+        tokio::spawn(async move {
+            let wire = Wire::connect(&addr).await?;
+            publish(wire, PublishFrames::new("", queue, size), window, until, &c).await
+        })
+    });
+    let mut outcome = Outcome {
+        consumed: true,
+        ..Outcome::default()
+    };
+    for publisher in publishers {
+        let p = publisher.await.map_err(io::Error::other)??;
+        outcome.published += p.confirmed;
+        outcome.nacked += p.nacked;
+        outcome.confirm.extend(p.latencies);
+    }
+    expected.store(outcome.published, Ordering::Release);
+    let mut last = Instant::now();
+    for (consumer, name) in consumers.into_iter().zip(["gateway 1", "gateway 2"]) {
+        let consumed = consumer.await.map_err(io::Error::other)??;
+        outcome.delivered += consumed.delivered;
+        outcome.e2e.extend(consumed.latencies);
+        outcome.split.push((name.to_owned(), consumed.delivered));
+        last = consumed.last.map_or(last, |at| last.max(at));
+    }
+    outcome.seconds = (last - started).as_secs_f64();
+    setup.delete_queue(queue).await?;
     setup.close().await?;
     Ok(outcome)
 }
@@ -164,6 +228,7 @@ pub async fn many_connections(
         queue.to_owned(),
         plan.prefetch,
         expected.clone(),
+        Arc::default(),
         c.clone(),
     ));
     let started = Instant::now();
@@ -185,7 +250,10 @@ pub async fn many_connections(
             ))
         })
         .collect();
-    let mut outcome = Outcome::default();
+    let mut outcome = Outcome {
+        consumed: true,
+        ..Outcome::default()
+    };
     for task in tasks {
         let p = task.await.map_err(io::Error::other)??;
         outcome.published += p.confirmed;
@@ -196,7 +264,7 @@ pub async fn many_connections(
     let consumed = consumer.await.map_err(io::Error::other)??;
     outcome.delivered = consumed.delivered;
     outcome.e2e = consumed.latencies;
-    outcome.seconds = (consumed.last.max(until) - started).as_secs_f64();
+    outcome.seconds = (consumed.last.map_or(until, |at| at.max(until)) - started).as_secs_f64();
     setup.delete_queue(queue).await?;
     setup.close().await?;
     Ok(outcome)
@@ -365,7 +433,8 @@ async fn steady_publisher(
 struct Consumed {
     delivered: u64,
     latencies: Latencies,
-    last: Instant,
+    /// When the last delivery arrived; None if none did.
+    last: Option<Instant>,
 }
 
 /// Consumes with acks (one `multiple` ack per read) until it has seen
@@ -375,34 +444,40 @@ async fn consume(
     queue: String,
     prefetch: u16,
     expected: Arc<AtomicU64>,
+    queue_delivered: Arc<AtomicU64>,
     c: Arc<Counters>,
 ) -> io::Result<Consumed> {
     wire.consume(&queue, prefetch).await?;
     let mut out = Consumed {
         delivered: 0,
         latencies: Latencies::default(),
-        last: Instant::now(),
+        last: None,
     };
     // A message is acked once its body is in (its tag comes with deliver).
     let (mut arriving, mut last_tag, mut acked, mut stamp_next) = (0u64, 0u64, 0u64, false);
+    // When this queue last made progress, through this consumer or another.
+    let (mut heard, mut seen) = (Instant::now(), 0u64);
     loop {
-        if out.delivered >= expected.load(Ordering::Acquire) {
+        let wanted = expected.load(Ordering::Acquire);
+        let now_seen = queue_delivered.load(Ordering::Acquire);
+        if now_seen >= wanted {
             break;
         }
-        let wait = if expected.load(Ordering::Acquire) == u64::MAX {
-            Duration::from_millis(200)
-        } else {
-            Duration::from_secs(10)
-        };
-        match tokio::time::timeout(wait, wire.fill()).await {
-            Ok(read) => read?,
-            // A short wait ran out (expected may have been set meanwhile).
-            Err(_) if wait < Duration::from_secs(10) => continue,
+        if now_seen != seen {
+            (heard, seen) = (Instant::now(), now_seen);
+        }
+        match tokio::time::timeout(Duration::from_millis(200), wire.fill()).await {
+            Ok(read) => {
+                read?;
+                heard = Instant::now();
+            }
+            // Nothing yet: the publisher may still be sending, or another
+            // consumer of the queue may be taking what is left.
+            Err(_) if wanted == u64::MAX || heard.elapsed() < Duration::from_secs(10) => continue,
             Err(_) => {
                 eprintln!(
-                    "  {queue}: {} of {} delivered, then nothing for 10 s",
-                    out.delivered,
-                    expected.load(Ordering::Acquire)
+                    "  {queue}: {} of {wanted} delivered, then nothing for 10 s",
+                    queue_delivered.load(Ordering::Acquire)
                 );
                 break;
             }
@@ -427,7 +502,8 @@ async fn consume(
         }
         if got > 0 {
             out.delivered += got;
-            out.last = Instant::now();
+            out.last = Some(Instant::now());
+            queue_delivered.fetch_add(got, Ordering::AcqRel);
             Counters::add(&c.delivered, got);
         }
         if last_tag > acked {

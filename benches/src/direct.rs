@@ -28,13 +28,13 @@ use crate::measure::{Counters, Latencies};
 use crate::wire::{now_ns, stamp_of};
 use crate::{Outcome, Plan};
 
-const BROKER_NAME: &str = "broker-a";
+pub(crate) const BROKER_NAME: &str = "broker-a";
 
 pub struct Direct {
     clients: Clients,
 }
 
-fn failed(what: &str, e: impl std::fmt::Display) -> io::Error {
+pub(crate) fn failed(what: &str, e: impl std::fmt::Display) -> io::Error {
     io::Error::other(format!("{what}: {e}"))
 }
 
@@ -53,8 +53,13 @@ impl Direct {
         Ok(Direct { clients })
     }
 
+    /// The clients, for the other targets straight on RocketMQ (lmq.rs).
+    pub(crate) fn clients(&self) -> &Clients {
+        &self.clients
+    }
+
     /// A new topic with one message queue, as the gateway makes per queue.
-    async fn topic(&self, scenario: &str) -> io::Result<String> {
+    pub(crate) async fn topic(&self, scenario: &str) -> io::Result<String> {
         let topic = format!("bench_direct_{scenario}_{}", now_ns());
         let mut producer = self.clients.producer.clone();
         producer
@@ -129,18 +134,20 @@ impl Direct {
         )
         .await?;
         expected.store(sent.confirmed, Ordering::Release);
+        // First send to the last confirm or read: nothing read reads as 0.
+        let mut last = Instant::now();
         let mut outcome = Outcome {
             published: sent.confirmed,
             nacked: sent.failed,
             confirm: sent.latencies,
+            consumed: true,
             ..Outcome::default()
         };
-        let mut last = started;
         for task in tasks {
             let r = task.await.map_err(io::Error::other)??;
             outcome.delivered += r.delivered;
             outcome.e2e.extend(r.latencies);
-            last = last.max(r.last);
+            last = r.last.map_or(last, |at| last.max(at));
         }
         outcome.seconds = (last - started).as_secs_f64();
         Ok(outcome)
@@ -228,10 +235,32 @@ async fn produce(
     Ok(out)
 }
 
-struct Read {
-    delivered: u64,
-    latencies: Latencies,
-    last: Instant,
+/// What a reader got (here and in lmq.rs).
+#[derive(Default)]
+pub(crate) struct Read {
+    pub(crate) delivered: u64,
+    pub(crate) latencies: Latencies,
+    /// When the last read brought messages; None if none did.
+    pub(crate) last: Option<Instant>,
+}
+
+impl Read {
+    /// Counts one read's messages and their end-to-end latencies.
+    pub(crate) fn took(
+        &mut self,
+        bodies: impl ExactSizeIterator<Item = Option<Bytes>>,
+        c: &Counters,
+    ) {
+        let (n, now) = (bodies.len() as u64, now_ns());
+        for body in bodies {
+            if let Some(at) = body.as_deref().and_then(stamp_of) {
+                self.latencies.record_ns(now.saturating_sub(at));
+            }
+        }
+        self.delivered += n;
+        self.last = Some(Instant::now());
+        Counters::add(&c.delivered, n);
+    }
 }
 
 /// Pulls queue 0 of the topic from offset 0 (256 at a time, as the gateway's
@@ -244,11 +273,7 @@ async fn read(
     c: Arc<Counters>,
 ) -> io::Result<Read> {
     let mq = MessageQueue::from_parts(topic.as_str(), BROKER_NAME, 0);
-    let mut out = Read {
-        delivered: 0,
-        latencies: Latencies::default(),
-        last: Instant::now(),
-    };
+    let mut out = Read::default();
     let mut offset = 0i64;
     let mut idle_since: Option<Instant> = None;
     while out.delivered < expected.load(Ordering::Acquire) {
@@ -281,15 +306,7 @@ async fn read(
             }
         } else {
             idle_since = None;
-            let now = now_ns();
-            for m in messages.iter() {
-                if let Some(at) = m.body().as_deref().and_then(stamp_of) {
-                    out.latencies.record_ns(now.saturating_sub(at));
-                }
-            }
-            out.delivered += messages.len() as u64;
-            out.last = Instant::now();
-            Counters::add(&c.delivered, messages.len() as u64);
+            out.took(messages.iter().map(|m| m.body()), &c);
         }
         offset = (result.next_begin_offset() as i64).max(offset);
     }

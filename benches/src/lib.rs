@@ -5,11 +5,13 @@
 //! The path of a run: `bench` picks a scenario and a target; `amqp` or
 //! `direct` drives it (`wire` is the load generator's AMQP client); `measure`
 //! reads latencies, CPU and memory; `report` writes the table and the chart.
-//! `first` is scenario 5 (a new consumer's first delivery), latency only.
+//! `first` is scenario 5 (a new consumer's first delivery), latency only;
+//! `lmq` is fan-out through RocketMQ's light message queues (`direct-lmq`).
 
 pub mod amqp;
 pub mod direct;
 pub mod first;
+pub mod lmq;
 pub mod measure;
 pub mod report;
 pub mod wire;
@@ -40,6 +42,10 @@ pub struct Outcome {
     pub nacked: u64,
     /// Messages received by consumers (every queue's copy counts).
     pub delivered: u64,
+    /// The scenario had consumers: its rate is deliveries, 0 if none came.
+    pub consumed: bool,
+    /// Deliveries per consumer where the scenario compares them (scenario 6).
+    pub split: Vec<(String, u64)>,
     /// From the first publish to the last confirm or delivery.
     pub seconds: f64,
     pub confirm: Latencies,
@@ -55,6 +61,8 @@ pub enum Kind {
     Amqp(String),
     /// A RocketMQ name server at host:port, used through rocketmq-client-rust.
     Direct(String),
+    /// The same, fanning out through light message queues (lmq.rs).
+    DirectLmq(String),
 }
 
 #[derive(Debug, Clone)]
@@ -63,6 +71,9 @@ pub struct Target {
     pub kind: Kind,
     /// The server processes whose CPU and memory are reported.
     pub processes: Vec<Process>,
+    /// A second gateway on the same broker and meta store (scenario 6), and
+    /// its process.
+    pub second: Option<(String, Process)>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -78,6 +89,8 @@ pub enum Scenario {
     /// From consume-ok to a new consumer's first delivery, on an idle queue
     /// and on a busy one (latency only: no msg/s).
     FirstDelivery,
+    /// One queue, a publisher and a consumer on each of two gateways.
+    TwoGateways,
 }
 
 impl Scenario {
@@ -90,6 +103,7 @@ impl Scenario {
                 format!("{connections} connections × {rate} msg/s")
             }
             Scenario::FirstDelivery => "first delivery to a new consumer".into(),
+            Scenario::TwoGateways => "one queue, two gateways".into(),
         }
     }
 
@@ -102,6 +116,15 @@ impl Scenario {
             (Scenario::FirstDelivery, Kind::Direct(_)) => Some(
                 "a pull reader has no consume-ok to time from: it reads a topic from any offset, whenever it asks",
             ),
+            (Scenario::Publish(_), Kind::DirectLmq(_)) => {
+                Some("publishing alone is the direct target's: an LMQ only changes how copies are read")
+            }
+            (Scenario::Many { .. } | Scenario::FirstDelivery, Kind::DirectLmq(_)) => {
+                Some("as for direct")
+            }
+            (Scenario::TwoGateways, _) if target.second.is_none() => {
+                Some("one server: the scenario is two gateways on one broker")
+            }
             _ => None,
         }
     }

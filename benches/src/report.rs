@@ -22,14 +22,10 @@ pub struct Row {
 
 impl Row {
     /// Messages per second that made it through the scenario: deliveries when
-    /// there are consumers, confirms otherwise.
+    /// there are consumers (0 if none came), confirms otherwise.
     pub fn rate(&self) -> Option<f64> {
         let o = self.outcome.as_ref()?;
-        let n = if o.delivered > 0 {
-            o.delivered
-        } else {
-            o.published
-        };
+        let n = if o.consumed { o.delivered } else { o.published };
         (o.seconds > 0.0).then(|| n as f64 / o.seconds)
     }
 
@@ -148,6 +144,11 @@ pub fn markdown(rows: &mut [Row]) -> String {
                 num(r.per_message(r.bench_cpu), 1),
             );
         }
+        for r in rows.iter().filter(|r| &r.scenario == scenario) {
+            if let Some(o) = r.outcome.as_ref().filter(|o| !o.split.is_empty()) {
+                let _ = writeln!(out, "\nDeliveries on {}:{}", r.target, split(o));
+            }
+        }
         let _ = writeln!(out);
     }
     scenarios.retain(|s| !is_first_delivery(s));
@@ -175,7 +176,35 @@ pub fn markdown(rows: &mut [Row]) -> String {
             ratio("gateway-null")
         );
     }
+    let gateway_rate = |scenario: &str| {
+        rows.iter()
+            .find(|r| r.scenario == scenario && r.target == "gateway")
+            .and_then(Row::rate)
+    };
+    let (two, one) = (Scenario::TwoGateways.name(), Scenario::EndToEnd.name());
+    if let (Some(two), Some(one)) = (gateway_rate(&two), gateway_rate(&one)) {
+        if one > 0.0 {
+            let _ = writeln!(
+                out,
+                "\nOne queue on two gateways delivers {:.2}× what one gateway delivers end to end.",
+                two / one
+            );
+        }
+    }
     out
+}
+
+/// " (gateway 1 N · gateway 2 M)" where a scenario compares consumers, else "".
+pub fn split(outcome: &Outcome) -> String {
+    if outcome.split.is_empty() {
+        return String::new();
+    }
+    let parts: Vec<String> = outcome
+        .split
+        .iter()
+        .map(|(name, n)| format!("{name} {}", thousands(Some(*n as f64))))
+        .collect();
+    format!(" ({})", parts.join(" · "))
 }
 
 /// Scenario 5 measures latency only: its table has no msg/s or CPU per message.
@@ -223,11 +252,12 @@ fn first_delivery_table(out: &mut String, rows: &mut [Row], scenario: &str) {
     let _ = writeln!(out);
 }
 
-const COLORS: [(&str, &str); 4] = [
+const COLORS: [(&str, &str); 5] = [
     ("gateway", "#1f77b4"),
     ("gateway-null", "#9ecae1"),
     ("rabbitmq", "#ff7f0e"),
     ("direct", "#2ca02c"),
+    ("direct-lmq", "#98df8a"),
 ];
 
 /// Grouped horizontal bars: msg/s per target, one group per scenario, each

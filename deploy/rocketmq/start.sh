@@ -69,19 +69,20 @@ autoCreateSubscriptionGroup=true
 flushDiskType=$flush_type
 # 128 MiB bodies (RabbitMQ's limit) plus room for properties. The broker
 # refuses to start unless its timer pipeline can hold one such message.
-maxMessageSize=135266304
-timerPipelineQueueBytes=270532608
+# (Its dispatch once copied this much per 64 messages when behind: fixed by
+# patches/rocketmq-store-1.0.0/reput-window.patch, see build.sh.)
+# ROCKETMQ_MAX_MESSAGE_SIZE changes it, for experiments.
+maxMessageSize=${ROCKETMQ_MAX_MESSAGE_SIZE:-135266304}
+timerPipelineQueueBytes=$((2 * ${ROCKETMQ_MAX_MESSAGE_SIZE:-135266304}))
 enablePropertyFilter=true
 enableLmq=true
 enableMultiDispatch=true
 # After taking a send, the commit log's append worker waits this long for
 # more to write together; tokio's timer rounds the wait up to a whole
-# millisecond, so with the default 50 every send waits ~1 ms when sends
-# come one at a time. 0 made one-at-a-time publishing 3.9x faster, but in
-# a full benches/run.sh the gateway's consumers then stalled after the
-# publish scenarios (docs/benchmarks.md): the default stays 50 until that
-# is understood.
-commitLogMicroBatchMaxWaitMicros=${COMMITLOG_BATCH_WAIT_US:-50}
+# millisecond, so with RocketMQ's default of 50 every send waited ~1 ms when
+# sends come one at a time. 0 writes what is queued at once (one-at-a-time
+# publishing 4x faster, docs/benchmarks.md, "A single send").
+commitLogMicroBatchMaxWaitMicros=${COMMITLOG_BATCH_WAIT_US:-0}
 # One read may carry 256 messages (RocketMQ's default is 32 when they are in
 # memory, 8 from disk): a queue is read one request at a time, so the batch
 # size bounds a consumer's rate (docs/benchmarks.md).

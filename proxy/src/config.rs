@@ -211,6 +211,11 @@ impl Config {
             &mut self.max_connection_content_bytes,
         )?;
         set(&get, "AMQP_GATEWAY_MAX_IN_FLIGHT", &mut self.max_in_flight)?;
+        set(
+            &get,
+            "AMQP_GATEWAY_QUEUES_PER_TOPIC",
+            &mut self.queues_per_topic,
+        )?;
         set(&get, "AMQP_GATEWAY_HEALTH_LISTEN", &mut self.health_listen)?;
         set(
             &get,

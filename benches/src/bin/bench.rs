@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use benches::measure::{cpu_seconds, Counters, CpuMeter, Process, Watch};
 use benches::report::{self, Row};
-use benches::{amqp, direct::Direct, first, Kind, Outcome, Plan, Scenario, Target};
+use benches::{amqp, direct::Direct, first, lmq, Kind, Outcome, Plan, Scenario, Target};
 use clap::Parser;
 
 #[derive(Debug, Parser)]
@@ -24,6 +24,11 @@ struct Args {
     gateway: Option<String>,
     #[arg(long, value_delimiter = ',')]
     gateway_pids: Vec<u32>,
+    /// A second gateway on the same RocketMQ and meta store (scenario 6).
+    #[arg(long)]
+    gateway2: Option<String>,
+    #[arg(long, value_delimiter = ',')]
+    gateway2_pids: Vec<u32>,
     /// RocketMQ's broker and name server (CPU and memory).
     #[arg(long, value_delimiter = ',')]
     rocketmq_pids: Vec<u32>,
@@ -47,11 +52,11 @@ struct Args {
     size: usize,
     #[arg(long, default_value_t = 1000)]
     connections: usize,
-    /// Scenarios to run, by number (1 publish, 2 end to end, 3 fan-out, 4 many connections,
-    /// 5 first delivery to a new consumer).
-    #[arg(long, value_delimiter = ',', default_values_t = [1, 2, 3, 4, 5])]
+    /// Scenarios to run, by number (1 publish, 2 end to end, 3 fan-out to 4 and 16,
+    /// 4 many connections, 5 first delivery to a new consumer, 6 one queue on two gateways).
+    #[arg(long, value_delimiter = ',', default_values_t = [1, 2, 3, 4, 5, 6])]
     only: Vec<u8>,
-    /// Targets to run, by name (gateway, gateway-null, rabbitmq, direct).
+    /// Targets to run, by name (gateway, gateway-null, rabbitmq, direct, direct-lmq).
     #[arg(long, value_delimiter = ',')]
     targets: Vec<String>,
     #[arg(long, default_value = "benches/results")]
@@ -81,6 +86,11 @@ fn targets(args: &Args) -> Vec<Target> {
             .into_iter()
             .flatten()
             .collect(),
+            second: args.gateway2.clone().map(|addr| {
+                let pids = args.gateway2_pids.clone();
+                let label = "gateway 2".to_owned();
+                (addr, Process { label, pids })
+            }),
         });
     }
     if let Some(addr) = &args.null {
@@ -88,6 +98,7 @@ fn targets(args: &Args) -> Vec<Target> {
             name: "gateway-null".into(),
             kind: Kind::Amqp(addr.clone()),
             processes: process("gateway", &args.null_pids).into_iter().collect(),
+            second: None,
         });
     }
     if let Some(addr) = &args.rabbitmq {
@@ -97,6 +108,7 @@ fn targets(args: &Args) -> Vec<Target> {
             processes: process("rabbitmq", &args.rabbitmq_pids)
                 .into_iter()
                 .collect(),
+            second: None,
         });
     }
     if let Some(addr) = &args.name_server {
@@ -106,6 +118,15 @@ fn targets(args: &Args) -> Vec<Target> {
             processes: process("rocketmq", &args.rocketmq_pids)
                 .into_iter()
                 .collect(),
+            second: None,
+        });
+        out.push(Target {
+            name: "direct-lmq".into(),
+            kind: Kind::DirectLmq(addr.clone()),
+            processes: process("rocketmq", &args.rocketmq_pids)
+                .into_iter()
+                .collect(),
+            second: None,
         });
     }
     out.retain(|t| args.targets.is_empty() || args.targets.contains(&t.name));
@@ -127,13 +148,29 @@ async fn run(
             amqp::many_connections(addr, plan, connections, rate, c).await
         }
         (Kind::Amqp(addr), Scenario::FirstDelivery) => first::first_delivery(addr, plan, c).await,
+        (Kind::Amqp(addr), Scenario::TwoGateways) => {
+            let (second, _) = target
+                .second
+                .as_ref()
+                .ok_or_else(|| std::io::Error::other("no second gateway (--gateway2)"))?;
+            amqp::two_gateways(addr, second, plan, c).await
+        }
+        (Kind::DirectLmq(_), Scenario::EndToEnd | Scenario::FanOut(_)) => {
+            let direct = direct.ok_or_else(|| std::io::Error::other("no RocketMQ client"))?;
+            let queues = match scenario {
+                Scenario::FanOut(n) => n,
+                _ => 1,
+            };
+            lmq::fan_out(direct, plan, queues, c).await
+        }
+        (Kind::DirectLmq(_), _) => Err(std::io::Error::other("not applicable")),
         (Kind::Direct(_), scenario) => {
             let direct = direct.ok_or_else(|| std::io::Error::other("no RocketMQ client"))?;
             match scenario {
                 Scenario::Publish(w) => direct.publish_only(plan, w, c).await,
                 Scenario::EndToEnd => direct.fan_out(plan, 1, c).await,
                 Scenario::FanOut(n) => direct.fan_out(plan, n, c).await,
-                Scenario::Many { .. } | Scenario::FirstDelivery => {
+                Scenario::Many { .. } | Scenario::FirstDelivery | Scenario::TwoGateways => {
                     Err(std::io::Error::other("not applicable"))
                 }
             }
@@ -188,7 +225,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         return Err("no target given (--gateway, --null, --rabbitmq, --name-server)".into());
     }
     let direct = match targets.iter().find_map(|t| match &t.kind {
-        Kind::Direct(ns) => Some(ns.clone()),
+        Kind::Direct(ns) | Kind::DirectLmq(ns) => Some(ns.clone()),
         _ => None,
     }) {
         Some(ns) => Some(Direct::connect(&ns).await?),
@@ -203,12 +240,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 Scenario::Publish(1000),
             ]),
             2 => scenarios.push(Scenario::EndToEnd),
-            3 => scenarios.push(Scenario::FanOut(4)),
+            3 => scenarios.extend([Scenario::FanOut(4), Scenario::FanOut(16)]),
             4 => scenarios.push(Scenario::Many {
                 connections: args.connections,
                 rate: 10.0,
             }),
             5 => scenarios.push(Scenario::FirstDelivery),
+            6 => scenarios.push(Scenario::TwoGateways),
             other => return Err(format!("no scenario {other}").into()),
         }
     }
@@ -232,9 +270,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             }
             eprintln!("== {name}");
             let counters = Arc::new(Counters::default());
-            let meters: Vec<CpuMeter> = target.processes.iter().map(CpuMeter::start).collect();
+            let mut processes = target.processes.clone();
+            if let (Scenario::TwoGateways, Some((_, second))) = (scenario, &target.second) {
+                processes.push(second.clone());
+            }
+            let meters: Vec<CpuMeter> = processes.iter().map(CpuMeter::start).collect();
             let bench_started = cpu_seconds("self").unwrap_or(0.0);
-            let watch = Watch::start(name.clone(), counters.clone(), &target.processes);
+            let watch = Watch::start(name.clone(), counters.clone(), &processes);
             let result = run(*scenario, target, &plan, direct.as_ref(), counters).await;
             row.rss = watch.stop();
             row.cpu = meters.iter().map(CpuMeter::stop).collect();
@@ -244,8 +286,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                     match outcome.first.as_mut() {
                         Some(f) => eprintln!("   {}", f.summary()),
                         None => eprintln!(
-                            "   {} published, {} delivered, {} nacked in {:.1} s",
-                            outcome.published, outcome.delivered, outcome.nacked, outcome.seconds
+                            "   {} published, {} delivered, {} nacked in {:.1} s{}",
+                            outcome.published,
+                            outcome.delivered,
+                            outcome.nacked,
+                            outcome.seconds,
+                            report::split(&outcome)
                         ),
                     }
                     row.outcome = Some(outcome);
