@@ -34,7 +34,7 @@ use crate::measure::{Counters, Latencies};
 use crate::wire::now_ns;
 use crate::{Outcome, Plan};
 
-/// A producer with `plan.window` single sends in flight, each indexed into
+/// A producer with `plan.window` single sends in flight (see `send`), each indexed into
 /// `queues` LMQs, and a reader on each LMQ.
 pub async fn fan_out(
     direct: &Direct,
@@ -124,7 +124,13 @@ struct Sent {
     latencies: Latencies,
 }
 
-/// Keeps `plan.window` single sends in flight until `until`.
+/// Single sends in flight at most: the client's transport refuses requests
+/// beyond its admission budget ("queue_saturated"; 1,000 in flight lost
+/// most of them), where the gateway waits for room and retries (upstream/rocketmq.rs).
+const SENDS_IN_FLIGHT: usize = 256;
+
+/// Keeps `plan.window` single sends in flight (at most `SENDS_IN_FLIGHT`)
+/// until `until`.
 async fn send(
     clients: &Clients,
     topic: &str,
@@ -141,7 +147,7 @@ async fn send(
     };
     let mut in_flight = FuturesUnordered::new();
     loop {
-        while Instant::now() < until && in_flight.len() < plan.window {
+        while Instant::now() < until && in_flight.len() < plan.window.min(SENDS_IN_FLIGHT) {
             let at = now_ns();
             let mut stamped = body.clone();
             stamped[..8].copy_from_slice(&at.to_le_bytes());
