@@ -101,5 +101,5 @@ fi
   --rabbitmq "127.0.0.1:$rabbit_port" --rabbitmq-pids "$rabbit_pid" \
   --name-server "127.0.0.1:$NAMESRV_PORT" \
   --seconds "${SECONDS_PER_RUN:-10}" --connections "${CONNECTIONS:-1000}" \
-  --only "${ONLY:-1,2,3,4,5}" ${TARGETS:+--targets "$TARGETS"} \
+  --only "${ONLY:-1,2,3,4,5,6}" ${TARGETS:+--targets "$TARGETS"} \
   --machine "$machine" --out "$out"
