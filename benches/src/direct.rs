@@ -32,6 +32,7 @@ pub(crate) const BROKER_NAME: &str = "broker-a";
 
 pub struct Direct {
     clients: Clients,
+    name_server: String,
 }
 
 pub(crate) fn failed(what: &str, e: impl std::fmt::Display) -> io::Error {
@@ -50,12 +51,19 @@ impl Direct {
         })
         .await
         .map_err(|e| failed("RocketMQ clients", e))?;
-        Ok(Direct { clients })
+        Ok(Direct {
+            clients,
+            name_server: name_server.to_owned(),
+        })
     }
 
-    /// The clients, for the other targets straight on RocketMQ (lmq.rs).
+    /// The clients, for the other targets straight on RocketMQ (lmq.rs, pop.rs).
     pub(crate) fn clients(&self) -> &Clients {
         &self.clients
+    }
+
+    pub(crate) fn name_server(&self) -> &str {
+        &self.name_server
     }
 
     /// A new topic with one message queue, as the gateway makes per queue.
@@ -154,10 +162,10 @@ impl Direct {
     }
 }
 
-struct Produced {
-    confirmed: u64,
-    failed: u64,
-    latencies: Latencies,
+pub(crate) struct Produced {
+    pub(crate) confirmed: u64,
+    pub(crate) failed: u64,
+    pub(crate) latencies: Latencies,
 }
 
 /// Keeps `window` messages in flight until `until`. Messages that find room
@@ -165,7 +173,7 @@ struct Produced {
 /// application that cares about throughput sends them: the client answers a
 /// message queue's requests one at a time, so single sends cap near 700 msg/s
 /// whatever the concurrency (docs/benchmarks.md).
-async fn produce(
+pub(crate) async fn produce(
     producer: &DefaultMQProducer,
     topic: &str,
     size: usize,

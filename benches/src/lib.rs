@@ -6,13 +6,15 @@
 //! `direct` drives it (`wire` is the load generator's AMQP client); `measure`
 //! reads latencies, CPU and memory; `report` writes the table and the chart.
 //! `first` is scenario 5 (a new consumer's first delivery), latency only;
-//! `lmq` is fan-out through RocketMQ's light message queues (`direct-lmq`).
+//! `lmq` is fan-out through RocketMQ's light message queues (`direct-lmq`),
+//! `pop` consuming with RocketMQ's POP (`direct-pop`).
 
 pub mod amqp;
 pub mod direct;
 pub mod first;
 pub mod lmq;
 pub mod measure;
+pub mod pop;
 pub mod report;
 pub mod wire;
 
@@ -63,6 +65,8 @@ pub enum Kind {
     Direct(String),
     /// The same, fanning out through light message queues (lmq.rs).
     DirectLmq(String),
+    /// The same, consuming with POP (pop.rs).
+    DirectPop(String),
 }
 
 #[derive(Debug, Clone)]
@@ -121,6 +125,9 @@ impl Scenario {
             }
             (Scenario::Many { .. } | Scenario::FirstDelivery, Kind::DirectLmq(_)) => {
                 Some("as for direct")
+            }
+            (scenario, Kind::DirectPop(_)) if *scenario != Scenario::EndToEnd => {
+                Some("POP is measured end to end only")
             }
             (Scenario::TwoGateways, _) if target.second.is_none() => {
                 Some("one server: the scenario is two gateways on one broker")

@@ -103,7 +103,7 @@ pub async fn fan_out(
 
 /// The master broker's address for `topic` (the LMQs live on the broker
 /// that stores the parent topic's messages).
-async fn broker_address(clients: &Clients, topic: &str) -> io::Result<CheetahString> {
+pub(crate) async fn broker_address(clients: &Clients, topic: &str) -> io::Result<CheetahString> {
     let route = clients
         .admin
         .examine_topic_route_info(topic.into())

@@ -252,12 +252,13 @@ fn first_delivery_table(out: &mut String, rows: &mut [Row], scenario: &str) {
     let _ = writeln!(out);
 }
 
-const COLORS: [(&str, &str); 5] = [
+const COLORS: [(&str, &str); 6] = [
     ("gateway", "#1f77b4"),
     ("gateway-null", "#9ecae1"),
     ("rabbitmq", "#ff7f0e"),
     ("direct", "#2ca02c"),
     ("direct-lmq", "#98df8a"),
+    ("direct-pop", "#bcbd22"),
 ];
 
 /// Grouped horizontal bars: msg/s per target, one group per scenario, each

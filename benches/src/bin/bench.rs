@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use benches::measure::{cpu_seconds, Counters, CpuMeter, Process, Watch};
 use benches::report::{self, Row};
-use benches::{amqp, direct::Direct, first, lmq, Kind, Outcome, Plan, Scenario, Target};
+use benches::{amqp, direct::Direct, first, lmq, pop, Kind, Outcome, Plan, Scenario, Target};
 use clap::Parser;
 
 #[derive(Debug, Parser)]
@@ -56,7 +56,7 @@ struct Args {
     /// 4 many connections, 5 first delivery to a new consumer, 6 one queue on two gateways).
     #[arg(long, value_delimiter = ',', default_values_t = [1, 2, 3, 4, 5, 6])]
     only: Vec<u8>,
-    /// Targets to run, by name (gateway, gateway-null, rabbitmq, direct, direct-lmq).
+    /// Targets to run, by name (gateway, gateway-null, rabbitmq, direct, direct-lmq; direct-pop only when named).
     #[arg(long, value_delimiter = ',')]
     targets: Vec<String>,
     #[arg(long, default_value = "benches/results")]
@@ -128,8 +128,20 @@ fn targets(args: &Args) -> Vec<Target> {
                 .collect(),
             second: None,
         });
+        out.push(Target {
+            name: "direct-pop".into(),
+            kind: Kind::DirectPop(addr.clone()),
+            processes: process("rocketmq", &args.rocketmq_pids)
+                .into_iter()
+                .collect(),
+            second: None,
+        });
     }
-    out.retain(|t| args.targets.is_empty() || args.targets.contains(&t.name));
+    // direct-pop runs only when named (benches/src/pop.rs says why).
+    out.retain(|t| match args.targets.is_empty() {
+        true => t.name != "direct-pop",
+        false => args.targets.contains(&t.name),
+    });
     out
 }
 
@@ -164,6 +176,11 @@ async fn run(
             lmq::fan_out(direct, plan, queues, c).await
         }
         (Kind::DirectLmq(_), _) => Err(std::io::Error::other("not applicable")),
+        (Kind::DirectPop(_), Scenario::EndToEnd) => {
+            let direct = direct.ok_or_else(|| std::io::Error::other("no RocketMQ client"))?;
+            pop::end_to_end(direct, plan, c).await
+        }
+        (Kind::DirectPop(_), _) => Err(std::io::Error::other("not applicable")),
         (Kind::Direct(_), scenario) => {
             let direct = direct.ok_or_else(|| std::io::Error::other("no RocketMQ client"))?;
             match scenario {
@@ -225,7 +242,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         return Err("no target given (--gateway, --null, --rabbitmq, --name-server)".into());
     }
     let direct = match targets.iter().find_map(|t| match &t.kind {
-        Kind::Direct(ns) | Kind::DirectLmq(ns) => Some(ns.clone()),
+        Kind::Direct(ns) | Kind::DirectLmq(ns) | Kind::DirectPop(ns) => Some(ns.clone()),
         _ => None,
     }) {
         Some(ns) => Some(Direct::connect(&ns).await?),

@@ -30,8 +30,15 @@ pub struct Clients {
 
 /// Owns the client's background tasks; drop it last.
 pub struct ClientRuntimeGuard {
-    _client: Arc<ClientRuntime>,
+    client: Arc<ClientRuntime>,
     _owner: RuntimeOwner,
+}
+
+impl ClientRuntimeGuard {
+    /// The client runtime, for more client instances on it (benches' POP).
+    pub fn client(&self) -> &Arc<ClientRuntime> {
+        &self.client
+    }
 }
 
 impl Clients {
@@ -114,7 +121,7 @@ impl Clients {
             pull_consumer,
             admin: Arc::new(admin),
             runtime: ClientRuntimeGuard {
-                _client: client,
+                client,
                 _owner: owner,
             },
         })
