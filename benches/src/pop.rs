@@ -292,19 +292,17 @@ impl Popper {
                 );
                 break;
             }
-            let popped = self.pop(topic, INVISIBLE_MS).await;
-            let failed_before = failed.n;
-            let messages = match popped {
+            let messages = match self.pop(topic, INVISIBLE_MS).await {
                 Ok(messages) => messages,
                 Err(e) => {
                     failed.count(Err(e)).await;
+                    if failed.n > 1000 {
+                        eprintln!("  {topic}: giving up{}", failed.summary());
+                        break;
+                    }
                     Vec::new()
                 }
             };
-            if failed.n > failed_before && failed.n > 1000 {
-                eprintln!("  {topic}: giving up{}", failed.summary());
-                break;
-            }
             if messages.is_empty() {
                 if expected.load(Ordering::Acquire) != u64::MAX
                     && heard.elapsed() > Duration::from_secs(10)

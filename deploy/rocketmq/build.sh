@@ -19,6 +19,11 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/amqp-gw/target}"
 cd "$root"
 
 patched_root="$CARGO_TARGET_DIR/patched-crates"
+# `patch` is not in every minimal image (Debian's is "standard", not essential).
+command -v patch >/dev/null || {
+  echo "== installing patch (to apply deploy/rocketmq/patches)" >&2
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq patch >/dev/null
+}
 config=()
 patched=0
 for dir in "$here"/patches/*/; do

@@ -138,9 +138,12 @@ fn targets(args: &Args) -> Vec<Target> {
         });
     }
     // direct-pop runs only when named (benches/src/pop.rs says why).
-    out.retain(|t| match args.targets.is_empty() {
-        true => t.name != "direct-pop",
-        false => args.targets.contains(&t.name),
+    out.retain(|t| {
+        if args.targets.is_empty() {
+            t.name != "direct-pop"
+        } else {
+            args.targets.contains(&t.name)
+        }
     });
     out
 }

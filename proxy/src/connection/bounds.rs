@@ -54,7 +54,7 @@ impl Connection {
         // A channel holds at most one body of at most max_message_size:
         // with few channels the cap cannot be reached, and no frame pays
         // for a walk over the channels.
-        if self.channels.len() as u64 * config.max_message_size <= cap {
+        if (self.channels.len() as u64).saturating_mul(config.max_message_size) <= cap {
             return Ok(());
         }
         let held: usize = self.channels.values().map(|c| c.content.pending()).sum();
